@@ -1,0 +1,147 @@
+"""Command line: a thin layer over the Python API.
+
+Errors the user can fix print one line and exit non-zero (2 for spec/usage/data problems);
+`--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+
+class _Group(click.Group):
+    """Turns peftbench errors into one line and an exit code, unless --debug."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except KeyboardInterrupt:
+            click.echo("peftbench: interrupted; finished records are intact", err=True)
+            sys.exit(130)
+        except Exception as err:
+            from .errors import PeftbenchError, RunCanceled
+
+            if (ctx.obj or {}).get("debug"):
+                raise
+            if isinstance(err, RunCanceled):
+                click.echo("peftbench: interrupted; the run in flight is recorded 'canceled'", err=True)
+                sys.exit(130)
+            if isinstance(err, PeftbenchError):
+                click.echo(f"peftbench: error: {err.one_line()}", err=True)
+                sys.exit(err.exit_code)
+            click.echo(f"peftbench: internal error: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+                       " (rerun with --debug for the traceback)", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.version_option(package_name="peftbench")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """peftbench: compare fine-tuning methods (full, partial, LoRA, QLoRA, IA3, DoRA, any peft method)."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+def _spec_from_flags(config: str | None, model: str | None, data_train: str | None, data_eval: str | None,
+                     method: str | None, n_train: int | None, n_eval: int | None, sets: tuple[str, ...]) -> Any:
+    from .spec import RunSpec, apply_overrides, load_yaml
+
+    data: dict[str, Any] = load_yaml(config) if config else {}
+    flags = []
+    if model:
+        flags.append(f"model.name_or_path={model}")
+    if data_train:
+        flags.append(f"data.train={data_train}")
+    if data_eval:
+        flags.append(f"data.eval={data_eval}")
+    if method:
+        flags.append(f"method.name={method}")
+    if n_train:
+        flags.append(f"data.n_train={n_train}")
+    if n_eval:
+        flags.append(f"data.n_eval={n_eval}")
+    # Values from flags are kept as strings where they are paths (no YAML re-typing of file names).
+    data = apply_overrides(data, [])
+    for item in flags:
+        key, _, value = item.partition("=")
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = int(value) if parts[-1] in ("n_train", "n_eval") else value
+    return RunSpec.from_dict(apply_overrides(data, list(sets)))
+
+
+@cli.command()
+@click.option("--config", "config", type=str, help="YAML spec file.")
+@click.option("--model", help="Model folder or hub id ('embedded' = the bundled all-MiniLM-L6-v2).")
+@click.option("--data-train", help="Training data file (.csv/.tsv/.json/.jsonl/.parquet).")
+@click.option("--data-eval", help="Evaluation data file.")
+@click.option("--method", help="Method name (see `peftbench methods`).")
+@click.option("--n-train", type=click.IntRange(min=1), help="Subsample the training set (stratified, seeded).")
+@click.option("--n-eval", type=click.IntRange(min=1), help="Subsample the evaluation set.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any spec key, e.g. method.r=16.")
+@click.option("--out", default="runs", show_default=True, help="Output folder; each run writes <out>/<run_id>/.")
+@click.option("--force", is_flag=True, help="Rerun even if a success record exists (it is kept if the rerun fails).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def run(config: str | None, model: str | None, data_train: str | None, data_eval: str | None, method: str | None,
+        n_train: int | None, n_eval: int | None, sets: tuple[str, ...], out: str, force: bool, quiet: bool) -> None:
+    """Train and evaluate one method; write <out>/<run_id>/result.json."""
+    from .runner import run as run_one
+
+    spec = _spec_from_flags(config, model, data_train, data_eval, method, n_train, n_eval, sets)
+    record = run_one(spec, out, progress=not quiet, force=force)
+    _print_summary([record])
+    click.echo(f"record: {out}/{record['run_id']}/result.json")
+
+
+def _print_summary(records: list[dict[str, Any]]) -> None:
+    from .summary import terminal_table
+
+    click.echo(terminal_table(records))
+
+
+@cli.command()
+def methods() -> None:
+    """List methods with their defaults (learning rate included)."""
+    from .methods import METHODS
+
+    rows = []
+    for name, m in METHODS.items():
+        defaults = ", ".join(f"{k}={v}" for k, v in m.defaults.items()) or "-"
+        rows.append((name, f"{m.default_lr:g}", ",".join(m.families), defaults, m.summary))
+    widths = [max(len(r[i]) for r in [*rows, ("method", "lr", "families", "defaults", "")]) for i in range(4)]
+    header = ("method", "lr", "families", "defaults")
+    click.echo("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=False)) + "  summary")
+    for r in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=False)) + "  " + r[4])
+
+
+@cli.command()
+@click.option("--out", default="demo_runs", show_default=True, help="Output folder.")
+@click.option("--methods", "method_list", default="full,partial,lora,qlora,ia3,dora", show_default=True,
+              help="Comma-separated methods to compare.")
+@click.option("--n-train", default=None, type=click.IntRange(min=1), help="Synthetic training examples.")
+@click.option("--epochs", default=None, type=click.IntRange(min=1), help="Epochs per method.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def demo(out: str, method_list: str, n_train: int | None, epochs: int | None, quiet: bool) -> None:
+    """Offline demo: all six methods on the bundled MiniLM and a generated sentiment set."""
+    from .demo import run_demo
+
+    run_demo(out, [m.strip() for m in method_list.split(",") if m.strip()], n_train=n_train, epochs=epochs,
+             progress=not quiet)
+
+
+def main() -> None:
+    cli(prog_name="peftbench")
+
+
+if __name__ == "__main__":
+    main()

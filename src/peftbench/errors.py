@@ -1,0 +1,71 @@
+"""The project's own error types.
+
+Every error a user can cause is a `PeftbenchError` with a one-line message that names the
+problem and the fix; the CLI prints it without a traceback and exits with `exit_code`.
+"""
+
+from __future__ import annotations
+
+
+class PeftbenchError(Exception):
+    """Base error: `str(err)` is the one-line message shown to the user."""
+
+    exit_code = 1
+    kind = "error"
+
+    def __init__(self, message: str, hint: str | None = None):
+        self.message = message
+        self.hint = hint
+        super().__init__(self.one_line())
+
+    def one_line(self) -> str:
+        text = self.message.strip().replace("\n", " ")
+        if self.hint:
+            text = f"{text} (fix: {self.hint.strip()})"
+        return text
+
+
+class SpecError(PeftbenchError):
+    """The spec or the command line is wrong: usage error, exit 2."""
+
+    exit_code = 2
+    kind = "spec"
+
+
+class DataError(PeftbenchError):
+    """A data file is missing, unreadable or inconsistent: exit 2, nothing trained."""
+
+    exit_code = 2
+    kind = "data"
+
+
+class ModelError(PeftbenchError):
+    """A model cannot be loaded or a method cannot apply to it: exit 2."""
+
+    exit_code = 2
+    kind = "model"
+
+
+class TrainingError(PeftbenchError):
+    """Training failed after it started (NaN loss, out of memory...): recorded as `failed`."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, reason: str = "error", hint: str | None = None):
+        self.reason = reason
+        super().__init__(message, hint)
+
+
+class NanLossError(TrainingError):
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message, reason="nan_loss", hint=hint)
+
+
+class OutOfMemory(TrainingError):
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message, reason="oom", hint=hint)
+
+
+class RunCanceled(TrainingError):
+    def __init__(self, message: str = "run canceled by the user (Ctrl-C)"):
+        super().__init__(message, reason="canceled")

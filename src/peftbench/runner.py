@@ -1,0 +1,225 @@
+"""`run(spec)`: one fine-tuning run from spec to record.
+
+Order matters for honest failures: the spec and the data are checked before any model is
+loaded; anything that fails after the run folder exists becomes a `failed` record; a failure
+never replaces an earlier `success` record.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .errors import PeftbenchError, RunCanceled, SpecError, TrainingError
+from .methods import METHODS, MethodContext, method_load_kwargs
+from .records import (
+    RESULT_FILE,
+    SCHEMA_VERSION,
+    atomic_write_json,
+    dir_size,
+    environment,
+    git_commit,
+    now_iso,
+    read_record,
+)
+from .spec import RunSpec
+from .tasks import TASKS
+
+ADAPTER_METHODS_KEEP_FP32 = ("full", "partial")
+
+
+def pick_device(choice: str) -> str:
+    import torch
+
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise SpecError("train.device is 'cuda' but no CUDA device is available", hint="set train.device=auto or cpu")
+    return choice
+
+
+def run_dir_for(out_dir: str | Path, run_id: str) -> Path:
+    root = Path(out_dir).resolve()
+    target = (root / run_id).resolve()
+    if root not in target.parents:
+        raise SpecError(f"run id '{run_id}' would escape the output folder", hint="use a plain run name")
+    return target
+
+
+def check_writable(out_dir: str | Path) -> None:
+    root = Path(out_dir)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=root, prefix=".write-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise SpecError(f"output folder '{out_dir}' is not writable: {err.strerror}",
+                        hint="choose another --out folder or fix its permissions") from None
+
+
+def apply_dtype_policy(model: Any, method_name: str, compute_dtype: str) -> tuple[Any, dict[str, Any]]:
+    """Decide how bf16 is used. Full/partial keep fp32 master weights under autocast; adapter
+    methods hold the frozen base in bf16 once (no per-step casts) and train fp32 adapters and head."""
+    import torch
+
+    if compute_dtype == "float32":
+        return None, {"compute_dtype": "float32", "autocast": False, "frozen_base_dtype": "float32"}
+    dtype = getattr(torch, compute_dtype)
+    frozen_cast = method_name not in ADAPTER_METHODS_KEEP_FP32
+    if frozen_cast:
+        for p in model.parameters():
+            if p.is_floating_point():
+                p.data = p.data.to(torch.float32 if p.requires_grad else dtype)
+    return dtype, {"compute_dtype": compute_dtype, "autocast": True,
+                   "frozen_base_dtype": compute_dtype if frozen_cast else "float32"}
+
+
+def save_artifact(model: Any, spec: RunSpec, run_dir: Path) -> dict[str, Any]:
+    """Save what the method produces (adapter or full model) and measure its size on disk."""
+    def _save(target: Path) -> int:
+        model.save_pretrained(str(target), safe_serialization=True)
+        return dir_size(target)
+
+    if spec.save == "none":
+        with tempfile.TemporaryDirectory(dir=run_dir) as tmp:
+            return {"saved": False, "path": None, "size_bytes": _save(Path(tmp) / "artifact")}
+    if spec.save == "merged" and hasattr(model, "merge_and_unload"):
+        target = run_dir / "merged"
+        merged = model.merge_and_unload()
+        merged.save_pretrained(str(target), safe_serialization=True)
+        return {"saved": True, "kind": "merged", "path": "merged", "size_bytes": dir_size(target)}
+    kind = "adapter" if hasattr(model, "peft_config") else "model"
+    target = run_dir / kind
+    return {"saved": True, "kind": kind, "path": kind, "size_bytes": _save(target)}
+
+
+def _write_failure(run_dir: Path, record: dict[str, Any]) -> None:
+    """Failures never overwrite a finished success record."""
+    existing = read_record(run_dir)
+    path = run_dir / RESULT_FILE
+    if existing and existing.get("status") == "success":
+        path = run_dir / f"failed-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    atomic_write_json(path, record)
+
+
+def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, force: bool = False,
+        log: Any = None) -> dict[str, Any]:
+    """Train and evaluate one spec; return its record (also written to `out_dir/<run_id>/result.json`)."""
+    import torch
+    from transformers import set_seed
+
+    from .models import count_params, quiet_libraries, resolve_dtype
+
+    quiet_libraries()
+
+    say = log or (lambda msg: print(msg, file=sys.stderr))
+    spec = spec.resolved()
+    run_id = spec.run_id()
+    run_dir = run_dir_for(out_dir, run_id)
+    existing = read_record(run_dir)
+    if existing and existing.get("status") == "success" and not force:
+        say(f"[peftbench] {run_id}: success record exists, skipping (use --force to rerun)")
+        return existing
+
+    task = TASKS.get(spec.task)
+    method = METHODS.get(spec.method.name)
+    params = spec.method.params
+    prepared = task.load_data(spec)
+    check_writable(out_dir)
+    device = pick_device(spec.train.device)
+    compute_dtype = resolve_dtype(spec.model.dtype, device)
+    if spec.train.num_threads:
+        torch.set_num_threads(spec.train.num_threads)
+
+    record: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION, "run_id": run_id, "status": "running", "error": None,
+        "task": spec.task, "method": spec.method.name, "model_name": spec.model.name_or_path,
+        "seed": spec.train.seed, "spec": spec.to_dict(),
+        "timestamps": {"started": now_iso(), "finished": None},
+        "environment": environment(), "git_commit": git_commit(),
+        "trust_remote_code": spec.model.trust_remote_code,
+        "data": prepared.info,
+    }
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        set_seed(spec.train.seed)
+        say(f"[peftbench] {run_id}: loading {spec.model.name_or_path} for {spec.method.name}")
+        loaded = task.load_model(spec, prepared, method_load_kwargs(method, params, compute_dtype))
+        if loaded.family.kind not in task.families and loaded.family.kind != "unknown":
+            raise SpecError(f"task '{spec.task}' cannot run on a {loaded.family.kind} model "
+                            f"({loaded.model_type})", hint="pick a model of a family the task supports")
+        ctx = MethodContext(loaded.model, loaded.family, spec.task, compute_dtype)
+        model = method.prepare(method, params, ctx)
+        amp_dtype, precision = apply_dtype_policy(model, method.name, compute_dtype)
+        model.to(device)
+        trainable, total = count_params(model)
+        if trainable == 0:
+            raise SpecError(f"method '{method.name}' left no trainable parameters",
+                            hint="check method.layers / target_modules")
+        record["model"] = {"path": loaded.path, "model_type": loaded.model_type, "family": loaded.family.name}
+        record["params"] = {"trainable": trainable, "total": total, "trainable_pct": 100.0 * trainable / total}
+        record["precision"] = precision
+        if hasattr(model, "peft_config"):
+            record["peft_config"] = model.peft_config["default"].to_dict()
+
+        train_enc, eval_enc = task.encode(loaded, prepared, spec)
+        pad_id = loaded.tokenizer.pad_token_id or 0
+        eval_bs = spec.train.eval_batch_size or spec.train.batch_size * 4
+
+        def evaluate(m: Any) -> dict[str, Any]:
+            return task.evaluate(m, eval_enc, prepared, batch_size=eval_bs, device=device,
+                                 autocast_dtype=amp_dtype, pad_id=pad_id)
+
+        from .train import train
+
+        say(f"[peftbench] {run_id}: training {len(train_enc)} examples, {spec.train.epochs} epoch(s), "
+            f"{record['params']['trainable_pct']:.3f}% trainable, {precision['compute_dtype']} on {device}")
+        outcome = train(model, train_enc, evaluate, spec.train, device=device, autocast_dtype=amp_dtype,
+                        pad_id=pad_id, progress=progress, collate_fn=task.collate)
+        final = dict(outcome.final_eval)
+        predictions = final.pop("predictions", None)
+        last_loss = outcome.loss_curve[-1]["loss"] if outcome.loss_curve else None
+        t = outcome.train_time_s
+        record["train"] = {
+            "time_s": t, "steps": outcome.steps, "epochs": spec.train.epochs, "samples": outcome.samples,
+            "samples_per_s": outcome.samples / t if t else None,
+            "tokens_per_s": outcome.real_tokens / t if t else None,
+            "real_tokens": outcome.real_tokens, "computed_tokens": outcome.computed_tokens,
+            "padding_efficiency": outcome.real_tokens / outcome.computed_tokens if outcome.computed_tokens else None,
+            "overhead_share": max(0.0, 1 - outcome.compute_time_s / t) if t else None,
+            "memory": outcome.memory, "peak_memory_bytes": outcome.memory.get("peak_bytes"),
+            "loss_curve": outcome.loss_curve, "final_loss": last_loss,
+        }
+        record["eval"] = {"time_s": outcome.eval_time_s, "split": "eval", "per_epoch": outcome.epochs}
+        record["metrics"] = final
+        record["main_metric"] = task.main_metric
+        record["overfit_gap"] = (final["eval_loss"] - last_loss) if last_loss is not None else None
+        record["predictions"] = predictions
+        record["artifact"] = save_artifact(model, spec, run_dir)
+        record["status"] = "success"
+    except KeyboardInterrupt:
+        record.update(status="canceled", error={"type": "canceled", "message": "run canceled by the user (Ctrl-C)"})
+        record["timestamps"]["finished"] = now_iso()
+        _write_failure(run_dir, record)
+        raise RunCanceled() from None
+    except BaseException as err:
+        reason = getattr(err, "reason", None) or ("canceled" if isinstance(err, RunCanceled) else
+                                                  getattr(err, "kind", None) or "error")
+        message = err.one_line() if isinstance(err, PeftbenchError) else f"{type(err).__name__}: {err}"
+        record.update(status="canceled" if reason == "canceled" else "failed",
+                      error={"type": reason, "message": message[:2000]})
+        record["timestamps"]["finished"] = now_iso()
+        _write_failure(run_dir, record)
+        if isinstance(err, PeftbenchError | KeyboardInterrupt):
+            raise
+        raise TrainingError(message[:500], reason="error") from err
+    record["timestamps"]["finished"] = now_iso()
+    atomic_write_json(run_dir / RESULT_FILE, record)
+    shutil.rmtree(run_dir / ".tmp", ignore_errors=True)
+    return record

@@ -1,0 +1,77 @@
+"""Task registry: how each task loads data and a model, encodes, batches and evaluates.
+
+Adding a task is one entry. A task never trains: `train.train` does that for every task.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .data import Encoded, encode_classification, load_classification
+from .metrics import classification_metrics
+from .models import LoadedModel, load_classifier
+from .registry import Registry
+from .train import collate
+
+
+@dataclass
+class Prepared:
+    """A task's data after loading: what the runner needs to train and evaluate."""
+
+    data: Any
+    info: dict[str, Any]
+
+
+class ClassificationTask:
+    name = "classification"
+    main_metric = "accuracy"
+    families = ("encoder", "decoder", "unknown")
+
+    def load_data(self, spec: Any) -> Prepared:
+        data = load_classification(spec.data)
+        return Prepared(data, {**data.info, "label_names": data.label_names})
+
+    def load_model(self, spec: Any, prepared: Prepared, load_kwargs: dict[str, Any]) -> LoadedModel:
+        names = prepared.data.label_names
+        return load_classifier(spec.model, len(names), names, load_kwargs)
+
+    def encode(self, loaded: LoadedModel, prepared: Prepared, spec: Any) -> tuple[Encoded, Encoded]:
+        d = prepared.data
+        tok = loaded.tokenizer
+        ml = spec.data.max_length
+        return (encode_classification(tok, d.train_texts, d.train_pairs, d.train_labels, ml),
+                encode_classification(tok, d.eval_texts, d.eval_pairs, d.eval_labels, ml))
+
+    collate = staticmethod(collate)
+
+    def evaluate(self, model: Any, enc: Encoded, prepared: Prepared, *, batch_size: int, device: str,
+                 autocast_dtype: Any, pad_id: int) -> dict[str, Any]:
+        from contextlib import nullcontext
+
+        import torch
+
+        model.eval()
+        # Sorted by length: eval order does not matter and sorting removes most padding.
+        order = sorted(range(len(enc)), key=lambda i: len(enc.input_ids[i]))
+        preds = [0] * len(enc)
+        loss_sum = 0.0
+        amp = torch.autocast(device_type=device, dtype=autocast_dtype) if autocast_dtype else nullcontext()
+        with torch.inference_mode(), amp:
+            for start in range(0, len(order), batch_size):
+                idx = order[start:start + batch_size]
+                batch = {k: v.to(device) for k, v in self.collate(enc, idx, pad_id).items()}
+                labels = batch.pop("labels")
+                logits = model(**batch).logits.float()
+                loss_sum += torch.nn.functional.cross_entropy(logits, labels, reduction="sum").item()
+                for i, p in zip(idx, logits.argmax(-1).tolist(), strict=True):
+                    preds[i] = p
+        model.train()
+        metrics = classification_metrics(enc.labels, preds, prepared.data.label_names)
+        metrics["eval_loss"] = loss_sum / max(1, len(enc))
+        metrics["predictions"] = {"pred": preds, "gold": list(enc.labels)}
+        return metrics
+
+
+TASKS: Registry[Any] = Registry("task")
+TASKS.add("classification", ClassificationTask())

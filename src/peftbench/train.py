@@ -1,0 +1,252 @@
+"""The explicit training loop, on `accelerate`.
+
+Only optimizer steps are inside the training clock; evaluation runs outside it and is timed
+apart. Peak memory covers training only (CUDA allocator peak, or the growth of process RSS on
+the CPU). The loss is checked for NaN/inf as training goes, so a diverging run stops at once.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+from .data import Encoded
+from .errors import NanLossError, OutOfMemory, RunCanceled
+
+# ---- batching -----------------------------------------------------------------------------
+
+
+def make_batches(lengths: list[int], batch_size: int, seed: int, shuffle: bool = True,
+                 group_by_length: bool = False) -> list[list[int]]:
+    """Index batches. Length grouping sorts inside shuffled mega-batches, then shuffles the batches,
+    so that order stays random while each batch holds similar lengths."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    n = len(lengths)
+    order = torch.randperm(n, generator=g).tolist() if shuffle else list(range(n))
+    if group_by_length:
+        mega = batch_size * 50
+        grouped = []
+        for i in range(0, n, mega):
+            chunk = sorted(order[i:i + mega], key=lambda j: -lengths[j])
+            grouped.extend(chunk)
+        batches = [grouped[i:i + batch_size] for i in range(0, n, batch_size)]
+        perm = torch.randperm(len(batches), generator=g).tolist()
+        return [batches[i] for i in perm]
+    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+
+
+def collate(enc: Encoded, idx: list[int], pad_id: int, multiple: int = 8) -> dict[str, Any]:
+    """Pad to the longest sequence in the batch, rounded up to `multiple` (tensor-core friendly)."""
+    import torch
+
+    longest = max(len(enc.input_ids[i]) for i in idx)
+    width = int(math.ceil(longest / multiple) * multiple)
+    ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(idx), width), dtype=torch.long)
+    batch: dict[str, Any] = {}
+    extras = {k: torch.zeros((len(idx), width), dtype=torch.long) for k in enc.extra}
+    for row, i in enumerate(idx):
+        seq = enc.input_ids[i]
+        ids[row, : len(seq)] = torch.tensor(seq)
+        mask[row, : len(seq)] = 1
+        for k, t in extras.items():
+            t[row, : len(seq)] = torch.tensor(enc.extra[k][i])
+    batch["input_ids"] = ids
+    batch["attention_mask"] = mask
+    batch.update(extras)
+    batch["labels"] = torch.tensor([enc.labels[i] for i in idx], dtype=torch.long)
+    return batch
+
+
+# ---- memory ---------------------------------------------------------------------------------
+
+
+class PeakMemory:
+    """Run-wide peak over the training phase only (paused during evaluation)."""
+
+    def __init__(self, device: str, interval_s: float = 0.02):
+        self.device = device
+        self.interval_s = interval_s
+        self.baseline = 0
+        self.peak = 0
+        self._active = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _rss(self) -> int:
+        import psutil
+
+        return psutil.Process().memory_info().rss
+
+    def start(self) -> None:
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.baseline = torch.cuda.memory_allocated()
+            return
+        self.baseline = self.peak = self._rss()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        self.resume()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            if self._active.is_set():
+                self.peak = max(self.peak, self._rss())
+            time.sleep(self.interval_s)
+
+    def pause(self) -> None:
+        if self.device != "cuda":
+            self.peak = max(self.peak, self._rss())
+            self._active.clear()
+
+    def resume(self) -> None:
+        if self.device != "cuda":
+            self._active.set()
+
+    def stop(self) -> dict[str, Any]:
+        if self.device == "cuda":
+            import torch
+
+            return {"kind": "cuda_allocated", "peak_bytes": int(torch.cuda.max_memory_allocated()),
+                    "peak_reserved_bytes": int(torch.cuda.max_memory_reserved()),
+                    "baseline_bytes": int(self.baseline)}
+        self.pause()
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=1)
+        return {"kind": "cpu_rss_growth", "peak_bytes": int(max(0, self.peak - self.baseline)),
+                "peak_rss_bytes": int(self.peak), "baseline_bytes": int(self.baseline)}
+
+
+# ---- the loop -------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainOutcome:
+    train_time_s: float = 0.0
+    eval_time_s: float = 0.0
+    steps: int = 0
+    samples: int = 0
+    real_tokens: int = 0
+    computed_tokens: int = 0
+    compute_time_s: float = 0.0
+    loss_curve: list[dict[str, float]] = field(default_factory=list)
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    memory: dict[str, Any] = field(default_factory=dict)
+    final_eval: dict[str, Any] = field(default_factory=dict)
+
+
+def _is_oom(err: BaseException) -> bool:
+    return "out of memory" in str(err).lower() or type(err).__name__ == "OutOfMemoryError"
+
+
+def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, Any]], tspec: Any, *,
+          device: str, autocast_dtype: Any, pad_id: int, progress: bool = True,
+          collate_fn: Callable[..., dict[str, Any]] = collate) -> TrainOutcome:
+    """Train for `tspec.epochs` (or `tspec.max_steps`), evaluating after each epoch outside the clock."""
+    import torch
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+    from transformers import get_linear_schedule_with_warmup
+
+    accelerator = Accelerator(cpu=(device == "cpu"), gradient_accumulation_steps=tspec.grad_accum)
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": tspec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=tspec.lr,
+    )
+    lengths = train_enc.lengths()
+    steps_per_epoch = math.ceil(math.ceil(len(train_enc) / tspec.batch_size) / tspec.grad_accum)
+    total_steps = tspec.max_steps or steps_per_epoch * tspec.epochs
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(tspec.warmup_ratio * total_steps), total_steps)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+
+    amp = torch.autocast(device_type=device, dtype=autocast_dtype) if autocast_dtype is not None else nullcontext()
+    out = TrainOutcome()
+    mem = PeakMemory(device)
+    check_every_step = device == "cpu"  # .item() is free on the CPU; on CUDA it would sync each step
+    bar = tqdm(total=total_steps, desc="train", unit="step", disable=not progress, leave=False, dynamic_ncols=True)
+    running = torch.zeros((), device=accelerator.device)
+    running_n = 0
+    step = 0
+    mem.start()
+    try:
+        for epoch in range(tspec.epochs):
+            if step >= total_steps:
+                break
+            batches = make_batches(lengths, tspec.batch_size, tspec.seed + epoch, True, tspec.group_by_length)
+            model.train()
+            t_epoch = time.perf_counter()
+            for micro, idx in enumerate(batches):
+                batch = collate_fn(train_enc, idx, pad_id)
+                out.real_tokens += sum(lengths[i] for i in idx)
+                out.computed_tokens += batch["input_ids"].numel()
+                out.samples += len(idx)
+                batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+                t0 = time.perf_counter()
+                with accelerator.accumulate(model), amp:
+                    loss = model(**batch).loss
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and tspec.max_grad_norm:
+                        accelerator.clip_grad_norm_(params, tspec.max_grad_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                out.compute_time_s += time.perf_counter() - t0
+                running += loss.detach().float()
+                running_n += 1
+                if check_every_step and not math.isfinite(loss.item()):
+                    raise NanLossError(f"loss became {loss.item()} at step {step + 1} (epoch {epoch + 1})",
+                                       hint="lower train.lr or check the data")
+                last_micro = (micro + 1) % tspec.grad_accum == 0 or micro + 1 == len(batches)
+                if not last_micro:
+                    continue
+                step += 1
+                bar.update(1)
+                if step % tspec.log_every == 0 or step == total_steps:
+                    avg = (running / running_n).item()
+                    if not math.isfinite(avg):
+                        raise NanLossError(f"loss became {avg} by step {step}", hint="lower train.lr")
+                    out.loss_curve.append({"step": step, "epoch": round(epoch + (micro + 1) / len(batches), 4),
+                                           "loss": avg})
+                    bar.set_postfix(loss=f"{avg:.4f}", epoch=epoch + 1)
+                    running.zero_()
+                    running_n = 0
+                if step >= total_steps:
+                    break
+            out.train_time_s += time.perf_counter() - t_epoch
+            mem.pause()
+            t_eval = time.perf_counter()
+            metrics = evaluate(model)
+            out.eval_time_s += time.perf_counter() - t_eval
+            out.epochs.append({"epoch": epoch + 1, "step": step,
+                               **{k: v for k, v in metrics.items() if isinstance(v, int | float)}})
+            out.final_eval = metrics
+            mem.resume()
+        if running_n:  # a tail shorter than log_every still belongs on the curve
+            out.loss_curve.append({"step": step, "epoch": float(len(out.epochs)),
+                                   "loss": (running / running_n).item()})
+    except KeyboardInterrupt:
+        raise RunCanceled() from None
+    except RuntimeError as err:
+        if _is_oom(err):
+            raise OutOfMemory(f"out of memory during training: {str(err).splitlines()[0][:160]}",
+                              hint="lower train.batch_size or data.max_length, or use qlora") from None
+        raise
+    finally:
+        bar.close()
+        out.memory = mem.stop()
+    out.steps = step
+    return out
