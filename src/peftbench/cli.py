@@ -139,6 +139,23 @@ def demo(out: str, method_list: str, n_train: int | None, epochs: int | None, qu
              progress=not quiet)
 
 
+# Commands that live in their own modules: each module defines click commands and is listed here
+# (imported when the CLI is built; such modules must import only click at module level).
+_COMMAND_MODULES: list[str] = []
+
+
+def _add_commands() -> None:
+    import importlib
+
+    for name in _COMMAND_MODULES:
+        module = importlib.import_module(f".{name}", __package__)
+        for command in getattr(module, "COMMANDS", []):
+            cli.add_command(command)
+
+
+_add_commands()
+
+
 def main() -> None:
     cli(prog_name="peftbench")
 

@@ -1,0 +1,52 @@
+"""Shared fixtures: tiny random models, small data files, paths to the real data when present."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("PEFTBENCH_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    os.environ.setdefault("PEFTBENCH_CACHE", str(tmp_path_factory.mktemp("peftbench-cache")))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert() -> Path:
+    from peftbench.tiny import tiny_model_path
+
+    return tiny_model_path("bert")
+
+
+@pytest.fixture(scope="session")
+def sentiment_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A small generated sentiment train/eval pair (CSV, text/label)."""
+    from peftbench.synthetic import generate, write_csv
+
+    root = tmp_path_factory.mktemp("sentiment")
+    train, eval_ = generate(160, 64, seed=3)
+    return write_csv(train, root / "train.csv"), write_csv(eval_, root / "eval.csv")
+
+
+def tiny_spec(model: Path, files: tuple[Path, Path], method: str = "lora", **train: object) -> dict:
+    """A spec dict for a seconds-long run on a tiny model."""
+    return {
+        "model": {"name_or_path": str(model), "dtype": "float32"},
+        "data": {"train": str(files[0]), "eval": str(files[1]), "max_length": 32},
+        "method": {"name": method},
+        "train": {"epochs": 1, "batch_size": 16, "log_every": 2, **train},
+    }
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data folder {SHARED_DATA} is absent (set PEFTBENCH_SHARED_DATA to its path)")
+    return SHARED_DATA
