@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .errors import PeftbenchError, RunCanceled, SpecError, TrainingError
+from .checks import preflight
+from .errors import PeftbenchError, RunCanceled, SpecError, TrainingError, from_os_error
 from .methods import METHODS, MethodContext, method_load_kwargs
 from .records import (
     RESULT_FILE,
@@ -26,6 +27,7 @@ from .records import (
     git_commit,
     now_iso,
     read_record,
+    replace_dir,
 )
 from .spec import RunSpec
 from .tasks import TASKS
@@ -82,8 +84,12 @@ def apply_dtype_policy(model: Any, method_name: str, compute_dtype: str) -> tupl
 
 def save_artifact(model: Any, spec: RunSpec, run_dir: Path) -> dict[str, Any]:
     """Save what the method produces (adapter or full model) and measure its size on disk."""
-    def _save(target: Path) -> int:
-        model.save_pretrained(str(target), safe_serialization=True)
+    def _save(target: Path, source: Any = model) -> int:
+        # Written aside, then swapped in: a failed save (disk full) never damages an earlier artifact.
+        staging = run_dir / ".tmp" / f"save-{target.name}"
+        shutil.rmtree(staging, ignore_errors=True)
+        source.save_pretrained(str(staging), safe_serialization=True)
+        replace_dir(staging, target)
         return dir_size(target)
 
     if spec.save == "none":
@@ -92,8 +98,7 @@ def save_artifact(model: Any, spec: RunSpec, run_dir: Path) -> dict[str, Any]:
     if spec.save == "merged" and hasattr(model, "merge_and_unload"):
         target = run_dir / "merged"
         merged = model.merge_and_unload()
-        merged.save_pretrained(str(target), safe_serialization=True)
-        return {"saved": True, "kind": "merged", "path": "merged", "size_bytes": dir_size(target)}
+        return {"saved": True, "kind": "merged", "path": "merged", "size_bytes": _save(target, merged)}
     kind = "adapter" if hasattr(model, "peft_config") else "model"
     target = run_dir / kind
     return {"saved": True, "kind": kind, "path": kind, "size_bytes": _save(target)}
@@ -105,7 +110,10 @@ def _write_failure(run_dir: Path, record: dict[str, Any]) -> None:
     path = run_dir / RESULT_FILE
     if existing and existing.get("status") == "success":
         path = run_dir / f"failed-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    atomic_write_json(path, record)
+    try:
+        atomic_write_json(path, record)
+    except OSError as err:  # e.g. the disk is full: report the run's own error, not this one
+        print(f"[peftbench] could not write the failure record {path}: {err}", file=sys.stderr)
 
 
 def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, force: bool = False,
@@ -130,6 +138,7 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
     task = TASKS.get(spec.task)
     method = METHODS.get(spec.method.name)
     params = spec.method.params
+    preflight(spec, method, task)
     prepared = task.load_data(spec)
     check_writable(out_dir)
     device = pick_device(spec.train.device)
@@ -209,6 +218,7 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
         _write_failure(run_dir, record)
         raise RunCanceled() from None
     except BaseException as err:
+        err = from_os_error(err) or err  # disk full / permission denied: one clear line, not an internal error
         reason = getattr(err, "reason", None) or ("canceled" if isinstance(err, RunCanceled) else
                                                   getattr(err, "kind", None) or "error")
         message = err.one_line() if isinstance(err, PeftbenchError) else f"{type(err).__name__}: {err}"
@@ -217,7 +227,7 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
         record["timestamps"]["finished"] = now_iso()
         _write_failure(run_dir, record)
         if isinstance(err, PeftbenchError | KeyboardInterrupt):
-            raise
+            raise err
         raise TrainingError(message[:500], reason="error") from err
     record["timestamps"]["finished"] = now_iso()
     atomic_write_json(run_dir / RESULT_FILE, record)
