@@ -88,7 +88,11 @@ def save_artifact(model: Any, spec: RunSpec, run_dir: Path) -> dict[str, Any]:
         # Written aside, then swapped in: a failed save (disk full) never damages an earlier artifact.
         staging = run_dir / ".tmp" / f"save-{target.name}"
         shutil.rmtree(staging, ignore_errors=True)
-        source.save_pretrained(str(staging), safe_serialization=True)
+        try:
+            source.save_pretrained(str(staging), safe_serialization=True)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         replace_dir(staging, target)
         return dir_size(target)
 
