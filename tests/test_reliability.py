@@ -349,8 +349,8 @@ def test_disk_full_during_save_keeps_earlier_success(earlier_success, monkeypatc
     monkeypatch.setattr(peft.peft_model, "safe_save_file", save_file)
     code, _, stderr = _cli([*argv, "--force"])
     assert code == 1
-    assert [ln for ln in stderr.splitlines() if ln.startswith("peftbench:")][0].startswith(
-        "peftbench: error: no space left on device")
+    lines = [ln for ln in stderr.splitlines() if ln.startswith("peftbench:")]
+    assert len(lines) == 1 and lines[0].startswith("peftbench: error: no space left on device"), stderr
     assert _snapshot(run_dir) == before  # record and adapter byte for byte
     failed = [json.loads(p.read_text()) for p in run_dir.glob("failed-*.json")]
     assert [(f["status"], f["error"]["type"]) for f in failed] == [("failed", "disk_full")]
