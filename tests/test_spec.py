@@ -92,5 +92,5 @@ def test_yaml_spec_round_trip(tmp_path):
 def test_malformed_yaml_names_the_line(tmp_path):
     p = tmp_path / "bad.yaml"
     p.write_text("method:\n  name: [lora\n")
-    with pytest.raises(SpecError, match="malformed YAML .* line"):
+    with pytest.raises(SpecError, match=r"malformed YAML .* line"):
         RunSpec.from_yaml(p)
