@@ -113,3 +113,14 @@ def test_record_environment_has_versions_not_environment_variables(tiny_bert, se
     for f in tmp_path.rglob("*"):
         if f.is_file():
             assert b"hf_secret_marker_123" not in f.read_bytes(), f
+
+
+def test_every_top_level_record_key_is_documented(tiny_bert, sentiment_files, tmp_path):
+    import re
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "records.md").read_text()
+    documented = set(re.findall(r"^\| `([a-z_]+)` \|", doc, flags=re.M))
+    rec = run(RunSpec.from_dict(tiny_spec(tiny_bert, sentiment_files, "qlora")), tmp_path, progress=False)
+    missing = set(rec) - documented
+    assert not missing, f"undocumented record keys: {sorted(missing)}"
+    assert set(rec["train"]) <= documented | {"time_s", "steps", "epochs", "samples"}
