@@ -278,3 +278,15 @@ def method_load_kwargs(method: Method, params: dict[str, Any], compute_dtype: st
     if method.quantized:
         return qlora_load_kwargs(params, compute_dtype)
     return {}
+
+
+def quantization_summary(model: Any, params: dict[str, Any]) -> dict[str, Any]:
+    """What really is 4-bit after loading: counted from the modules, not taken from the config."""
+    from .models import HEAD_NAMES
+
+    four_bit = [n for n, m in model.named_modules() if type(m).__name__ == "Linear4bit"]
+    return {
+        "bits": 4, "quant_type": params.get("quant_type", "nf4"), "double_quant": bool(params.get("double_quant", True)),
+        "layers_4bit": len(four_bit),
+        "head_quantized": any(part in HEAD_NAMES for n in four_bit for part in n.split(".")),
+    }

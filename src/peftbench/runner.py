@@ -17,7 +17,7 @@ from typing import Any
 
 from .checks import preflight
 from .errors import PeftbenchError, RunCanceled, SpecError, TrainingError, from_os_error
-from .methods import METHODS, MethodContext, method_load_kwargs
+from .methods import METHODS, MethodContext, method_load_kwargs, quantization_summary
 from .records import (
     RESULT_FILE,
     SCHEMA_VERSION,
@@ -180,6 +180,8 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
         record["precision"] = precision
         if hasattr(model, "peft_config"):
             record["peft_config"] = model.peft_config["default"].to_dict()
+        if method.quantized:
+            record["quantization"] = quantization_summary(model, params)
 
         train_enc, eval_enc = task.encode(loaded, prepared, spec)
         pad_id = loaded.tokenizer.pad_token_id or 0

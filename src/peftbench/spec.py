@@ -166,23 +166,19 @@ class RunSpec(_Section):
 # ---- helpers ---------------------------------------------------------------------------------
 
 DATA_FILE_KEYS = ("train", "eval", "validation", "test", "retention")
-_SHA_CACHE: dict[tuple[str, int, int], str] = {}
 
 
 def file_sha256(path: str) -> str | None:
-    """Content hash of a local file (cached by path, size and mtime); None for hub ids."""
+    """Content hash of a local file; None for hub ids. Not cached by mtime: a rewrite within the
+    file system's timestamp resolution would go unseen (a few MB hash in milliseconds)."""
     p = Path(path)
     if not p.is_file():
         return None
-    st = p.stat()
-    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _SHA_CACHE:
-        h = hashlib.sha256()
-        with p.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        _SHA_CACHE[key] = h.hexdigest()
-    return _SHA_CACHE[key]
+    h = hashlib.sha256()
+    with p.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
