@@ -350,7 +350,7 @@ def test_disk_full_during_save_keeps_earlier_success(earlier_success, monkeypatc
     code, _, stderr = _cli([*argv, "--force"])
     assert code == 1
     lines = [ln for ln in stderr.splitlines() if ln.startswith("peftbench:")]
-    assert len(lines) == 1 and lines[0].startswith("peftbench: error: no space left on device"), stderr
+    assert len(lines) == 1 and lines[0].lower().startswith("peftbench: error: no space left on device"), stderr
     assert _snapshot(run_dir) == before  # record and adapter byte for byte
     failed = [json.loads(p.read_text()) for p in run_dir.glob("failed-*.json")]
     assert [(f["status"], f["error"]["type"]) for f in failed] == [("failed", "disk_full")]
@@ -372,7 +372,7 @@ def test_disk_full_while_writing_the_record(earlier_success, monkeypatch: pytest
     code, _, stderr = _cli([*argv, "--force"])
     assert code == 1
     lines = [ln for ln in stderr.splitlines() if ln.startswith("peftbench:")]
-    assert len(lines) == 1 and "no space left on device" in lines[0], stderr
+    assert len(lines) == 1 and "no space left on device" in lines[0].lower(), stderr
     assert "Traceback" not in stderr
     assert json.loads((run_dir / "result.json").read_bytes()) == json.loads(before["result.json"])
     assert not list(run_dir.glob(".result.json.*"))  # no temporary record left behind

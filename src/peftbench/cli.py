@@ -19,7 +19,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except click.UsageError as err:
-            if (ctx.obj or {}).get("debug"):
+            if ctx.params.get("debug"):  # parsed even when the command name itself is wrong
                 raise
             where = f" (fix: see '{err.ctx.command_path} --help')" if err.ctx else ""
             click.echo(f"peftbench: error: {' '.join(err.format_message().split())}{where}", err=True)

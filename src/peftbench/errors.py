@@ -84,7 +84,7 @@ def from_os_error(err: BaseException) -> PeftbenchError | None:
         return None
     where = f" writing '{err.filename}'" if err.filename else ""
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return DiskFull(f"no space left on device{where}", hint="free disk space or choose another --out folder")
+        return DiskFull(f"No space left on device{where}", hint="free disk space or choose another --out folder")
     if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return TrainingError(f"{err.strerror}{where}", reason="io",
                              hint="choose another --out folder or fix its permissions")
