@@ -82,10 +82,11 @@ def from_os_error(err: BaseException) -> PeftbenchError | None:
 
     if not isinstance(err, OSError) or isinstance(err, PeftbenchError):
         return None
-    where = f" writing '{err.filename}'" if err.filename else ""
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" writing '{err.filename}'" if err.filename else ""
         return DiskFull(f"No space left on device{where}", hint="free disk space or choose another --out folder")
     if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return TrainingError(f"{err.strerror}{where}", reason="io",
-                             hint="choose another --out folder or fix its permissions")
+        where = f": '{err.filename}'" if err.filename else ""
+        return TrainingError(f"{err.strerror or 'permission denied'}{where}", reason="io",
+                             hint="fix the permissions, or choose another --out folder")
     return None
