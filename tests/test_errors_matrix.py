@@ -169,6 +169,12 @@ def _corrupt_weights(ctx: Ctx) -> str:
     return str(folder)
 
 
+def _broken_config(ctx: Ctx) -> str:
+    folder = ctx.model_copy("broken-config")
+    (folder / "config.json").write_text('{"model_type": "bert",')
+    return str(folder)
+
+
 def _pickle_only(ctx: Ctx) -> str:
     folder = ctx.model_copy("pickle-model", drop=("model.safetensors",))
     (folder / "pytorch_model.bin").write_bytes(b"\x80\x04not really a pickle")
@@ -232,6 +238,7 @@ CASES: list[Case] = [
     Case("model-missing", lambda c: c.run(model=c.tmp / "no-such-model"), "does not exist or is not a folder"),
     Case("model-is-file", lambda c: c.run(model=c.file("model.txt", "hi")), "does not exist or is not a folder"),
     Case("model-no-config", lambda c: c.run(model=c.model_copy("m", drop=("config.json",))), "has no config.json"),
+    Case("model-config-not-json", lambda c: c.run(model=_broken_config(c)), "is not readable JSON"),
     Case("model-no-weights", lambda c: c.run(model=c.model_copy("m", drop=("model.safetensors",))),
          "holds no weights", record="model"),
     Case("model-corrupt-safetensors", lambda c: c.run(model=_corrupt_weights(c)), "corrupt weights file",

@@ -249,6 +249,19 @@ def test_every_writer_is_atomic() -> None:
     assert _writes_files(ast.parse("open(p, 'w').write(x)\nPath(p).write_text(s)\njson.dump(o, f)\n")) == [1, 2, 3]
 
 
+@pytest.mark.parametrize(("code", "kind"), [(errno.ENOSPC, "disk_full"), (errno.EDQUOT, "disk_full"),
+                                           (errno.EACCES, "io"), (errno.EROFS, "io"), (errno.EIO, None)])
+def test_os_errors_become_clear_errors(code: int, kind: str | None) -> None:
+    from peftbench.errors import from_os_error
+
+    err = from_os_error(OSError(code, os.strerror(code), "/out/run/result.json"))
+    if kind is None:
+        assert err is None  # anything else stays an internal error, with --debug for details
+    else:
+        assert err is not None and err.reason == kind and "/out/run/result.json" in err.one_line()
+    assert from_os_error(ValueError("x")) is None
+
+
 def test_atomic_write_failure_keeps_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from peftbench import records
 
