@@ -10,7 +10,7 @@ from peftbench.records import load_records
 from peftbench.runner import run
 from peftbench.spec import RunSpec
 
-from .conftest import tiny_spec
+from conftest import tiny_spec
 
 SCHEMA = Path(__file__).resolve().parents[1] / "src" / "peftbench" / "schema" / "record.schema.json"
 
