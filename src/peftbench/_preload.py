@@ -14,4 +14,4 @@ with contextlib.suppress(ImportError):
     import torch  # noqa: F401
     from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: F401
 
-from . import runner  # noqa: F401, E402
+from . import runner  # noqa: F401

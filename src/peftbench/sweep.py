@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import itertools
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -225,7 +224,7 @@ class SweepResult:
 
 
 def _fmt_duration(seconds: float) -> str:
-    s = int(round(seconds))
+    s = round(seconds)
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
@@ -270,14 +269,16 @@ def run_sweep(sweep: SweepSpec, out_dir: str | Path, *, retry_failed: bool = Fal
                 todo.append(run)
         say(f"[sweep] {len(planned)} runs: {len(planned) - len(todo)} already recorded, {len(todo)} to run"
             f"{f', timeout {timeout:g}s per run' if timeout else ''}")
-        t_start = time.monotonic()
+        durations: list[float] = []
         for i, run in enumerate(todo):
             where = ", ".join(f"{k}={v}" for k, v in run.axes.items())
             say(f"[sweep] run {i + 1}/{len(todo)} {run.run_id} ({where})")
             outcome = run_isolated(run.spec, run.run_id, out, timeout_s=timeout, progress=progress)
             result.statuses[run.run_id] = outcome.label
-            elapsed = time.monotonic() - t_start
-            eta = elapsed / (i + 1) * (len(todo) - i - 1)
+            durations.append(outcome.seconds)
+            # The first run also pays the process server's start-up: leave it out once others exist.
+            typical = durations[1:] or durations
+            eta = sum(typical) / len(typical) * (len(todo) - i - 1)
             counts = result.counts()
             say(f"[sweep] {run.run_id}: {outcome.label}{f' ({outcome.message})' if outcome.message else ''} "
                 f"in {outcome.seconds:.1f}s | done {i + 1}/{len(todo)} "
