@@ -66,6 +66,7 @@ def _kill_rounds(tmp_path: Path, tiny_bert: Path, files: tuple[Path, Path], kill
     log = tmp_path / "sweep.log"
     rng = random.Random(seed)
     finished: dict[str, bytes] = {}
+    survived = 0
     for _ in range(kills):
         n_lines = log.read_text().count("[sweep] run ") if log.exists() else 0
         proc = _start(spec_file, out, log)
@@ -73,16 +74,18 @@ def _kill_rounds(tmp_path: Path, tiny_bert: Path, files: tuple[Path, Path], kill
         _wait_for(log, "[sweep] run ", proc) if n_lines == 0 else time.sleep(0)
         while proc.poll() is None and log.read_text().count("[sweep] run ") <= n_lines:
             time.sleep(0.05)
-        time.sleep(rng.uniform(0.0, 2.5))
+        time.sleep(rng.uniform(0.0, 1.2))
         if proc.poll() is not None:
             break  # the sweep finished before the kill: nothing left to interrupt
         _kill_tree_root(proc)
+        survived += 1
         recs = check_complete(out)
         assert set(recs) <= set(expected)
         now = record_files(out)
         for rid, blob in finished.items():
             assert now[rid] == blob, f"finished record {rid} changed after a kill"
         finished = {rid: b for rid, b in now.items() if json.loads(b)["status"] == "success"}
+    assert survived == kills, f"the sweep finished after {survived} kills; expected {kills}"
     proc = _start(spec_file, out, log)
     assert proc.wait(timeout=600) == 0, log.read_text()[-3000:]
     recs = check_complete(out)

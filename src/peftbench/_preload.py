@@ -1,11 +1,17 @@
 """Imported once by the run fork server so that each run process starts with the heavy libraries loaded.
 
-Only imports: no computation, no CUDA initialisation (forked children must start clean).
+Only imports: no computation, no CUDA initialisation (forked children must start clean). First of
+all the fork server ties its life to its parent's, so that a sweep killed even while the imports
+are still going leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import contextlib
+
+from .isolate import _die_with_parent
+
+_die_with_parent()
 
 with contextlib.suppress(ImportError):
     import accelerate  # noqa: F401
@@ -14,4 +20,4 @@ with contextlib.suppress(ImportError):
     import torch  # noqa: F401
     from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: F401
 
-from . import runner  # noqa: F401
+from . import runner  # noqa: F401, E402

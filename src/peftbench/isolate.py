@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from .records import RESULT_FILE, SCHEMA_VERSION, atomic_write_json, now_iso, read_record
+from .tokcache import TOKEN_CACHE_ENV
 
-TOKEN_CACHE_ENV = "PEFTBENCH_TOKEN_CACHE"
 PRELOAD = ["peftbench._preload"]
 _CONTEXT: Any = None
 
