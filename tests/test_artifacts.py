@@ -58,7 +58,7 @@ def test_merged_model_gives_the_same_logits(trained_runs, method, tmp_path) -> N
     with torch.inference_mode():
         unmerged_logits = trained.model(**batch).logits
         merged_logits = merged(**batch).logits
-    tol = 1e-3 if method == "qlora" else 1e-5
+    tol = 1e-4 if method == "qlora" else 1e-5
     torch.testing.assert_close(merged_logits, unmerged_logits, atol=tol, rtol=0)
     # The merge really changed the adapted weights (the adapter is not a no-op).
     base = load_trained(run_dir, dequantize=True).model.get_base_model()

@@ -28,7 +28,11 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     h = hashlib.sha256(type(tokenizer).__name__.encode())
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
-        h.update(backend.to_str().encode())
+        # Truncation and padding settings are per-call state the tokenizer keeps from its last call.
+        state = json.loads(backend.to_str())
+        state.pop("truncation", None)
+        state.pop("padding", None)
+        h.update(json.dumps(state, sort_keys=True).encode())
     else:
         h.update(json.dumps(tokenizer.get_vocab(), sort_keys=True).encode())
     h.update(json.dumps({k: str(v) for k, v in sorted(tokenizer.special_tokens_map.items())}).encode())
