@@ -59,3 +59,36 @@ def disagreements(runs: tuple[str, ...], csv_path: str | None, max_text: int) ->
 
 
 COMMANDS.append(disagreements)
+
+
+@click.command()
+@click.option("--model", required=True, help="Model folder or hub id ('embedded' = the bundled MiniLM).")
+@click.option("--methods", "method_list", default="full,lora,qlora", show_default=True,
+              help="Comma-separated methods.")
+@click.option("--max-length", default=256, show_default=True, type=click.IntRange(min=1),
+              help="Sequence length of every probe batch.")
+@click.option("--memory-limit", default=None,
+              help="Memory budget, e.g. 4GB (default: GPU memory, or available RAM measured as RSS on the CPU).")
+@click.option("--max-batch", default=1024, show_default=True, type=click.IntRange(min=1),
+              help="Stop doubling at this batch size.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
+              show_default=True)
+@click.option("--out", "out_path", default="probe.json", show_default=True, help="JSON result file.")
+def probe(model: str, method_list: str, max_length: int, memory_limit: str | None, max_batch: int, device: str,
+          dtype: str, out_path: str) -> None:
+    """Largest batch size per method that trains a step within a memory limit (one process per trial)."""
+    from .probe import parse_bytes, probe_table
+    from .probe import probe as run_probe
+    from .records import atomic_write_json
+
+    limit = parse_bytes(memory_limit) if memory_limit else None
+    methods = [m.strip() for m in method_list.split(",") if m.strip()]
+    result = run_probe(model, methods, max_length, memory_limit=limit, device=device, max_batch=max_batch,
+                       dtype=dtype, say=lambda msg: click.echo(msg, err=True))
+    atomic_write_json(out_path, result)
+    click.echo(probe_table(result))
+    click.echo(f"written: {out_path}", err=True)
+
+
+COMMANDS.append(probe)

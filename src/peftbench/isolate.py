@@ -43,7 +43,8 @@ class Outcome:
         return f"failed:{self.reason}" if self.status == "failed" else self.status
 
 
-def _context() -> Any:
+def process_context() -> Any:
+    """The multiprocessing context runs start from (a fork server with the heavy imports done)."""
     global _CONTEXT
     if _CONTEXT is None:
         import multiprocessing
@@ -176,7 +177,7 @@ def _classify(exit_code: int | None, timed_out: bool, canceled: bool, timeout_s:
 def run_isolated(spec: Any, run_id: str, out_dir: Path, *, timeout_s: float | None = None,
                  progress: bool = True, cache_dir: Path | None = None) -> Outcome:
     """Run one spec in a child process; always leave a final record in `out_dir/run_id`."""
-    ctx = _context()
+    ctx = process_context()
     run_dir = out_dir / run_id
     before = _record_bytes(run_dir / RESULT_FILE)
     recv, send = ctx.Pipe(duplex=False)
