@@ -161,3 +161,62 @@ def merge_run(run_dir: str | Path, out_dir: str | Path) -> Path:
         out.rmdir()
     tmp.rename(out)
     return out
+
+
+GENERATION_TASKS = ("summarization", "instruction")
+
+
+def load_generator(run_dir: str | Path, device: str | None = None) -> tuple[Any, Any, dict[str, Any]]:
+    """(model, tokenizer, record) of a generation run: seq2seq or causal LM base + saved adapter."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    from .methods import METHODS, method_load_kwargs
+    from .models import check_weights, load_tokenizer, quiet_libraries, resolve_dtype, resolve_model_path
+    from .runner import pick_device
+
+    quiet_libraries()
+    record = load_run_record(run_dir)
+    if record.get("task") not in GENERATION_TASKS:
+        raise SpecError(f"run '{record.get('run_id')}' is a {record.get('task')} run: it does not generate text",
+                        hint=f"give runs of a generation task ({', '.join(GENERATION_TASKS)}); for classification "
+                             "use peftbench disagreements")
+    kind, path = artifact_dir(run_dir, record)
+    spec = RunSpec.from_dict(record["spec"])
+    device = device or pick_device(spec.train.device)
+    base_path = resolve_model_path(spec.model.name_or_path)
+    tokenizer = load_tokenizer(base_path, spec.model)
+    if kind == "adapter":
+        check_weights(base_path, spec.model.allow_pickle)
+        config = AutoConfig.from_pretrained(base_path, trust_remote_code=spec.model.trust_remote_code)
+        auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+        method = METHODS.get(spec.method.name)
+        kwargs = method_load_kwargs(method, spec.method.params, resolve_dtype(spec.model.dtype, device))
+        base = auto.from_pretrained(base_path, trust_remote_code=spec.model.trust_remote_code,
+                                    use_safetensors=not spec.model.allow_pickle, **kwargs)
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(base, str(path))
+    else:
+        config = AutoConfig.from_pretrained(str(path))
+        auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+        model = auto.from_pretrained(str(path), use_safetensors=True)
+    model.to(device)
+    model.eval()
+    return model, tokenizer, record
+
+
+def generate_texts(model: Any, tokenizer: Any, prompts: list[str], *, max_new_tokens: int = 64,
+                   device: str = "cpu") -> list[str]:
+    """Greedy decoding, one prompt at a time (no padding effects): only the new tokens, decoded."""
+    import torch
+
+    outs = []
+    is_seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
+    for prompt in prompts:
+        enc = tokenizer(prompt, return_tensors="pt").to(device)
+        with torch.inference_mode():
+            ids = model.generate(**enc, do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
+                                 pad_token_id=tokenizer.pad_token_id)
+        new = ids[0] if is_seq2seq else ids[0, enc["input_ids"].shape[1]:]
+        outs.append(tokenizer.decode(new, skip_special_tokens=True).strip())
+    return outs

@@ -92,3 +92,30 @@ def probe(model: str, method_list: str, max_length: int, memory_limit: str | Non
 
 
 COMMANDS.append(probe)
+
+
+@click.command()
+@click.option("--runs", "runs", multiple=True, required=True,
+              help="Run folder with a saved adapter; repeat, or give several separated by commas.")
+@click.option("--prompts", "prompts_path", required=True, help="Text file, one prompt per line.")
+@click.option("--max-new-tokens", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option("--out", "out_prefix", default="generations", show_default=True,
+              help="Writes OUT.md and OUT.csv.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, help="Default: the runs' own device.")
+def generate(runs: tuple[str, ...], prompts_path: str, max_new_tokens: int, out_prefix: str,
+             device: str | None) -> None:
+    """Generate from each run's saved adapter on the same prompts (greedy) and show them side by side."""
+    from .compare import markdown, read_prompts, side_by_side, to_csv
+    from .records import atomic_write_text
+
+    run_dirs = [r.strip() for item in runs for r in item.split(",") if r.strip()]
+    prompts = read_prompts(prompts_path)
+    _names, rows = side_by_side(run_dirs, prompts, max_new_tokens=max_new_tokens, device=device)
+    md = markdown(rows, max_text=10_000)
+    atomic_write_text(f"{out_prefix}.md", md)
+    atomic_write_text(f"{out_prefix}.csv", to_csv(rows))
+    click.echo(md, nl=False)
+    click.echo(f"written: {out_prefix}.md, {out_prefix}.csv", err=True)
+
+
+COMMANDS.append(generate)

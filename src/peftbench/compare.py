@@ -85,3 +85,42 @@ def to_csv(rows: list[dict[str, str]]) -> str:
         writer.writeheader()
         writer.writerows(rows)
     return buf.getvalue()
+
+
+def read_prompts(path: str | Path) -> list[str]:
+    """One prompt per line (blank lines skipped); `\\n` inside a line stands for a newline."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"prompts file '{path}' does not exist", hint="give a text file with one prompt per line")
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise DataError(f"prompts file '{path}' is not UTF-8 text", hint="save it as UTF-8") from None
+    prompts = [line.replace("\\n", "\n") for line in lines if line.strip()]
+    if not prompts:
+        raise DataError(f"prompts file '{path}' holds no prompts", hint="write one prompt per line")
+    return prompts
+
+
+def side_by_side(run_dirs: list[str], prompts: list[str], *, max_new_tokens: int = 64,
+                 device: str | None = None) -> tuple[list[str], list[dict[str, str]]]:
+    """Each run's greedy output for each prompt, same decoding settings for all: (run names, rows)."""
+    import gc
+
+    from .artifacts import generate_texts, load_generator
+
+    names: list[str] = []
+    columns: list[list[str]] = []
+    for d in run_dirs:
+        model, tokenizer, record = load_generator(d, device=device)
+        names.append(_short(d, record))
+        columns.append(generate_texts(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                                      device=str(next(model.parameters()).device)))
+        del model
+        gc.collect()
+    rows = []
+    for i, prompt in enumerate(prompts):
+        row = {"prompt": prompt}
+        row.update({n: col[i] for n, col in zip(names, columns, strict=True)})
+        rows.append(row)
+    return names, rows

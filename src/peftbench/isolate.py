@@ -104,6 +104,13 @@ def _child(spec_dict: dict[str, Any], out_dir: str, progress: bool, cache_dir: s
     os._exit(code)  # skip interpreter teardown (slow with torch loaded; nothing left to flush)
 
 
+def _remove_stale_temp_files(run_dir: Path) -> None:
+    """Temporary files of atomic writes cut short by a kill (the sweep lock says no one else writes)."""
+    for tmp in run_dir.glob(f".{RESULT_FILE}.*.tmp"):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
 def _record_bytes(path: Path) -> bytes | None:
     try:
         return path.read_bytes()
@@ -179,6 +186,7 @@ def run_isolated(spec: Any, run_id: str, out_dir: Path, *, timeout_s: float | No
     """Run one spec in a child process; always leave a final record in `out_dir/run_id`."""
     ctx = process_context()
     run_dir = out_dir / run_id
+    _remove_stale_temp_files(run_dir)
     before = _record_bytes(run_dir / RESULT_FILE)
     recv, send = ctx.Pipe(duplex=False)
     cache = str(cache_dir if cache_dir is not None else out_dir / ".cache" / "tokens")
