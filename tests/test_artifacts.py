@@ -92,3 +92,21 @@ def test_cli_eval_and_merge(trained_runs, sentiment_files, tmp_path) -> None:
     assert (tmp_path / "m" / "config.json").is_file()
     result = CliRunner().invoke(cli, ["eval", "--run", str(tmp_path / "nope")])
     assert result.exit_code == 2 and "holds no readable result.json" in result.output
+
+
+@pytest.mark.parametrize("save", ["merged", "none"])
+def test_save_modes(tiny_bert, sentiment_files, tmp_path, save) -> None:
+    spec = tiny_spec(tiny_bert, sentiment_files, "lora", max_steps=2, lr=1e-2)
+    spec["data"].update(n_train=16, n_eval=16)
+    spec["save"] = save
+    record = run(RunSpec.from_dict(spec), tmp_path, progress=False, log=lambda _m: None)
+    run_dir = tmp_path / record["run_id"]
+    if save == "merged":
+        assert record["artifact"]["kind"] == "merged" and (run_dir / "merged" / "model.safetensors").is_file()
+        metrics = evaluate_run(run_dir)
+        assert metrics["eval_loss"] == pytest.approx(record["metrics"]["eval_loss"], abs=1e-5)
+    else:
+        assert record["artifact"]["saved"] is False and record["artifact"]["size_bytes"] > 0
+        assert sorted(p.name for p in run_dir.iterdir()) == ["result.json"]
+        result = CliRunner().invoke(cli, ["eval", "--run", str(run_dir)])
+        assert result.exit_code == 2 and "save: none" in result.output
