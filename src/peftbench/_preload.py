@@ -8,10 +8,12 @@ are still going leaves nothing behind.
 from __future__ import annotations
 
 import contextlib
+import os
 
-from .isolate import _die_with_parent
+from .isolate import SERVER_PID_ENV, SWEEP_PID_ENV, _die_with_parent
 
-_die_with_parent()
+_die_with_parent(SWEEP_PID_ENV)
+os.environ[SERVER_PID_ENV] = str(os.getpid())  # inherited by every run process forked from here
 
 with contextlib.suppress(ImportError):
     import accelerate  # noqa: F401

@@ -27,6 +27,8 @@ from .records import RESULT_FILE, SCHEMA_VERSION, atomic_write_json, now_iso, re
 from .tokcache import TOKEN_CACHE_ENV
 
 PRELOAD = ["peftbench._preload"]
+SWEEP_PID_ENV = "PEFTBENCH_SWEEP_PID"  # the process that starts runs (the fork server's parent)
+SERVER_PID_ENV = "PEFTBENCH_SERVER_PID"  # the fork server (the run processes' parent)
 _CONTEXT: Any = None
 
 
@@ -49,6 +51,8 @@ def process_context() -> Any:
     if _CONTEXT is None:
         import multiprocessing
 
+        os.environ[SWEEP_PID_ENV] = str(os.getpid())  # the fork server checks it is still our child
+
         if "forkserver" in multiprocessing.get_all_start_methods():
             _CONTEXT = multiprocessing.get_context("forkserver")
             _CONTEXT.set_forkserver_preload(PRELOAD)
@@ -57,23 +61,27 @@ def process_context() -> Any:
     return _CONTEXT
 
 
-def _die_with_parent() -> None:
-    """Linux: SIGKILL this process when its parent dies (no orphan keeps training)."""
+def _die_with_parent(parent_env: str) -> None:
+    """Linux: SIGKILL this process when its parent dies (no orphan keeps training).
+
+    `parent_env` names the environment variable holding the parent's pid, set before this process
+    started: if the parent is already gone by the time prctl takes effect, exit at once.
+    """
     if not sys.platform.startswith("linux"):
         return
     import ctypes
 
-    parent = os.getppid()
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # the parent died before prctl took effect
+    expected = os.environ.get(parent_env)
+    if expected and expected.isdigit() and os.getppid() != int(expected):
         os._exit(137)
 
 
 def _child(spec_dict: dict[str, Any], out_dir: str, progress: bool, cache_dir: str | None, conn: Any) -> None:
     """Entry point of the run process: run, then report (status, reason, message) on `conn`."""
-    _die_with_parent()
+    _die_with_parent(SERVER_PID_ENV)
     if cache_dir:
         os.environ[TOKEN_CACHE_ENV] = cache_dir
     from .errors import PeftbenchError, RunCanceled

@@ -59,9 +59,9 @@ def _peak_rss() -> int:
 
 def _trial(spec_dict: dict[str, Any], batch_size: int, max_length: int, device: str, conn: Any) -> None:
     """Child process: one training step at `batch_size`; sends (ok, peak_bytes, error)."""
-    from .isolate import _die_with_parent
+    from .isolate import SERVER_PID_ENV, _die_with_parent
 
-    _die_with_parent()
+    _die_with_parent(SERVER_PID_ENV)
     try:
         import torch
 
