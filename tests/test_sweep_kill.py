@@ -108,34 +108,47 @@ def test_sigkill_ten_random_moments(tmp_path, tiny_bert, sentiment_files) -> Non
     _kill_rounds(tmp_path, tiny_bert, sentiment_files, kills=10, seed=11)
 
 
-def test_ctrl_c_records_run_in_flight_as_canceled_and_lock_refuses_second_sweep(
+def _count(log: Path, text: str) -> int:
+    return log.read_text(errors="replace").count(text)
+
+
+def test_killed_run_is_recorded_then_ctrl_c_cancels_and_lock_refuses_second_sweep(
         tmp_path, tiny_bert, sentiment_files) -> None:
     spec = tiny_sweep(tiny_bert, sentiment_files, methods=["lora"], grid={}, seeds=[0, 1])
     spec["defaults"]["train"].update(max_steps=None, epochs=200)  # long enough to be interrupted in training
     spec_file = write_yaml(tmp_path / "sweep.yaml", spec)
+    first, second = (r.run_id for r in SweepSpec.from_yaml(spec_file).expand())
     out = tmp_path / "runs"
     log = tmp_path / "sweep.log"
     proc = _start(spec_file, out, log)
     try:
         _wait_for(log, ": training ", proc)
         # While it runs, a second sweep on the same folder is refused with a clear message.
-        second = subprocess.run(cli_cmd("sweep", str(spec_file), "--out", str(out)), capture_output=True,
-                                text=True, env=cli_env(), timeout=120)
-        assert second.returncode == 2
-        assert "another sweep is already running" in second.stderr and "Traceback" not in second.stderr
+        again = subprocess.run(cli_cmd("sweep", str(spec_file), "--out", str(out)), capture_output=True,
+                               text=True, env=cli_env(), timeout=120)
+        assert again.returncode == 2
+        assert "another sweep is already running" in again.stderr and "Traceback" not in again.stderr
+        # SIGKILL the run process (as the out-of-memory killer would): recorded, and the sweep goes on.
+        sweep = psutil.Process(proc.pid)
+        runs = [p for p in sweep.children(recursive=True) if p.ppid() != proc.pid]
+        assert len(runs) == 1
+        runs[0].send_signal(signal.SIGKILL)
+        while proc.poll() is None and _count(log, ": training ") < 2:
+            time.sleep(0.05)
         # Ctrl-C in a terminal signals the whole foreground group: the sweep and its run processes.
-        for p in [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]:
+        for p in [sweep, *sweep.children(recursive=True)]:
             p.send_signal(signal.SIGINT)
         assert proc.wait(timeout=120) == 130
     finally:
         if proc.poll() is None:
             proc.kill()
     text = log.read_text()
-    assert "recorded 'canceled'" in text
+    assert "recorded 'canceled'" in text and "failed:oom" in text
     recs = check_complete(out)
-    first = SweepSpec.from_yaml(spec_file).expand()[0].run_id
-    assert list(recs) == [first] and recs[first]["status"] == "canceled"
-    assert recs[first]["error"]["type"] == "canceled"
+    assert sorted(recs) == sorted([first, second])
+    assert recs[first]["status"] == "failed" and recs[first]["error"]["type"] == "oom"
+    assert "SIGKILL" in recs[first]["error"]["message"] and recs[first]["process"]["exit_code"] == -9
+    assert recs[second]["status"] == "canceled" and recs[second]["error"]["type"] == "canceled"
     summary = json.loads((out / "sweep-summary.json").read_text())
     assert summary["interrupted"] is True
     lock = acquire_lock(out)  # released on exit

@@ -67,3 +67,16 @@ def test_timeout_is_recorded_by_the_sweep(base, tmp_path) -> None:
     result2 = run_sweep(sweep2, out, progress=False, retry_failed=True)
     assert sorted(result2.statuses.values()) == ["success"] * 4
     assert set(recs) < set(record_files(out)) and len(record_files(out)) == 4
+
+
+@pytest.mark.reliability
+def test_run_failing_before_training_is_recorded(base, tmp_path) -> None:
+    spec = {**base, "methods": ["lora"], "grid": {}, "seeds": [0]}
+    spec["defaults"]["data"]["train"] = str(tmp_path / "missing.csv")
+    sweep = SweepSpec.from_dict(spec)
+    out = tmp_path / "runs"
+    result = run_sweep(sweep, out, progress=False)
+    (rec,) = check_complete(out).values()
+    assert rec["status"] == "failed" and rec["error"]["type"] == "error"
+    assert "missing.csv' does not exist" in rec["error"]["message"]
+    assert list(result.statuses.values()) == ["failed:error"]

@@ -98,9 +98,8 @@ def _child(spec_dict: dict[str, Any], out_dir: str, progress: bool, cache_dir: s
         with contextlib.suppress(Exception):
             conn.send(("canceled", "canceled", "run canceled by the user (Ctrl-C)"))
         code = 130
-    except PeftbenchError as err:
-        reason = getattr(err, "reason", None) or err.kind
-        conn.send(("failed", reason, err.one_line()))
+    except PeftbenchError as err:  # raised before the runner had a run folder (bad data, bad model...)
+        conn.send(("failed", getattr(err, "reason", None) or "error", err.one_line()))
         code = 1
     except BaseException as err:
         conn.send(("failed", "error", f"{type(err).__name__}: {str(err)[:1000]}"))
