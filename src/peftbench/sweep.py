@@ -75,7 +75,15 @@ class SweepSpec:
         out.defaults = _mapping(data.get("defaults"), "defaults", source) or {}
         for axis in ("models", "tasks", "methods", "seeds"):
             if axis in data:
-                setattr(out, axis, _axis_list(data[axis], axis, source))
+                values = _axis_list(data[axis], axis, source)
+                for v in values:
+                    ok = (isinstance(v, int) and not isinstance(v, bool)) if axis == "seeds" else \
+                        isinstance(v, str | dict)
+                    if not ok:
+                        want = "integers" if axis == "seeds" else "names or mappings of run-spec keys"
+                        raise SpecError(f"'{axis}' in {source} must hold {want}, got {v!r}",
+                                        hint=f"write e.g. '{axis}: {'[0, 1]' if axis == 'seeds' else '[a, b]'}'")
+                setattr(out, axis, values)
         grid = _mapping(data.get("grid"), "grid", source) or {}
         for key, values in grid.items():
             if not isinstance(key, str) or not key or any(not p for p in key.split(".")):
@@ -161,11 +169,11 @@ class SweepSpec:
             frag = {"name": method} if isinstance(method, str) else method
             data = deep_merge(data, {"method": frag})
             axes["method"] = frag.get("name", "?")
-        model_name = (data.get("model") or {}).get("name_or_path")
-        method_name = (data.get("method") or {}).get("name", "lora")
-        if model_name in self.per_model:
+        model_name = _section(data, "model").get("name_or_path")
+        method_name = _section(data, "method").get("name", "lora")
+        if isinstance(model_name, str) and model_name in self.per_model:
             data = deep_merge(data, self.per_model[model_name])
-        if method_name in self.per_method:
+        if isinstance(method_name, str) and method_name in self.per_method:
             data = deep_merge(data, self.per_method[method_name])
         for key, value in point.items():
             path = key.split(".")
@@ -178,6 +186,11 @@ class SweepSpec:
             set_dotted(data, ["train", "seed"], seed)
             axes["seed"] = seed
         return data, axes
+
+
+def _section(data: dict[str, Any], key: str) -> dict[str, Any]:
+    value = data.get(key)
+    return value if isinstance(value, dict) else {}
 
 
 def _method_has_key(name: Any, key: str) -> bool:
