@@ -15,14 +15,17 @@ import click
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Per-run timeout in seconds (overrides timeout_s in the sweep file).")
 @click.option("--quiet", is_flag=True, help="No per-run progress bars.")
-def sweep(spec_file: str, out: str, dry_run: bool, retry_failed: bool, timeout_s: float | None, quiet: bool) -> None:
+@click.option("--model-override", help="Replace every run's model; 'tiny' = tiny random stand-ins (offline).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a key in every run.")
+def sweep(spec_file: str, out: str, dry_run: bool, retry_failed: bool, timeout_s: float | None, quiet: bool,
+          model_override: str | None, sets: tuple[str, ...]) -> None:
     """Run a grid of runs (models x tasks x methods x hyper-parameters x seeds), one process per run.
 
     Rerunning skips runs with a success record; Ctrl-C records the run in flight as canceled.
     """
     from .sweep import SweepSpec, run_sweep, summary_text
 
-    spec = SweepSpec.from_yaml(spec_file)
+    spec = SweepSpec.from_yaml(spec_file, model_override, list(sets))
     if dry_run:
         planned = spec.expand()
         for run in planned:

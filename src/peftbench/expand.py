@@ -34,6 +34,20 @@ def is_multi_run(doc: dict[str, Any]) -> bool:
     return any(k in doc for k in ("defaults", "models", "methods", "axes"))
 
 
+def is_run_list(doc: dict[str, Any]) -> bool:
+    """True for this module's layout (models/methods as partial run specs, `axes`, `tiny`), as
+    opposed to a grid sweep file (`grid`, `seeds`, models/methods as names or sections)."""
+    if "axes" in doc or "tiny" in doc:
+        return True
+    model_keys = {"model", "data", "task", "train", "tiny", "axes", "generation"}
+    method_keys = {"method", "axes", "train"}
+    for key, marks in (("models", model_keys), ("methods", method_keys)):
+        entries = doc.get(key)
+        if isinstance(entries, list) and any(isinstance(e, dict) and marks & set(e) for e in entries):
+            return True
+    return False
+
+
 def substitute_env(value: Any) -> Any:
     """`${NAME}` in every string leaf, from the environment (unknown names stay as written)."""
     if isinstance(value, dict):

@@ -56,6 +56,8 @@ class SweepSpec:
     per_method: dict[str, Any] = field(default_factory=dict)
     max_runs: int = DEFAULT_MAX_RUNS
     timeout_s: float | None = None
+    # Runs listed in full by a multi-run spec file (examples/*.yaml, see expand.py) instead of a grid.
+    explicit: list[RunSpec] | None = None
 
     # ---- parsing ------------------------------------------------------------------------
 
@@ -111,8 +113,17 @@ class SweepSpec:
         return out
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> SweepSpec:
-        return cls.from_dict(load_yaml(path), source=f"'{path}'")
+    def from_yaml(cls, path: str | Path, model_override: str | None = None,
+                  overrides: list[str] | None = None) -> SweepSpec:
+        """A grid sweep file, or a multi-run spec file (models/methods as partial specs with axes)."""
+        from .expand import is_run_list, load_runs
+
+        doc = load_yaml(path)
+        if model_override or overrides or is_run_list(doc):
+            runs = load_runs(str(path), model_override, overrides)
+            return cls(explicit=runs, max_runs=int(doc.get("max_runs", DEFAULT_MAX_RUNS))
+                       if isinstance(doc.get("max_runs"), int) else DEFAULT_MAX_RUNS)
+        return cls.from_dict(doc, source=f"'{path}'")
 
     # ---- expansion ----------------------------------------------------------------------
 
@@ -125,6 +136,8 @@ class SweepSpec:
 
     def expand(self) -> list[PlannedRun]:
         """Every run of the sweep in a stable order, validated, one entry per distinct run id."""
+        if self.explicit is not None:
+            return self._expand_explicit()
         n = self.size()
         if n == 0:
             empty = [a for a in ("models", "tasks", "methods", "seeds") if not getattr(self, a)]
@@ -149,6 +162,23 @@ class SweepSpec:
             if run_id not in seen:  # e.g. a rank grid applied to a method without ranks
                 seen.add(run_id)
                 planned.append(PlannedRun(run_id, spec, axes))
+        return planned
+
+    def _expand_explicit(self) -> list[PlannedRun]:
+        assert self.explicit is not None
+        if not self.explicit:
+            raise SpecError("the spec file expands to zero runs", hint="list at least one model and one method")
+        if len(self.explicit) > self.max_runs:
+            raise SpecError(f"the spec file expands to {len(self.explicit)} runs, more than max_runs={self.max_runs}",
+                            hint="shrink the axes or raise max_runs in the file")
+        planned: list[PlannedRun] = []
+        seen: set[str] = set()
+        for spec in self.explicit:
+            resolved = spec.resolved()
+            run_id = resolved.run_id()
+            if run_id not in seen:
+                seen.add(run_id)
+                planned.append(PlannedRun(run_id, resolved, {"name": spec.name, "method": spec.method.name}))
         return planned
 
     def _point(self, task: Any, model: Any, method: Any, point: dict[str, Any],
