@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .distributed import bind_device, describe, is_main_process
 from .errors import PeftbenchError, RunCanceled, SpecError, TrainingError
 from .methods import METHODS, MethodContext, method_load_kwargs
 from .records import (
@@ -82,6 +83,8 @@ def apply_dtype_policy(model: Any, method_name: str, compute_dtype: str) -> tupl
 
 def save_artifact(model: Any, spec: RunSpec, run_dir: Path) -> dict[str, Any]:
     """Save what the method produces (adapter or full model) and measure its size on disk."""
+    if not is_main_process():  # rank 0 saves the (identical) weights
+        return {"saved": False, "path": None, "size_bytes": None}
     def _save(target: Path) -> int:
         model.save_pretrained(str(target), safe_serialization=True)
         return dir_size(target)
@@ -101,6 +104,8 @@ def save_artifact(model: Any, spec: RunSpec, run_dir: Path) -> dict[str, Any]:
 
 def _write_failure(run_dir: Path, record: dict[str, Any]) -> None:
     """Failures never overwrite a finished success record."""
+    if not is_main_process():
+        return
     existing = read_record(run_dir)
     path = run_dir / RESULT_FILE
     if existing and existing.get("status") == "success":
@@ -119,6 +124,8 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
     quiet_libraries()
 
     say = log or (lambda msg: print(msg, file=sys.stderr))
+    if not is_main_process():  # in a multi-process run only rank 0 talks
+        say, progress = (lambda msg: None), False
     spec = spec.resolved()
     run_id = spec.run_id()
     run_dir = run_dir_for(out_dir, run_id)
@@ -133,6 +140,7 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
     prepared = task.load_data(spec)
     check_writable(out_dir)
     device = pick_device(spec.train.device)
+    bind_device(device)
     compute_dtype = resolve_dtype(spec.model.dtype, device)
     if spec.train.num_threads:
         torch.set_num_threads(spec.train.num_threads)
@@ -196,6 +204,7 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
             "memory": outcome.memory, "peak_memory_bytes": outcome.memory.get("peak_bytes"),
             "loss_curve": outcome.loss_curve, "final_loss": last_loss,
         }
+        record["distributed"] = describe(spec.train)
         record["eval"] = {"time_s": outcome.eval_time_s, "split": "eval", "per_epoch": outcome.epochs}
         record["metrics"] = final
         record["main_metric"] = task.main_metric
@@ -220,6 +229,7 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
             raise
         raise TrainingError(message[:500], reason="error") from err
     record["timestamps"]["finished"] = now_iso()
-    atomic_write_json(run_dir / RESULT_FILE, record)
+    if is_main_process():
+        atomic_write_json(run_dir / RESULT_FILE, record)
     shutil.rmtree(run_dir / ".tmp", ignore_errors=True)
     return record
