@@ -30,6 +30,7 @@ from .records import (
 )
 from .spec import RunSpec
 from .tasks import TASKS
+from .trackers import open_trackers
 
 ADAPTER_METHODS_KEEP_FP32 = ("full", "partial")
 
@@ -155,6 +156,7 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
         "data": prepared.info,
     }
     run_dir.mkdir(parents=True, exist_ok=True)
+    tracker = open_trackers(spec, run_dir, Path(out_dir), run_id)  # report_to; a no-op by default
     try:
         set_seed(spec.train.seed)
         say(f"[peftbench] {run_id}: loading {spec.model.name_or_path} for {spec.method.name}")
@@ -189,7 +191,7 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
         say(f"[peftbench] {run_id}: training {len(train_enc)} examples, {spec.train.epochs} epoch(s), "
             f"{record['params']['trainable_pct']:.3f}% trainable, {precision['compute_dtype']} on {device}")
         outcome = train(model, train_enc, evaluate, spec.train, device=device, autocast_dtype=amp_dtype,
-                        pad_id=pad_id, progress=progress, collate_fn=task.collate)
+                        pad_id=pad_id, progress=progress, collate_fn=task.collate, on_log=tracker.log_point)
         final = dict(outcome.final_eval)
         predictions = final.pop("predictions", None)
         last_loss = outcome.loss_curve[-1]["loss"] if outcome.loss_curve else None
@@ -228,6 +230,8 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
         if isinstance(err, PeftbenchError | KeyboardInterrupt):
             raise
         raise TrainingError(message[:500], reason="error") from err
+    finally:
+        tracker.finish(record)
     record["timestamps"]["finished"] = now_iso()
     if is_main_process():
         atomic_write_json(run_dir / RESULT_FILE, record)

@@ -153,8 +153,10 @@ def _is_oom(err: BaseException) -> bool:
 
 def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, Any]], tspec: Any, *,
           device: str, autocast_dtype: Any, pad_id: int, progress: bool = True,
-          collate_fn: Callable[..., dict[str, Any]] = collate) -> TrainOutcome:
-    """Train for `tspec.epochs` (or `tspec.max_steps`), evaluating after each epoch outside the clock."""
+          collate_fn: Callable[..., dict[str, Any]] = collate,
+          on_log: Callable[[str, dict[str, Any]], None] | None = None) -> TrainOutcome:
+    """Train for `tspec.epochs` (or `tspec.max_steps`), evaluating after each epoch outside the clock.
+    `on_log(kind, point)` sees each loss-curve point ('train') and each epoch's eval ('eval') as made."""
     import torch
     from accelerate import Accelerator
     from tqdm.auto import tqdm
@@ -225,6 +227,8 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, An
                         raise NanLossError(f"loss became {avg} by step {step}", hint="lower train.lr")
                     out.loss_curve.append({"step": step, "epoch": round(epoch + (micro + 1) / len(batches), 4),
                                            "loss": avg})
+                    if on_log:
+                        on_log("train", out.loss_curve[-1])
                     bar.set_postfix(loss=f"{avg:.4f}", epoch=epoch + 1)
                     running.zero_()
                     running_n = 0
@@ -238,10 +242,14 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, An
             out.epochs.append({"epoch": epoch + 1, "step": step,
                                **{k: v for k, v in metrics.items() if isinstance(v, int | float)}})
             out.final_eval = metrics
+            if on_log:
+                on_log("eval", out.epochs[-1])
             mem.resume()
         if running_n:  # a tail shorter than log_every still belongs on the curve
             out.loss_curve.append({"step": step, "epoch": float(len(out.epochs)),
                                    "loss": dp.mean(running / running_n).item()})
+            if on_log:
+                on_log("train", out.loss_curve[-1])
     except KeyboardInterrupt:
         raise RunCanceled() from None
     except RuntimeError as err:
