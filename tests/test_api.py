@@ -61,7 +61,7 @@ def fake_sweep_module(tmp_path: Path) -> object:
     import importlib.util
 
     if importlib.util.find_spec("peftbench.sweep") is not None:
-        pytest.skip("the real sweep module is present: test_sweep_and_report_entry_points covers it")
+        pytest.skip("the real sweep module is present: test_sweep_entry_point covers it")
     folder = tmp_path / "pkg"
     folder.mkdir()
     (folder / "sweep.py").write_text("def sweep(spec, out_dir='runs'):\n    return [('ran', spec, out_dir)]\n\n"
@@ -95,7 +95,7 @@ def test_missing_module_is_an_attribute_error() -> None:
             assert not hasattr(peftbench, name)
 
 
-def test_sweep_and_report_entry_points(tiny_bert: Path, sentiment_files: tuple[Path, Path], tmp_path: Path) -> None:
+def test_report_entry_point(tiny_bert: Path, sentiment_files: tuple[Path, Path], tmp_path: Path) -> None:
     """Runs where the report module exists: `peftbench.report(records, out)` builds a report."""
     pytest.importorskip("peftbench.report", reason="the report module is not part of this tree")
     spec = tiny_spec(tiny_bert, sentiment_files, "lora", device="cpu")
@@ -105,3 +105,11 @@ def test_sweep_and_report_entry_points(tiny_bert: Path, sentiment_files: tuple[P
     peftbench.report([record], out)
     assert out.is_dir() and any(out.iterdir())
     assert callable(peftbench.report.build_report)
+
+
+def test_sweep_entry_point() -> None:
+    """Where the sweep module exists, `peftbench.sweep(...)` must reach its `sweep` function."""
+    pytest.importorskip("peftbench.sweep", reason="the sweep module is not part of this tree")
+    module = sys.modules["peftbench.sweep"]
+    assert peftbench.sweep is module
+    assert callable(getattr(module, "sweep", None)), "peftbench/sweep.py must define sweep(spec, out_dir) -> records"
