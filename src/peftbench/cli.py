@@ -97,6 +97,7 @@ def run(config: str | None, model: str | None, data_train: str | None, data_eval
         n_train: int | None, n_eval: int | None, sets: tuple[str, ...], out: str, force: bool, quiet: bool,
         model_override: str | None) -> None:
     """Train and evaluate one method (or each run of a multi-run file); write <out>/<run_id>/result.json."""
+    from .distributed import is_main_process
     from .runner import run as run_one
 
     if config and (model_override or _is_multi_run_file(config)):
@@ -115,6 +116,8 @@ def run(config: str | None, model: str | None, data_train: str | None, data_eval
 
     spec = _spec_from_flags(config, model, data_train, data_eval, method, n_train, n_eval, sets)
     record = run_one(spec, out, progress=not quiet, force=force)
+    if not is_main_process():  # in a multi-process run rank 0 reports
+        return
     _print_summary([record])
     click.echo(f"record: {out}/{record['run_id']}/result.json")
 

@@ -102,6 +102,7 @@ class RunSpec(_Section):
     method: MethodSpec = Field(default_factory=MethodSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
+    report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(default_factory=list)
 
     @field_validator("name")
     @classmethod
@@ -161,6 +162,7 @@ class RunSpec(_Section):
     def run_id(self) -> str:
         """Stable id: readable prefix plus a hash of the resolved spec."""
         resolved = self.resolved().to_dict()
+        resolved.pop("report_to", None)  # where a run is logged does not change the run
         # Same path, new content must be a new run: the data files' content is part of the id.
         resolved["_data_sha256"] = {k: file_sha256(v) for k, v in sorted(resolved["data"].items())
                                     if k in DATA_FILE_KEYS and isinstance(v, str)}
