@@ -71,17 +71,24 @@ def test_ray_four_runs_equal_local_records(tiny_bert: Path, sentiment_files: tup
         pytest.skip("ray is not installed (pip install 'peftbench[ray]')")
     import ray
 
+    from peftbench.records import load_records
+    from peftbench.spec import RunSpec
+    from peftbench.sweep import SweepSpec, run_sweep
+
+    plan = SweepSpec(explicit=[RunSpec.from_dict(job.spec) for job in _jobs(tiny_bert, sentiment_files, tmp_path)],
+                     cpus_per_run=1)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        executor = get_executor("ray", cpus_per_run=1)
-        remote = _by_id(list(executor.map(_jobs(tiny_bert, sentiment_files, tmp_path))))
+        result = run_sweep(plan, tmp_path, executor="ray", progress=False, echo=lambda _: None)
+        # Resume works the same on Ray: a rerun finds every success recorded and runs nothing.
+        again = run_sweep(plan, tmp_path, executor="ray", progress=False, echo=lambda _: None)
     finally:
         ray.shutdown()
-    _same(remote, reference)
+    assert sorted(s.split(":")[0] for s in result.statuses.values()) == ["failed", "success", "success", "success"]
+    assert sorted(again.statuses.values()).count("skipped-success") == 3
     # Every record, the failure included, is in the output folder (written by the driver too).
-    from peftbench.records import load_records
-
-    assert sorted(r["status"] for r in load_records(tmp_path)) == ["failed", "success", "success", "success"]
+    remote = {r["run_id"]: r for r in load_records(tmp_path)}
+    _same(remote, reference)
 
 
 def test_unknown_executor_is_a_spec_error() -> None:

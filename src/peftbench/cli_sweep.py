@@ -17,8 +17,11 @@ import click
 @click.option("--quiet", is_flag=True, help="No per-run progress bars.")
 @click.option("--model-override", help="Replace every run's model; 'tiny' = tiny random stand-ins (offline).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a key in every run.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: one process per run here; ray: one Ray task per run (pip install 'peftbench[ray]').")
+@click.option("--address", default=None, help="Ray cluster address ('auto', 'ray://head:10001'); default: local Ray.")
 def sweep(spec_file: str, out: str, dry_run: bool, retry_failed: bool, timeout_s: float | None, quiet: bool,
-          model_override: str | None, sets: tuple[str, ...]) -> None:
+          model_override: str | None, sets: tuple[str, ...], executor: str, address: str | None) -> None:
     """Run a grid of runs (models x tasks x methods x hyper-parameters x seeds), one process per run.
 
     Rerunning skips runs with a success record; Ctrl-C records the run in flight as canceled.
@@ -33,7 +36,8 @@ def sweep(spec_file: str, out: str, dry_run: bool, retry_failed: bool, timeout_s
             click.echo(f"{run.run_id}  {axes}")
         click.echo(f"{len(planned)} runs", err=True)
         return
-    result = run_sweep(spec, out, retry_failed=retry_failed, timeout_s=timeout_s, progress=not quiet)
+    result = run_sweep(spec, out, retry_failed=retry_failed, timeout_s=timeout_s, progress=not quiet,
+                       executor=executor, address=address)
     click.echo(summary_text(result))
     if result.interrupted:
         click.echo("peftbench: sweep interrupted; the run in flight is recorded 'canceled', finished records "

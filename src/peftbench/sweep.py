@@ -27,8 +27,9 @@ from .registry import did_you_mean
 from .spec import RunSpec, deep_merge, load_yaml, set_dotted
 
 SWEEP_KEYS = ("name", "defaults", "models", "tasks", "methods", "grid", "seeds", "per_model", "per_method",
-              "max_runs", "timeout_s")
+              "max_runs", "timeout_s", "cpus_per_run", "gpus_per_run")
 DEFAULT_MAX_RUNS = 1000
+Record = dict[str, Any]
 LOCK_FILE = ".sweep.lock"
 SUMMARY_FILE = "sweep-summary.json"
 FINAL_STATUSES = ("success", "failed", "canceled")
@@ -56,6 +57,8 @@ class SweepSpec:
     per_method: dict[str, Any] = field(default_factory=dict)
     max_runs: int = DEFAULT_MAX_RUNS
     timeout_s: float | None = None
+    cpus_per_run: float = 1.0  # resources of one run on a Ray cluster (--executor ray)
+    gpus_per_run: float = 0.0
     # Runs listed in full by a multi-run spec file (examples/*.yaml, see expand.py) instead of a grid.
     explicit: list[RunSpec] | None = None
 
@@ -104,6 +107,12 @@ class SweepSpec:
             if not isinstance(mr, int) or isinstance(mr, bool) or mr <= 0:
                 raise SpecError(f"max_runs must be a positive integer, got {mr!r}", hint="e.g. max_runs: 200")
             out.max_runs = mr
+        for key in ("cpus_per_run", "gpus_per_run"):
+            if key in data:
+                v = data[key]
+                if not isinstance(v, int | float) or isinstance(v, bool) or v < 0:
+                    raise SpecError(f"{key} must be a non-negative number, got {v!r}", hint=f"e.g. {key}: 1")
+                setattr(out, key, float(v))
         if data.get("timeout_s") is not None:
             t = data["timeout_s"]
             if not isinstance(t, int | float) or isinstance(t, bool) or t <= 0:
@@ -287,8 +296,10 @@ def acquire_lock(out_dir: Path) -> Any:
 
 def run_sweep(sweep: SweepSpec, out_dir: str | Path, *, retry_failed: bool = False,
               timeout_s: float | None = None, progress: bool = True,
-              echo: Callable[[str], None] | None = None) -> SweepResult:
-    """Run every planned run in its own process; failures become records and the sweep goes on."""
+              echo: Callable[[str], None] | None = None, executor: str = "local",
+              address: str | None = None) -> SweepResult:
+    """Run every planned run in its own process (or as a Ray task with `executor="ray"`); failures
+    become records and the sweep goes on. Resume, locking and the summary are the same for both."""
     from .isolate import run_isolated
     from .runner import check_writable
 
@@ -312,6 +323,9 @@ def run_sweep(sweep: SweepSpec, out_dir: str | Path, *, retry_failed: bool = Fal
                 todo.append(run)
         say(f"[sweep] {len(planned)} runs: {len(planned) - len(todo)} already recorded, {len(todo)} to run"
             f"{f', timeout {timeout:g}s per run' if timeout else ''}")
+        if executor != "local":
+            _run_on_executor(todo, out, result, say, executor, address, sweep)
+            return result
         durations: list[float] = []
         for i, run in enumerate(todo):
             where = ", ".join(f"{k}={v}" for k, v in run.axes.items())
@@ -334,6 +348,39 @@ def run_sweep(sweep: SweepSpec, out_dir: str | Path, *, retry_failed: bool = Fal
         _write_summary(out, planned, result)
         lock.release()
     return result
+
+
+def _run_on_executor(todo: list[PlannedRun], out: Path, result: SweepResult, say: Callable[[str], None],
+                     name: str, address: str | None, sweep: SweepSpec) -> None:
+    """Hand the runs to another engine (Ray): it schedules and retries; records land in `out`."""
+    from .executors import Job, get_executor
+
+    options: dict[str, Any] = {}
+    if name == "ray":
+        options = {"address": address, "cpus_per_run": sweep.cpus_per_run, "gpus_per_run": sweep.gpus_per_run}
+    engine = get_executor(name, **options)
+    jobs = [Job(run.spec.to_dict(), str(out)) for run in todo]
+    try:
+        for done, (_, record) in enumerate(engine.map(jobs), 1):
+            status = record.get("status", "failed")
+            label = status if status != "failed" else f"failed:{(record.get('error') or {}).get('type', 'error')}"
+            result.statuses[record.get("run_id", f"job-{done}")] = label
+            say(f"[sweep:{name}] {record.get('run_id')}: {label} | done {done}/{len(jobs)}")
+    except KeyboardInterrupt:
+        result.interrupted = True
+
+
+def sweep(spec: SweepSpec | dict[str, Any] | str | Path, out_dir: str | Path = "runs", **options: Any) -> list[Record]:
+    """Python API: run a sweep (a SweepSpec, its dict, or a YAML path) and return its runs' records,
+    in plan order (runs already recorded included)."""
+    if isinstance(spec, str | Path):
+        spec = SweepSpec.from_yaml(spec)
+    elif isinstance(spec, dict):
+        spec = SweepSpec.from_dict(spec)
+    options.setdefault("progress", False)
+    run_sweep(spec, out_dir, **options)
+    out = Path(out_dir)
+    return [rec for run in spec.expand() if (rec := read_record(out / run.run_id / RESULT_FILE))]
 
 
 def _write_summary(out: Path, planned: list[PlannedRun], result: SweepResult) -> None:
