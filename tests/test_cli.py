@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import tiny_spec
+from conftest import tiny_spec
 
 
 def peftbench(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

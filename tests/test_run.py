@@ -5,12 +5,11 @@ from pathlib import Path
 
 import pytest
 
+from conftest import tiny_spec
 from peftbench.errors import NanLossError
 from peftbench.records import load_records
 from peftbench.runner import run
 from peftbench.spec import RunSpec
-
-from .conftest import tiny_spec
 
 SCHEMA = Path(__file__).resolve().parents[1] / "src" / "peftbench" / "schema" / "record.schema.json"
 

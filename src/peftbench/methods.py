@@ -187,7 +187,8 @@ def prepare_partial(method: Method, params: dict[str, Any], ctx: MethodContext) 
     # Everything above the blocks (final norms, pooler, head) trains; embeddings stay frozen.
     for name, p in model.named_parameters():
         in_block = any(name.startswith(b + ".") for b in block_names)
-        if not in_block and "embed" not in name and "wte" not in name and "wpe" not in name:
+        if (not in_block and "embed" not in name and "wte" not in name and "wpe" not in name
+                and not name.startswith("shared.")):  # T5/BART keep their embedding table in `shared`
             p.requires_grad_(True)
     return model
 
@@ -290,3 +291,7 @@ def quantization_summary(model: Any, params: dict[str, Any]) -> dict[str, Any]:
         "layers_4bit": len(four_bit),
         "head_quantized": any(part in HEAD_NAMES for n in four_bit for part in n.split(".")),
     }
+
+
+# More peft methods (LoHa, LoKr, VeRA, prompt learning...) register themselves from their own module.
+from . import peft_methods  # noqa: E402, F401

@@ -49,6 +49,10 @@ class DataSpec(_Section):
     n_eval: int | None = Field(default=None, gt=0)
     max_length: int = Field(default=128, gt=0)
     seed: int = 0
+    # Generative tasks (summarization, instruction): the target text and how prompts are built.
+    target_column: str | None = None
+    max_target_length: int = Field(default=128, gt=0)
+    prompt_template: str | None = None
 
 
 class MethodSpec(BaseModel):
@@ -79,6 +83,14 @@ class TrainSpec(_Section):
     num_threads: int | None = Field(default=None, gt=0)
 
 
+class GenerationSpec(_Section):
+    """Decoding settings for metrics computed from generated text (ROUGE for summarization)."""
+
+    num_beams: int = Field(default=1, gt=0)
+    max_new_tokens: int = Field(default=64, gt=0)
+    n_examples: int | None = Field(default=None, gt=0)  # generate for the first N eval examples only
+
+
 class RunSpec(_Section):
     """One run: a model, a data set, a method and a training recipe."""
 
@@ -89,6 +101,8 @@ class RunSpec(_Section):
     data: DataSpec = Field(default_factory=DataSpec)
     method: MethodSpec = Field(default_factory=MethodSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
+    generation: GenerationSpec = Field(default_factory=GenerationSpec)
+    report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(default_factory=list)
 
     @field_validator("name")
     @classmethod
@@ -154,6 +168,7 @@ class RunSpec(_Section):
     def run_id(self) -> str:
         """Stable id: readable prefix plus a hash of the resolved spec."""
         resolved = self.resolved().to_dict()
+        resolved.pop("report_to", None)  # where a run is logged does not change the run
         # Same path, new content must be a new run: the data files' content is part of the id.
         resolved["_data_sha256"] = {k: file_sha256(v) for k, v in sorted(resolved["data"].items())
                                     if k in DATA_FILE_KEYS and isinstance(v, str)}
