@@ -61,9 +61,10 @@ def _python_m(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_entry_point_one_line_without_traceback(tmp_path: Path) -> None:
     proc = _python_m("run", "--method", "lorra", "--out", str(tmp_path / "runs"), cwd=tmp_path)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [
-        "peftbench: error: Unknown method 'lorra'. Did you mean: lora, qlora, dora? "
-        "(fix: use one of: dora, full, ia3, lora, partial, qlora)"]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("peftbench: error: Unknown method 'lorra'. Did you mean: lora")
+    assert "(fix: use one of: " in lines[0]
     assert not (tmp_path / "runs").exists()
 
 
