@@ -7,7 +7,6 @@ traceback, and that no record claims success. Cases that fail after a run starte
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import json
 import re
@@ -129,22 +128,10 @@ def _no_cuda(mp: pytest.MonkeyPatch, ctx: Ctx) -> None:
     mp.setattr(torch.cuda, "is_available", lambda: False)
 
 
-def _decoder_only_method(mp: pytest.MonkeyPatch, ctx: Ctx) -> None:
-    from peftbench.methods import METHODS
-
-    lora = METHODS.get("lora")
-    mp.setitem(METHODS._entries, "decoder-lora", dataclasses.replace(lora, name="decoder-lora",
-                                                                     families=("decoder",)))
-
-
-def _generation_task(mp: pytest.MonkeyPatch, ctx: Ctx) -> None:
-    """Stand in for the summarization task where it is not registered: only its families matter
-    here, because the family check runs before any data is read."""
-    from peftbench.tasks import TASKS
-
-    if "summarization" not in TASKS:
-        stub = type("Summarization", (), {"name": "summarization", "families": ("seq2seq", "decoder")})()
-        mp.setitem(TASKS._entries, "summarization", stub)
+def _dialogues(ctx: Ctx) -> str:
+    """Summarization data (dialogue → summary), so that only the model is wrong."""
+    rows = [{"dialogue": f"A: hi {i}\nB: hello", "summary": f"greetings {i}"} for i in range(4)]
+    return ctx.file("dialogues.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def _remote_code_model(ctx: Ctx) -> str:
@@ -250,10 +237,11 @@ CASES: list[Case] = [
          "method.layers=5 but the model has only 2 layers", record="spec"),
     Case("target-modules-match-nothing", lambda c: c.run("--set", "method.target_modules=[nonexistent_proj]"),
          "target modules matched nothing", record="model"),
-    Case("method-family-mismatch", lambda c: c.run(method="decoder-lora"),
-         "method 'decoder-lora' does not apply to encoder models", patch=_decoder_only_method),
-    Case("task-family-mismatch", lambda c: c.run("--set", "task=summarization"),
-         "task 'summarization' cannot run on encoder models", patch=_generation_task),
+    Case("method-family-mismatch", lambda c: c.run(method="prefix_tuning"),
+         "method 'prefix_tuning' does not apply to encoder models (bert)"),
+    Case("task-family-mismatch", lambda c: c.run("--set", "task=summarization", train=_dialogues(c),
+                                                 eval_=_dialogues(c)),
+         "task 'summarization' needs a seq2seq model", record="spec"),
     Case("qlora-without-bitsandbytes", lambda c: c.run(method="qlora"), "needs the bitsandbytes package",
          record="model", patch=_hide_bitsandbytes),
     # data

@@ -1,6 +1,6 @@
-"""Cheap checks before any data or weights are loaded: does the task, and the method, apply to
-the model's family? They read only the model folder's config.json, so a mismatch fails in
-milliseconds with a clear message instead of deep inside peft or transformers.
+"""Cheap checks before any data or weights are loaded: does the method apply to the model's
+family? They read only the model folder's config.json, so a mismatch fails in milliseconds with a
+clear message instead of after the data is read and the weights are loaded.
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ def model_type_of(path: str) -> str | None:
     return str(value) if value else None
 
 
-def preflight(spec: Any, method: Any, task: Any) -> None:
-    """Refuse a task or method that cannot apply to the model's family (local models only)."""
+def preflight(spec: Any, method: Any) -> None:
+    """Refuse a method that cannot apply to the model's family (local models only), before any data
+    or weights are read. (Tasks check their model family themselves when they load the model.)"""
     from .models import family_for, resolve_model_path
 
     path = resolve_model_path(spec.model.name_or_path)
@@ -39,11 +40,6 @@ def preflight(spec: Any, method: Any, task: Any) -> None:
     family = family_for(model_type or "", spec.model.family)
     if family.kind == "unknown":
         return
-    label = f"{family.kind} models such as this one ({model_type or family.name})"
-    families = getattr(task, "families", None)
-    if families is not None and family.kind not in families:
-        raise ModelError(f"task '{spec.task}' cannot run on {label}",
-                         hint=f"use a model of a kind the task supports: {', '.join(families)}")
-    if family.kind not in method.families:
-        raise ModelError(f"method '{method.name}' does not apply to {label}",
-                         hint=f"'{method.name}' supports {', '.join(method.families)} models; pick another method")
+    if family.kind not in method.families:  # same wording as peft_methods.check_family, which runs later
+        raise ModelError(f"method '{method.name}' does not apply to {family.kind} models ({family.name})",
+                         hint=f"it supports: {', '.join(method.families)}; see `peftbench methods`")

@@ -151,7 +151,7 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
     task = TASKS.get(spec.task)
     method = METHODS.get(spec.method.name)
     params = spec.method.params
-    preflight(spec, method, task)
+    preflight(spec, method)
     prepared = task.load_data(spec)
     check_writable(out_dir)
     device = pick_device(spec.train.device)
