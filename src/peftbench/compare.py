@@ -177,7 +177,7 @@ def _task_metric(configs: list[Config], metric: str | None) -> str:
     if metric and any(metric in scalar_metrics(r) for r in runs):
         return metric
     mains = [r.get("main_metric") for r in runs if r.get("main_metric")]
-    return max(set(mains), key=mains.count) if mains else (metric or "accuracy")
+    return max(set(mains), key=mains.count) if mains else (metric or "main_metric")
 
 
 def _summarize(cfg: Config, bootstrap: bool) -> None:
@@ -498,7 +498,8 @@ def analyze(records: list[dict[str, Any]], *, baseline: str | None = "full", met
         if base is not None:
             base.baseline = True
         elif baseline:
-            notes.append(f"task {task}: no successful run matches baseline '{baseline}'; no baseline comparison")
+            notes.append(f"task {task}: no successful run matches baseline '{baseline}', so no baseline "
+                         "comparison (pick one with --baseline)")
         pairs[task] = pairwise(in_task)
         if base is not None:
             by_pair = {(p["a"], p["b"]): p for p in pairs[task]}

@@ -21,8 +21,8 @@ FRONT_COLOR = "#d62828"
 COST_LABELS = {
     "trainable_params": "trainable parameters",
     "train_time_s": "train time (s)",
-    "peak_memory_bytes": "peak memory (MB)",
-    "artifact_bytes": "saved artifact (MB)",
+    "peak_memory_bytes": "peak memory",
+    "artifact_bytes": "saved artifact",
 }
 MB_COSTS = ("peak_memory_bytes", "artifact_bytes")
 
@@ -52,8 +52,12 @@ def _bar_color(c: Config) -> str:
     return BEST_COLOR if c.best else BASE_COLOR if c.baseline else BAR_COLOR
 
 
-def _scale(key: str) -> float:
-    return 1 / 2**20 if key in MB_COSTS else 1.0
+def _unit(key: str, configs: list[Config]) -> tuple[float, str]:
+    """Byte costs in MB, or KB when all are under a megabyte (adapters often are)."""
+    if key not in MB_COSTS:
+        return 1.0, ""
+    top = max((abs(c.mean(key) or 0.0) for c in configs), default=0.0)
+    return (1 / 2**20, "MB") if top >= 2**20 else (1 / 2**10, "KB")
 
 
 def stat_bars(configs: list[Config], key: str, path: Path, *, title: str, xlabel: str,
@@ -62,7 +66,8 @@ def stat_bars(configs: list[Config], key: str, path: Path, *, title: str, xlabel
     rows = [c for c in configs if (c.stats.get(key) or {}).get("mean") is not None]
     if not rows:
         return None
-    k = _scale(key)
+    k, unit = _unit(key, rows)
+    xlabel = f"{xlabel} ({unit})" if unit else xlabel
     fig = _figure(7.5, 0.9 + 0.42 * len(rows))
     ax = fig.add_subplot()
     ys = list(range(len(rows)))[::-1]
@@ -168,20 +173,21 @@ def pareto(configs: list[Config], path: Path, *, title: str) -> Path | None:
         ax.axis("off")
     for ax, cost in zip(axes, costs, strict=False):
         pts = [c for c in rows if c.mean(cost) is not None]
-        k = _scale(cost)
+        k, unit = _unit(cost, pts)
         xy = [(c.mean(cost) * k, c.mean(metric)) for c in pts]
         mask = pareto_front([(y, x) for x, y in xy], [up, False])
         for (x, y), c, on in zip(xy, pts, mask, strict=True):
             ax.scatter([x], [y], s=40, color=FRONT_COLOR if on else GREY, zorder=3,
                        edgecolor="black" if c.baseline else "none")
-            ax.annotate(c.label, (x, y), fontsize=6.5, xytext=(3, 3), textcoords="offset points",
+            ax.annotate(c.label, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points",
                         color="black" if on else "#888888")
         front = sorted((p for p, on in zip(xy, mask, strict=True) if on), key=lambda p: p[0])
         if len(front) > 1:
             ax.plot(*zip(*front, strict=True), color=FRONT_COLOR, lw=1, ls="-", alpha=0.6, drawstyle="steps-post")
         if cost in ("trainable_params", "artifact_bytes") and min(x for x, _ in xy) > 0:
             ax.set_xscale("log")
-        ax.set_xlabel(COST_LABELS[cost] + " (lower is better)")
+        ax.set_xlabel(COST_LABELS[cost] + (f" ({unit})" if unit else "") + ", lower is better")
+        ax.margins(x=0.18, y=0.12)
         ax.set_ylabel(f"{metric} ({'higher' if up else 'lower'} is better)")
         ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=10)
@@ -232,7 +238,7 @@ def task_plots(configs: list[Config], out_dir: Path, slug: str) -> list[tuple[st
                    xlabel="seconds")),
         ("Peak training memory (mean ± std over seeds)",
          stat_bars(configs, "peak_memory_bytes", out_dir / f"{slug}-memory.png", title="peak memory",
-                   xlabel="MB")),
+                   xlabel="peak memory")),
         ("Loss curves", loss_curves(configs, out_dir / f"{slug}-loss.png", title="training (solid) and eval (dashed) loss")),
         ("Metric vs rank", rank_sweeps(configs, out_dir / f"{slug}-rank.png", title=f"{metric} vs LoRA-style rank")),
         ("Pareto fronts (red: non-dominated; grey: dominated)",
