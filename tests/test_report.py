@@ -149,8 +149,12 @@ def test_verdict_never_says_better_without_significance() -> None:
     assert "similar training time" in ns["text"] and "2.0× more peak memory" in ns["text"]
     sig = verdict(cmp, {"test": "mcnemar", "pvalue": 0.01, "significant": True, "better": "lora"})
     assert sig["label"] == "better" and sig["text"].startswith("Significantly better accuracy")
-    worse = verdict(cmp, {"test": "mcnemar", "pvalue": 0.01, "significant": True, "better": "full"})
+    worse = verdict({**cmp, "deltas": {"accuracy": {"abs": -0.08}}},
+                    {"test": "mcnemar", "pvalue": 0.01, "significant": True, "better": "full"})
     assert worse["label"] == "worse"
+    mixed = verdict({**cmp, "deltas": {"accuracy": {"abs": -0.01}}},
+                    {"test": "mcnemar", "pvalue": 0.01, "significant": True, "better": "lora"})
+    assert mixed["label"] == "mixed" and "better" not in mixed["text"]
     untested = verdict(cmp, {"test": None, "pvalue": None, "significant": False})
     assert untested["label"] == "not tested"
 
@@ -241,8 +245,11 @@ def test_three_seeds_lora_vs_ia3_have_cis_and_a_mcnemar_p(records: list[dict[str
     assert pair["significant"] == (max(expected) < 0.05 and pair["better"] is not None)
 
 
-def test_generation_scores_use_a_paired_bootstrap(records: list[dict[str, Any]], tmp_path: Path) -> None:
-    """Per-example scores saved by a generation task are paired by seed and bootstrapped."""
+@pytest.mark.parametrize("metric,key,sign", [("rouge1", "rouge1", 1.0), ("perplexity", "loss", -1.0)])
+def test_generation_scores_use_a_paired_bootstrap(records: list[dict[str, Any]], metric: str, key: str,
+                                                  sign: float) -> None:
+    """Per-example scores saved by a generation task are paired by seed and bootstrapped; for a
+    lower-is-better metric the lower scores win."""
     import copy
 
     from peftbench.compare import analyze
@@ -250,17 +257,19 @@ def test_generation_scores_use_a_paired_bootstrap(records: list[dict[str, Any]],
     gen = []
     for i, rec in enumerate(_by_method(records, "lora", r=8) + _by_method(records, "ia3")):
         r = copy.deepcopy(rec)
-        r.update(task="summarization", main_metric="rouge1", run_id=f"gen-{i}")
+        r.update(task="summarization", main_metric=metric, run_id=f"gen-{i}")
         r["spec"]["task"] = "summarization"
         good = r["method"] == "lora"
-        scores = [0.5 + (0.1 if good else 0.0) + 0.01 * ((k * 7 + r["seed"]) % 5) for k in range(60)]
-        r["metrics"] = {"rouge1": sum(scores) / len(scores), "eval_loss": 1.0}
-        r["predictions"] = {"scores": {"rouge1": scores}}
+        scores = [2.0 + sign * (0.1 if good else 0.0) + 0.01 * ((k * 7 + r["seed"]) % 5) for k in range(60)]
+        r["metrics"] = {metric: sum(scores) / len(scores), "eval_loss": 1.0}
+        r["predictions"] = {"scores": {key: scores}}
         gen.append(r)
     analysis = analyze(gen)
     (pair,) = analysis.pairs["summarization"]
     assert pair["test"] == "paired_bootstrap" and len(pair["per_seed"]) == 3
     assert pair["significant"] and pair["better"].startswith("lora")
+    best = [c.label for c in analysis.configs if c.best]
+    assert len(best) == 1 and best[0].startswith("lora")
 
 
 # ---- HTML -----------------------------------------------------------------------------------------

@@ -234,17 +234,23 @@ def _short(value: Any) -> str:
 # ---- paired tests between configurations ------------------------------------------------------
 
 
+# Per-example stand-ins for corpus-level metrics that have no per-example form (same direction).
+PER_EXAMPLE_ALIASES = {"perplexity": ("perplexity", "loss", "eval_loss", "nll")}
+
+
 def per_example_scores(record: dict[str, Any], metric: str) -> list[float] | None:
     """Per-example scores of a metric when the task saved them (generation tasks):
-    `predictions.scores[metric]` (or `predictions.per_example[metric]`, or `predictions[metric]`)."""
+    `predictions.scores[metric]` (or `predictions.per_example[metric]`, or `predictions[metric]`);
+    for perplexity, per-example losses."""
     preds = record.get("predictions")
     if not isinstance(preds, dict):
         return None
-    for holder in (preds.get("scores"), preds.get("per_example"), preds):
-        if isinstance(holder, dict):
-            values = holder.get(metric)
-            if isinstance(values, list) and values and all(_num(v) is not None for v in values):
-                return [float(v) for v in values]
+    for name in PER_EXAMPLE_ALIASES.get(metric, (metric,)):
+        for holder in (preds.get("scores"), preds.get("per_example"), preds):
+            if isinstance(holder, dict):
+                values = holder.get(name)
+                if isinstance(values, list) and values and all(_num(v) is not None for v in values):
+                    return [float(v) for v in values]
     return None
 
 
@@ -422,12 +428,20 @@ def verdict(comparison: dict[str, Any], test: dict[str, Any]) -> dict[str, str]:
     d = comparison["deltas"].get(metric) or {}
     delta = d.get("abs")
     p = test.get("pvalue")
-    if test.get("test") is None or p is None:
+    if delta is None:
+        label, quality = "not tested", f"{metric} not measured on both sides"
+    elif test.get("test") is None or p is None:
         label = "not tested"
-        quality = f"{metric} Δ {delta:+.4f} (no paired test possible)" if delta is not None else f"{metric} not comparable"
+        quality = f"{metric} Δ {delta:+.4f} (no paired test possible)"
     elif test.get("significant"):
         label = "better" if test.get("better") == comparison["label"] else "worse"
-        quality = f"significantly {label} {metric} (Δ {delta:+.4f}, p={p:.3g})"
+        good = delta if higher_is_better(metric) else -delta
+        if (good > 0) != (label == "better"):  # e.g. McNemar (correctness) against a mean F1 moving the other way
+            label = "mixed"
+            quality = (f"mixed: the paired test (p={p:.3g}) favours {test.get('better')} "
+                       f"but mean {metric} moves the other way (Δ {delta:+.4f})")
+        else:
+            quality = f"significantly {label} {metric} (Δ {delta:+.4f}, p={p:.3g})"
     else:
         label = "no significant difference"
         quality = f"no significant difference in {metric} (Δ {delta:+.4f}, p={p:.3g})"

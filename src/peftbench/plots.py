@@ -82,7 +82,7 @@ def stat_bars(configs: list[Config], key: str, path: Path, *, title: str, xlabel
         ax.barh(y, mean, color=_bar_color(c), xerr=xerr, capsize=4, error_kw={"elinewidth": 1.2})
         if len(s["values"]) > 1:
             ax.scatter([v * k for v in s["values"]], [y] * len(s["values"]), s=12, color="black", zorder=3)
-    ax.set_yticks(ys, [c.label + (" (best)" if c.best else "") + (" (baseline)" if c.baseline else "")
+    ax.set_yticks(ys, [("★ " if c.best else "") + c.label + (" (baseline)" if c.baseline else "")
                        for c in rows], fontsize=8)
     if log:
         ax.set_xscale("log")
