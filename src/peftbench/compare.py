@@ -499,6 +499,9 @@ def analyze(records: list[dict[str, Any]], *, baseline: str | None = "full", met
         seen.add(rid)
         unique.append(r)
     configs = group_configs(unique, metric=metric, bootstrap=bootstrap)
+    if any(_get(r, "train", "memory", "kind") == "cpu_rss_growth" for r in unique):
+        notes.append("peak memory of CPU runs is the growth of process memory (RSS) during training: "
+                     "it is noisy and small for adapter methods, so treat memory ratios of CPU runs as rough")
     tasks = sorted({c.task for c in configs})
     baselines: dict[str, Config | None] = {}
     comparisons: dict[str, list[dict[str, Any]]] = {}

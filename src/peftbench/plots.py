@@ -109,7 +109,7 @@ def loss_curves(configs: list[Config], path: Path, *, title: str) -> Path | None
             curve = (r.get("train") or {}).get("loss_curve") or []
             pts = [(p["step"], p["loss"]) for p in curve if "step" in p and "loss" in p]
             if pts:
-                ax.plot(*zip(*pts, strict=True), color=color, lw=1.2, alpha=0.85,
+                ax.plot(*zip(*pts, strict=True), color=color, lw=1.2, alpha=0.85, marker="." if len(pts) < 4 else None,
                         label=f"{c.label} train" if i == 0 else None)
             ev = [(e["step"], e["eval_loss"]) for e in (r.get("eval") or {}).get("per_epoch") or []
                   if "step" in e and e.get("eval_loss") is not None]
@@ -206,9 +206,9 @@ def confusion_matrices(configs: list[Config], path: Path, *, title: str) -> Path
     side = max(2.6, 0.45 * n_cls + 1.6)
     fig = _figure(side * ncols, side * nrows + 0.4)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    top = max(max(max(r) for r in cm) for _, (cm, _) in mats) or 1  # one colour scale for all panels
     for ax, (c, (cm, labels)) in zip(axes, mats, strict=False):
-        ax.imshow(cm, cmap="Blues")
-        top = max(max(r) for r in cm) or 1
+        ax.imshow(cm, cmap="Blues", vmin=0, vmax=top)
         for i, row in enumerate(cm):
             for j, v in enumerate(row):
                 ax.text(j, i, str(v), ha="center", va="center", fontsize=8,
