@@ -324,10 +324,18 @@ def test_cli_report_and_errors(records: list[dict[str, Any]], tmp_path: Path) ->
     from peftbench.cli import cli
 
     runs = Path(records[0]["_path"]).parent
-    result = CliRunner().invoke(cli, ["report", str(runs), "--out", str(tmp_path / "rep"), "--baseline", "lora"])
+    result = CliRunner().invoke(cli, ["report", str(runs), "--out", str(tmp_path / "rep"), "--baseline", "lora",
+                                      "--metric", "f1_macro", "--bootstrap-seeds"])
     assert result.exit_code == 0, result.output
     assert "report:" in result.output and (tmp_path / "rep" / "report.html").is_file()
-    assert "Against the baseline: lora (r=" in (tmp_path / "rep" / "report.md").read_text()
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "Against the baseline: lora (r=" in md and "(metric: f1_macro)" in md and "boot [" in md
+    analysis = json.loads((tmp_path / "rep" / "analysis.json").read_text())
+    ia3 = next(c for c in analysis["tasks"]["classification"]["comparisons"] if c["label"] == "ia3")
+    base = analysis["tasks"]["classification"]["baseline"]
+    base_f1 = next(c for c in analysis["tasks"]["classification"]["configs"] if c["label"] == base)["stats"]["f1_macro"]
+    f1 = [r["metrics"]["f1_macro"] for r in _by_method(records, "ia3")]
+    assert ia3["deltas"]["f1_macro"]["abs"] == pytest.approx(sum(f1) / 3 - base_f1["mean"])
     missing = CliRunner().invoke(cli, ["report", str(tmp_path / "nope")])
     assert missing.exit_code == 2 and "does not exist" in missing.output
     (tmp_path / "empty").mkdir()
