@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import PeftbenchError, RunCanceled, SpecError, TrainingError
-from .methods import METHODS, MethodContext, method_load_kwargs
+from .methods import METHODS, MethodContext, method_load_kwargs, quantization_summary
 from .records import (
     RESULT_FILE,
     SCHEMA_VERSION,
@@ -167,6 +167,8 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
         record["precision"] = precision
         if hasattr(model, "peft_config"):
             record["peft_config"] = model.peft_config["default"].to_dict()
+        if method.quantized:
+            record["quantization"] = quantization_summary(model, params)
 
         train_enc, eval_enc = task.encode(loaded, prepared, spec)
         pad_id = loaded.tokenizer.pad_token_id or 0

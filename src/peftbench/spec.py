@@ -49,6 +49,10 @@ class DataSpec(_Section):
     n_eval: int | None = Field(default=None, gt=0)
     max_length: int = Field(default=128, gt=0)
     seed: int = 0
+    # Generative tasks (summarization, instruction): the target text and how prompts are built.
+    target_column: str | None = None
+    max_target_length: int = Field(default=128, gt=0)
+    prompt_template: str | None = None
 
 
 class MethodSpec(BaseModel):
@@ -79,6 +83,14 @@ class TrainSpec(_Section):
     num_threads: int | None = Field(default=None, gt=0)
 
 
+class GenerationSpec(_Section):
+    """Decoding settings for metrics computed from generated text (ROUGE for summarization)."""
+
+    num_beams: int = Field(default=1, gt=0)
+    max_new_tokens: int = Field(default=64, gt=0)
+    n_examples: int | None = Field(default=None, gt=0)  # generate for the first N eval examples only
+
+
 class RunSpec(_Section):
     """One run: a model, a data set, a method and a training recipe."""
 
@@ -89,6 +101,7 @@ class RunSpec(_Section):
     data: DataSpec = Field(default_factory=DataSpec)
     method: MethodSpec = Field(default_factory=MethodSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
+    generation: GenerationSpec = Field(default_factory=GenerationSpec)
 
     @field_validator("name")
     @classmethod
@@ -160,23 +173,19 @@ class RunSpec(_Section):
 # ---- helpers ---------------------------------------------------------------------------------
 
 DATA_FILE_KEYS = ("train", "eval", "validation", "test", "retention")
-_SHA_CACHE: dict[tuple[str, int, int], str] = {}
 
 
 def file_sha256(path: str) -> str | None:
-    """Content hash of a local file (cached by path, size and mtime); None for hub ids."""
+    """Content hash of a local file; None for hub ids. Not cached by mtime: a rewrite within the
+    file system's timestamp resolution would go unseen (a few MB hash in milliseconds)."""
     p = Path(path)
     if not p.is_file():
         return None
-    st = p.stat()
-    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _SHA_CACHE:
-        h = hashlib.sha256()
-        with p.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        _SHA_CACHE[key] = h.hexdigest()
-    return _SHA_CACHE[key]
+    h = hashlib.sha256()
+    with p.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

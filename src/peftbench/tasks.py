@@ -75,3 +75,13 @@ class ClassificationTask:
 
 TASKS: Registry[Any] = Registry("task")
 TASKS.add("classification", ClassificationTask())
+
+
+def _add_generative_tasks() -> None:
+    from .generative import InstructionTask, SummarizationTask
+
+    TASKS.add("summarization", SummarizationTask())
+    TASKS.add("instruction", InstructionTask())
+
+
+_add_generative_tasks()
