@@ -239,9 +239,9 @@ PER_EXAMPLE_ALIASES = {"perplexity": ("perplexity", "loss", "eval_loss", "nll")}
 
 
 def per_example_scores(record: dict[str, Any], metric: str) -> list[float] | None:
-    """Per-example scores of a metric when the task saved them (generation tasks):
-    `predictions.scores[metric]` (or `predictions.per_example[metric]`, or `predictions[metric]`);
-    for perplexity, per-example losses."""
+    """Per-example scores of a metric, for the paired bootstrap of generation tasks: saved ones
+    (`predictions.scores[metric]`, `predictions.per_example[metric]` or `predictions[metric]`; for
+    perplexity, per-example losses), else ROUGE recomputed from saved generated and reference texts."""
     preds = record.get("predictions")
     if not isinstance(preds, dict):
         return None
@@ -251,13 +251,36 @@ def per_example_scores(record: dict[str, Any], metric: str) -> list[float] | Non
                 values = holder.get(name)
                 if isinstance(values, list) and values and all(_num(v) is not None for v in values):
                     return [float(v) for v in values]
+    texts, refs = preds.get("pred"), preds.get("gold")
+    if metric.startswith("rouge") and _all_str(texts) and _all_str(refs) and len(texts) == len(refs):
+        return rouge_per_example(texts, refs, metric)
     return None
 
 
+def _all_str(values: Any) -> bool:
+    return isinstance(values, list) and bool(values) and all(isinstance(v, str) for v in values)
+
+
+def rouge_per_example(predictions: list[str], references: list[str], rouge_type: str) -> list[float]:
+    """Per-example ROUGE F1 with the summarization task's own settings (stemming, sentence split),
+    so that their mean is the record's corpus score."""
+    from rouge_score import rouge_scorer
+
+    from .generative import _sentences
+
+    scorer = rouge_scorer.RougeScorer([rouge_type], use_stemmer=True)
+    return [scorer.score(_sentences(r), _sentences(p))[rouge_type].fmeasure
+            for p, r in zip(predictions, references, strict=True)]
+
+
 def _class_predictions(record: dict[str, Any]) -> tuple[list[int], list[int]] | None:
+    """Predicted and gold class ids (generated texts are not classes: no McNemar on them)."""
     preds = record.get("predictions")
-    if isinstance(preds, dict) and isinstance(preds.get("pred"), list) and isinstance(preds.get("gold"), list):
-        return preds["pred"], preds["gold"]
+    if not isinstance(preds, dict):
+        return None
+    pred, gold = preds.get("pred"), preds.get("gold")
+    if isinstance(pred, list) and isinstance(gold, list) and all(isinstance(x, int) for x in pred + gold):
+        return pred, gold
     return None
 
 
