@@ -12,6 +12,7 @@ def test_demo_runs_all_six_methods(tmp_path, capsys):
     assert min(accs) > 0.6 and max(accs) < 1.0  # learnable, but not trivial
     assert len({round(a, 3) for a in accs}) > 1  # methods differ
     assert (tmp_path / "summary.md").is_file()
+    assert (tmp_path / "report" / "report.html").is_file()
     out = capsys.readouterr().out
     for m in DEMO_METHODS:
         assert m in out

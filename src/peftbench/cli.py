@@ -180,6 +180,7 @@ def demo(out: str, method_list: str, n_train: int | None, epochs: int | None, qu
 _COMMAND_MODULES: list[str] = [
     "cli_sweep",
     "cli_runs",
+    "cli_report",
 ]
 
 

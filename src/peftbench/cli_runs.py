@@ -47,8 +47,8 @@ COMMANDS = [eval_cmd, merge]
 @click.option("--max-text", default=80, show_default=True, help="Truncate texts in the printed table.")
 def disagreements(runs: tuple[str, ...], csv_path: str | None, max_text: int) -> None:
     """Eval examples where classification runs disagree, with the gold label (✗ marks wrong)."""
-    from .compare import disagreements as find
-    from .compare import markdown, to_csv
+    from .qualitative import disagreements as find
+    from .qualitative import markdown, to_csv
     from .records import atomic_write_text
 
     names, rows = find(list(runs))
@@ -105,7 +105,7 @@ COMMANDS.append(probe)
 def generate(runs: tuple[str, ...], prompts_path: str, max_new_tokens: int, out_prefix: str,
              device: str | None) -> None:
     """Generate from each run's saved adapter on the same prompts (greedy) and show them side by side."""
-    from .compare import markdown, read_prompts, side_by_side, to_csv
+    from .qualitative import markdown, read_prompts, side_by_side, to_csv
     from .records import atomic_write_text
 
     run_dirs = [r.strip() for item in runs for r in item.split(",") if r.strip()]

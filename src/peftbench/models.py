@@ -232,8 +232,10 @@ class LoadedModel:
 def quiet_libraries() -> None:
     """Silence load reports and optional-kernel notices that bury peftbench's own output."""
     import logging
+    import warnings
 
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft)\.")
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
