@@ -91,7 +91,7 @@ def save_artifact(model: Any, spec: RunSpec, run_dir: Path) -> dict[str, Any]:
 
     def _save(target: Path, source: Any = model) -> int:
         # Written aside, then swapped in: a failed save (disk full) never damages an earlier artifact.
-        staging = run_dir / ".tmp" / f"save-{target.name}"
+        staging = target.with_name(f".{target.name}.saving-{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
         try:
             source.save_pretrained(str(staging), safe_serialization=True)
