@@ -18,6 +18,12 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as err:
+            if ctx.params.get("debug"):  # parsed even when the command name itself is wrong
+                raise
+            where = f" (fix: see '{err.ctx.command_path} --help')" if err.ctx else ""
+            click.echo(f"peftbench: error: {' '.join(err.format_message().split())}{where}", err=True)
+            sys.exit(2)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except KeyboardInterrupt:
@@ -28,6 +34,9 @@ class _Group(click.Group):
 
             if (ctx.obj or {}).get("debug"):
                 raise
+            from .errors import from_os_error
+
+            err = from_os_error(err) or err
             if isinstance(err, RunCanceled):
                 click.echo("peftbench: interrupted; the run in flight is recorded 'canceled'", err=True)
                 sys.exit(130)

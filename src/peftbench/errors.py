@@ -69,3 +69,24 @@ class OutOfMemory(TrainingError):
 class RunCanceled(TrainingError):
     def __init__(self, message: str = "run canceled by the user (Ctrl-C)"):
         super().__init__(message, reason="canceled")
+
+
+class DiskFull(TrainingError):
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message, reason="disk_full", hint=hint)
+
+
+def from_os_error(err: BaseException) -> PeftbenchError | None:
+    """An OSError the user can act on (disk full, no permission, read-only disk) as one clear error."""
+    import errno
+
+    if not isinstance(err, OSError) or isinstance(err, PeftbenchError):
+        return None
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" writing '{err.filename}'" if err.filename else ""
+        return DiskFull(f"No space left on device{where}", hint="free disk space or choose another --out folder")
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        where = f": '{err.filename}'" if err.filename else ""
+        return TrainingError(f"{err.strerror or 'permission denied'}{where}", reason="io",
+                             hint="fix the permissions, or choose another --out folder")
+    return None

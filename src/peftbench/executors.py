@@ -100,7 +100,7 @@ class LocalExecutor:
     def _one(self, job: Job) -> Record:
         with tempfile.TemporaryDirectory(prefix="peftbench-job-") as tmp:
             job_file, result_file = Path(tmp) / "job.json", Path(tmp) / "record.json"
-            job_file.write_text(json.dumps({"spec": job.spec, "out_dir": job.out_dir, "force": job.force}))
+            atomic_write_json(job_file, {"spec": job.spec, "out_dir": job.out_dir, "force": job.force})
             cmd = [sys.executable, "-m", "peftbench.executors", str(job_file), str(result_file)]
             try:
                 proc = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout_s)

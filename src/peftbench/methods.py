@@ -73,10 +73,31 @@ class Method:
             if key in out and out[key] is not None and (not isinstance(out[key], int | float) or out[key] <= 0):
                 raise SpecError(f"invalid value for 'method.{key}': must be a positive number (got {out[key]!r})",
                                 hint=f"set e.g. --set method.{key}=8")
+        check_param_values(out)
         return out
 
 
 METHODS: Registry[Method] = Registry("method")
+
+
+def check_param_values(params: dict[str, Any]) -> None:
+    """Shared adapter keys, checked when the spec is resolved rather than deep inside peft."""
+    import math
+
+    def bad(key: str, need: str, example: str) -> SpecError:
+        return SpecError(f"invalid value for 'method.{key}': must be {need} (got {params[key]!r})",
+                         hint=f"set e.g. --set method.{key}={example}")
+
+    r = params.get("r")
+    if r is not None and (isinstance(r, bool) or not isinstance(r, int)):
+        raise bad("r", "a positive integer", "8")
+    alpha = params.get("alpha")
+    if alpha is not None and (isinstance(alpha, bool) or not math.isfinite(alpha)):
+        raise bad("alpha", "a positive finite number", "16")
+    dropout = params.get("dropout")
+    if dropout is not None and (isinstance(dropout, bool) or not isinstance(dropout, int | float)
+                                or not 0 <= dropout < 1):
+        raise bad("dropout", "a number in [0, 1)", "0.1")
 
 
 # ---- helpers shared by the adapter methods ----------------------------------------------------
@@ -103,7 +124,7 @@ def _wrap_peft(config: Any, ctx: MethodContext) -> Any:
         return get_peft_model(ctx.model, config)
     except (ValueError, TypeError, KeyError, RuntimeError, NotImplementedError) as err:
         msg = str(err).splitlines()[0][:300]
-        if "not found in the base model" in msg or "Target modules" in msg:
+        if "not found in the base model" in msg or "Target modules" in msg or "No modules were targeted" in msg:
             raise ModelError(f"target modules matched nothing in the model: {msg}",
                              hint="set method.target_modules to module names that exist, or 'auto'") from None
         raise ModelError(f"method cannot apply to this model: {msg}",

@@ -263,6 +263,9 @@ def load_config(path: str, spec_model: Any) -> Any:
         return AutoConfig.from_pretrained(path, trust_remote_code=spec_model.trust_remote_code,
                                           revision=spec_model.revision)
     except Exception as err:
+        if "trust_remote_code" in str(err) or "custom code" in str(err):
+            raise ModelError(f"model '{path}' needs its own Python code to load, and model.trust_remote_code "
+                             "is false", hint="set model.trust_remote_code=true only if you trust that code") from None
         raise ModelError(f"cannot load model '{path}': {str(err).splitlines()[0][:160]}",
                          hint="check the model path or hub id (no network here: use a local folder)") from None
 

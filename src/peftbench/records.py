@@ -55,6 +55,19 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
+def replace_dir(staging: str | Path, target: str | Path) -> None:
+    """Move a fully written folder into place; an existing `target` is swapped out whole, never
+    half-overwritten (a reader sees the old folder, briefly none, then the new one)."""
+    import shutil
+
+    staging, target = Path(staging), Path(target)
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    if target.exists():
+        os.replace(target, old)
+    os.replace(staging, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)

@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .checks import preflight
 from .distributed import bind_device, describe, is_main_process
-from .errors import PeftbenchError, RunCanceled, SpecError, TrainingError
+from .errors import PeftbenchError, RunCanceled, SpecError, TrainingError, from_os_error
 from .methods import METHODS, MethodContext, method_load_kwargs, quantization_summary
 from .records import (
     RESULT_FILE,
@@ -27,6 +28,7 @@ from .records import (
     git_commit,
     now_iso,
     read_record,
+    replace_dir,
 )
 from .spec import RunSpec
 from .tasks import TASKS
@@ -86,8 +88,17 @@ def save_artifact(model: Any, spec: RunSpec, run_dir: Path) -> dict[str, Any]:
     """Save what the method produces (adapter or full model) and measure its size on disk."""
     if not is_main_process():  # rank 0 saves the (identical) weights
         return {"saved": False, "path": None, "size_bytes": None}
-    def _save(target: Path) -> int:
-        model.save_pretrained(str(target), safe_serialization=True)
+
+    def _save(target: Path, source: Any = model) -> int:
+        # Written aside, then swapped in: a failed save (disk full) never damages an earlier artifact.
+        staging = target.with_name(f".{target.name}.saving-{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            source.save_pretrained(str(staging), safe_serialization=True)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        replace_dir(staging, target)
         return dir_size(target)
 
     if spec.save == "none":
@@ -96,8 +107,7 @@ def save_artifact(model: Any, spec: RunSpec, run_dir: Path) -> dict[str, Any]:
     if spec.save == "merged" and hasattr(model, "merge_and_unload"):
         target = run_dir / "merged"
         merged = model.merge_and_unload()
-        merged.save_pretrained(str(target), safe_serialization=True)
-        return {"saved": True, "kind": "merged", "path": "merged", "size_bytes": dir_size(target)}
+        return {"saved": True, "kind": "merged", "path": "merged", "size_bytes": _save(target, merged)}
     kind = "adapter" if hasattr(model, "peft_config") else "model"
     target = run_dir / kind
     return {"saved": True, "kind": kind, "path": kind, "size_bytes": _save(target)}
@@ -111,7 +121,10 @@ def _write_failure(run_dir: Path, record: dict[str, Any]) -> None:
     path = run_dir / RESULT_FILE
     if existing and existing.get("status") == "success":
         path = run_dir / f"failed-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    atomic_write_json(path, record)
+    try:
+        atomic_write_json(path, record)
+    except OSError as err:  # e.g. the disk is full: report the run's own error, not this one
+        print(f"[peftbench] could not write the failure record {path}: {err}", file=sys.stderr)
 
 
 def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, force: bool = False,
@@ -138,6 +151,7 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
     task = TASKS.get(spec.task)
     method = METHODS.get(spec.method.name)
     params = spec.method.params
+    preflight(spec, method)
     prepared = task.load_data(spec)
     check_writable(out_dir)
     device = pick_device(spec.train.device)
@@ -222,6 +236,7 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
         _write_failure(run_dir, record)
         raise RunCanceled() from None
     except BaseException as err:
+        err = from_os_error(err) or err  # disk full / permission denied: one clear line, not an internal error
         reason = getattr(err, "reason", None) or ("canceled" if isinstance(err, RunCanceled) else
                                                   getattr(err, "kind", None) or "error")
         message = err.one_line() if isinstance(err, PeftbenchError) else f"{type(err).__name__}: {err}"
@@ -230,7 +245,7 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
         record["timestamps"]["finished"] = now_iso()
         _write_failure(run_dir, record)
         if isinstance(err, PeftbenchError | KeyboardInterrupt):
-            raise
+            raise err
         raise TrainingError(message[:500], reason="error") from err
     finally:
         tracker.finish(record)

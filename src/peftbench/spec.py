@@ -25,7 +25,7 @@ EMBEDDED_MODEL = "embedded:all-MiniLM-L6-v2"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(), allow_inf_nan=False)
 
 
 class ModelSpec(_Section):
@@ -107,8 +107,9 @@ class RunSpec(_Section):
     @field_validator("name")
     @classmethod
     def _safe_name(cls, v: str | None) -> str | None:
-        if v is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", v):
-            raise ValueError("run name may hold only letters, digits, '.', '_' and '-' (no '/' or '..')")
+        if v is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", v):
+            raise ValueError("run name may hold only letters, digits, '.', '_' and '-', up to 100 characters "
+                             "(no '/' or '..')")
         return v
 
     # ---- construction -------------------------------------------------------------------
@@ -120,6 +121,11 @@ class RunSpec(_Section):
                 f"a spec must be a mapping of sections, got {type(data).__name__}",
                 hint="start the file with keys such as 'model:', 'data:', 'method:', 'train:'",
             )
+        try:
+            json.dumps(data, default=str)
+        except (ValueError, RecursionError):
+            raise SpecError("the spec holds a value that contains itself (a YAML alias loop such as '&a [*a]')",
+                            hint="write the value out instead of referring to it") from None
         try:
             spec = cls.model_validate(data)
         except ValidationError as err:

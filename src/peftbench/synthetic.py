@@ -98,11 +98,14 @@ def generate(n_train: int = 2000, n_eval: int = 600, seed: int = 0) -> tuple[lis
 
 def write_csv(rows: list[tuple[str, int]], path: str | Path) -> Path:
     import csv
+    import io
+
+    from .records import atomic_write_text
 
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    with p.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["text", "label"])
-        w.writerows(rows)
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(["text", "label"])
+    w.writerows(rows)
+    atomic_write_text(p, buf.getvalue())  # a killed demo never leaves half a data file behind
     return p
