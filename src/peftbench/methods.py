@@ -103,7 +103,7 @@ def _wrap_peft(config: Any, ctx: MethodContext) -> Any:
         return get_peft_model(ctx.model, config)
     except (ValueError, TypeError, KeyError, RuntimeError, NotImplementedError) as err:
         msg = str(err).splitlines()[0][:300]
-        if "not found in the base model" in msg or "Target modules" in msg:
+        if "not found in the base model" in msg or "Target modules" in msg or "No modules were targeted" in msg:
             raise ModelError(f"target modules matched nothing in the model: {msg}",
                              hint="set method.target_modules to module names that exist, or 'auto'") from None
         raise ModelError(f"method cannot apply to this model: {msg}",

@@ -170,6 +170,10 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
 
         train_enc, eval_enc = task.encode(loaded, prepared, spec)
         pad_id = loaded.tokenizer.pad_token_id or 0
+        from .preflight import probe_batch, run_preflight
+
+        run_preflight(model, method, params, loaded.family, probe_batch(task, train_enc, spec, pad_id, device),
+                      autocast_dtype=amp_dtype, device=device, record=record)
         eval_bs = spec.train.eval_batch_size or spec.train.batch_size * 4
 
         def evaluate(m: Any) -> dict[str, Any]:
