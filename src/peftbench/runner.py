@@ -176,17 +176,23 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
                       autocast_dtype=amp_dtype, device=device, record=record)
         eval_bs = spec.train.eval_batch_size or spec.train.batch_size * 4
 
-        def evaluate(m: Any) -> dict[str, Any]:
-            return task.evaluate(m, eval_enc, prepared, batch_size=eval_bs, device=device,
+        def evaluate(m: Any, enc: Any = eval_enc) -> dict[str, Any]:
+            return task.evaluate(m, enc, prepared, batch_size=eval_bs, device=device,
                                  autocast_dtype=amp_dtype, pad_id=pad_id)
+
+        from .protocol import Selection, record_protocol
+
+        encode_validation = getattr(task, "encode_validation", None)  # tasks without one evaluate on test
+        selection = Selection(spec, task.main_metric, evaluate,
+                              encode_validation(loaded, prepared, spec) if encode_validation else None)
 
         from .train import train
 
         say(f"[peftbench] {run_id}: training {len(train_enc)} examples, {spec.train.epochs} epoch(s), "
             f"{record['params']['trainable_pct']:.3f}% trainable, {precision['compute_dtype']} on {device}")
-        outcome = train(model, train_enc, evaluate, spec.train, device=device, autocast_dtype=amp_dtype,
+        outcome = train(model, train_enc, selection, spec.train, device=device, autocast_dtype=amp_dtype,
                         pad_id=pad_id, progress=progress, collate_fn=task.collate)
-        final = dict(outcome.final_eval)
+        final, selected = selection.finish(model)
         predictions = final.pop("predictions", None)
         last_loss = outcome.loss_curve[-1]["loss"] if outcome.loss_curve else None
         t = outcome.train_time_s
@@ -200,7 +206,8 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
             "memory": outcome.memory, "peak_memory_bytes": outcome.memory.get("peak_bytes"),
             "loss_curve": outcome.loss_curve, "final_loss": last_loss,
         }
-        record["eval"] = {"time_s": outcome.eval_time_s, "split": "eval", "per_epoch": outcome.epochs}
+        record["eval"] = {"time_s": outcome.eval_time_s, "split": selection.per_epoch_split, "per_epoch": outcome.epochs}
+        record["protocol"] = record_protocol(spec, prepared.info, selection, selected)
         record["metrics"] = final
         record["main_metric"] = task.main_metric
         record["overfit_gap"] = (final["eval_loss"] - last_loss) if last_loss is not None else None

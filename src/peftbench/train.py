@@ -235,6 +235,8 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, An
                                **{k: v for k, v in metrics.items() if isinstance(v, int | float)}})
             out.final_eval = metrics
             mem.resume()
+            if getattr(evaluate, "should_stop", False):  # early stopping (protocol.Selection)
+                break
         if running_n:  # a tail shorter than log_every still belongs on the curve
             out.loss_curve.append({"step": step, "epoch": float(len(out.epochs)),
                                    "loss": (running / running_n).item()})
