@@ -186,7 +186,10 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
         selection = Selection(spec, task.main_metric, evaluate,
                               encode_validation(loaded, prepared, spec) if encode_validation else None)
 
+        from . import diagnostics
         from .train import train
+
+        weights_before = diagnostics.snapshot(model, spec)
 
         say(f"[peftbench] {run_id}: training {len(train_enc)} examples, {spec.train.epochs} epoch(s), "
             f"{record['params']['trainable_pct']:.3f}% trainable, {precision['compute_dtype']} on {device}")
@@ -212,6 +215,7 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
         record["main_metric"] = task.main_metric
         record["overfit_gap"] = (final["eval_loss"] - last_loss) if last_loss is not None else None
         record["predictions"] = predictions
+        record["diagnostics"] = diagnostics.diagnose(model, spec, weights_before)
         record["artifact"] = save_artifact(model, spec, run_dir)
         record["status"] = "success"
     except KeyboardInterrupt:
