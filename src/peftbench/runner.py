@@ -131,6 +131,9 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
     method = METHODS.get(spec.method.name)
     params = spec.method.params
     prepared = task.load_data(spec)
+    from . import forgetting
+
+    retention = forgetting.load(spec)
     check_writable(out_dir)
     device = pick_device(spec.train.device)
     compute_dtype = resolve_dtype(spec.model.dtype, device)
@@ -174,6 +177,7 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
 
         run_preflight(model, method, params, loaded.family, probe_batch(task, train_enc, spec, pad_id, device),
                       autocast_dtype=amp_dtype, device=device, record=record)
+        forgetting.before(retention, model, loaded.tokenizer, spec, pad_id, device, amp_dtype)
         eval_bs = spec.train.eval_batch_size or spec.train.batch_size * 4
 
         def evaluate(m: Any, enc: Any = eval_enc) -> dict[str, Any]:
@@ -215,6 +219,7 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
         record["main_metric"] = task.main_metric
         record["overfit_gap"] = (final["eval_loss"] - last_loss) if last_loss is not None else None
         record["predictions"] = predictions
+        record["retention"] = forgetting.after(retention, model, spec, pad_id, device, amp_dtype)
         record["diagnostics"] = diagnostics.diagnose(model, spec, weights_before)
         record["artifact"] = save_artifact(model, spec, run_dir)
         record["status"] = "success"
