@@ -141,7 +141,7 @@ def demo(out: str, method_list: str, n_train: int | None, epochs: int | None, qu
 
 # Commands that live in their own modules: each module defines click commands and is listed here
 # (imported when the CLI is built; such modules must import only click at module level).
-_COMMAND_MODULES: list[str] = []
+_COMMAND_MODULES: list[str] = ["cli_trust"]
 
 
 def _add_commands() -> None:

@@ -103,6 +103,7 @@ class TuneSpec(_Section):
     ranks: list[int] = Field(default_factory=lambda: [4, 8, 16, 32])
     alpha_ratios: list[float] = Field(default_factory=lambda: [1.0, 2.0, 4.0])
     sampler_seed: int = 0
+    seeds: list[int] | None = None  # final runs of the default and the best settings (default: [train.seed])
 
 
 class RetentionSpec(_Section):
