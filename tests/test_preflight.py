@@ -98,3 +98,11 @@ def test_qlora_layers_are_4bit(tiny_bert, sentiment_files, tmp_path):
     rec = _run(tiny_bert, sentiment_files, tmp_path, "qlora")
     q = rec["preflight"]["checks"]["quantized_4bit"]
     assert q["passed"] and q["linear_4bit"] == TINY_BERT_LINEARS and q["not_4bit"] == []
+
+
+def test_probe_on_a_subset_of_a_large_model(tiny_bert, sentiment_files, tmp_path, monkeypatch):
+    import peftbench.preflight as pf
+
+    monkeypatch.setattr(pf, "PROBE_MAX_ELEMENTS", 5000)
+    active = _run(tiny_bert, sentiment_files, tmp_path, "full")["preflight"]["checks"]["adapter_active"]
+    assert active["passed"] and active["probe_subset"] is True

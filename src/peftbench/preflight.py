@@ -13,7 +13,8 @@ They run once, after the method is applied and before the first training step:
   weights outside the output head only, changes the model's output. LoRA's B=0 start makes the
   first forward identical to the base model, so only a step can show the adapter is wired in;
   the head is left out because it alone would change the output even with a dead adapter.
-  The weights are restored bit for bit afterwards, so training is unaffected.
+  The stepped weights are copied first and restored bit for bit afterwards, so training is
+  unaffected (at most `PROBE_MAX_ELEMENTS` weights, the ones nearest the output, are stepped).
 - `quantized_4bit` (quantized methods): every linear layer outside the head is a bitsandbytes
   4-bit layer.
 
@@ -30,6 +31,7 @@ from typing import Any
 from .errors import ModelError
 
 PROBE_STEP = 1e-2  # size of the sign-gradient step of the activity probe
+PROBE_MAX_ELEMENTS = 50_000_000  # most weight elements the probe steps (and copies)
 PROBE_RTOL = 1e-6  # smallest output change (relative to max |output|) counted as "changed"
 
 
@@ -206,6 +208,16 @@ def check_active(model: Any, batch: dict[str, Any], autocast_dtype: Any, device:
     if not body:
         return {"name": "adapter_active", "passed": False, "changed": 0.0,
                 "message": "no trainable weights outside the output head: only the head would learn"}
+    # The probe keeps a copy of what it steps; for a large full fine-tune, step only the weights
+    # nearest the output (up to PROBE_MAX_ELEMENTS), which is enough to show they are wired in.
+    stepped, budget = [], PROBE_MAX_ELEMENTS
+    for n, p in reversed(body):
+        if stepped and p.numel() > budget:
+            break
+        stepped.append((n, p))
+        budget -= p.numel()
+    subset = len(stepped) < len(body)
+    body = stepped[::-1]
     amp = torch.autocast(device_type=device, dtype=autocast_dtype) if autocast_dtype is not None else nullcontext()
     was_training = model.training
     model.eval()  # no dropout: the only difference between the two forwards is the step
@@ -236,7 +248,7 @@ def check_active(model: Any, batch: dict[str, Any], autocast_dtype: Any, device:
     threshold = max(10 * noise, PROBE_RTOL * max(1.0, before.abs().max().item()))
     ok = changed > threshold
     return {"name": "adapter_active", "passed": ok, "changed": changed, "threshold": threshold,
-            "probe_params": len(body),
+            "probe_params": len(body), "probe_subset": subset,
             "message": None if ok else "one training step on the adapter weights did not change the output "
                                        "(adapter disabled, zero scaling, or not in the forward pass)"}
 
