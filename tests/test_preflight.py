@@ -14,7 +14,7 @@ from peftbench.preflight import PreflightError
 from peftbench.runner import run
 from peftbench.spec import RunSpec
 
-TINY_BERT_LINEARS = 2 * 6  # 2 layers x (query, key, value, attention.output.dense, intermediate, output)
+TINY_BERT_LINEARS = 2 * 6 + 1  # 2 layers x (query, key, value, attention out, intermediate, output) + pooler
 
 
 def _run(tiny_bert, files, tmp_path, method="lora", **params):
