@@ -91,15 +91,42 @@ def _spec_from_flags(config: str | None, model: str | None, data_train: str | No
 @click.option("--out", default="runs", show_default=True, help="Output folder; each run writes <out>/<run_id>/.")
 @click.option("--force", is_flag=True, help="Rerun even if a success record exists (it is kept if the rerun fails).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--model-override", help="Replace every run's model: a model name/path, or 'tiny' for tiny random "
+              "stand-ins of the same families (offline).")
 def run(config: str | None, model: str | None, data_train: str | None, data_eval: str | None, method: str | None,
-        n_train: int | None, n_eval: int | None, sets: tuple[str, ...], out: str, force: bool, quiet: bool) -> None:
-    """Train and evaluate one method; write <out>/<run_id>/result.json."""
+        n_train: int | None, n_eval: int | None, sets: tuple[str, ...], out: str, force: bool, quiet: bool,
+        model_override: str | None) -> None:
+    """Train and evaluate one method (or each run of a multi-run file); write <out>/<run_id>/result.json."""
+    from .distributed import is_main_process
     from .runner import run as run_one
+
+    if config and (model_override or _is_multi_run_file(config)):
+        from .expand import run_spec_file
+
+        if any((model, data_train, data_eval, method, n_train, n_eval)):
+            raise click.UsageError("with a multi-run file or --model-override, change runs with --set KEY=VALUE")
+        records = run_spec_file(config, out, model_override=model_override, overrides=list(sets),
+                                progress=not quiet, force=force, say=lambda m: click.echo(m, err=True))
+        _print_summary(records)
+        click.echo(f"records: {out}/<run_id>/result.json ({sum(r['status'] == 'success' for r in records)}"
+                   f"/{len(records)} succeeded)")
+        if any(r["status"] != "success" for r in records):
+            sys.exit(1)
+        return
 
     spec = _spec_from_flags(config, model, data_train, data_eval, method, n_train, n_eval, sets)
     record = run_one(spec, out, progress=not quiet, force=force)
+    if not is_main_process():  # in a multi-process run rank 0 reports
+        return
     _print_summary([record])
     click.echo(f"record: {out}/{record['run_id']}/result.json")
+
+
+def _is_multi_run_file(config: str) -> bool:
+    from .expand import is_multi_run
+    from .spec import load_yaml
+
+    return is_multi_run(load_yaml(config))
 
 
 def _print_summary(records: list[dict[str, Any]]) -> None:
@@ -141,7 +168,12 @@ def demo(out: str, method_list: str, n_train: int | None, epochs: int | None, qu
 
 # Commands that live in their own modules: each module defines click commands and is listed here
 # (imported when the CLI is built; such modules must import only click at module level).
-_COMMAND_MODULES: list[str] = ["cli_trust"]
+_COMMAND_MODULES: list[str] = [
+    "cli_sweep",
+    "cli_runs",
+    "cli_report",
+    "cli_trust",
+]
 
 
 def _add_commands() -> None:

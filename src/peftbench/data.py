@@ -126,9 +126,15 @@ class ClassificationData:
     validation_labels: list[int] | None = None
 
 
-def _columns(spec_data: Any) -> tuple[str, str, str | None, list[str] | None]:
+TEXT_COLUMN_GUESSES = ("text", "sentence", "review", "content", "document")
+
+
+def _columns(spec_data: Any, df: Any = None) -> tuple[str, str, str | None, list[str] | None]:
     preset = PRESETS.get(spec_data.preset) if spec_data.preset else None
-    text = spec_data.text_column or (preset.text_column if preset else "text")
+    text = spec_data.text_column or (preset.text_column if preset else None)
+    if text is None:  # no column named: take the first usual text column the file has
+        found = [c for c in TEXT_COLUMN_GUESSES if df is not None and c in df.columns]
+        text = found[0] if found else "text"
     label = spec_data.label_column or (preset.label_column if preset else "label")
     pair = spec_data.text_pair_column or (preset.text_pair_column if preset else None)
     labels = spec_data.labels or (list(preset.labels) if preset and preset.labels else None)
@@ -207,13 +213,14 @@ def load_classification(spec_data: Any) -> ClassificationData:
     if not spec_data.train or not test_path:
         raise DataError("classification needs data.train and data.eval files",
                         hint="pass --data-train FILE --data-eval FILE (or set data.train / data.eval)")
-    text_col, label_col, pair_col, declared = _columns(spec_data)
     frames = {}
     roles = [("train", spec_data.train), ("eval", test_path)]
     if spec_data.validation:
         roles.append(("validation", spec_data.validation))
     for role, path in roles:
         df = read_table(path)
+        if role == "train":
+            text_col, label_col, pair_col, declared = _columns(spec_data, df)
         _require(df, text_col, path, "text")
         _require(df, label_col, path, "label")
         if pair_col:

@@ -166,7 +166,8 @@ def prepare_partial(method: Method, params: dict[str, Any], ctx: MethodContext) 
     # Everything above the blocks (final norms, pooler, head) trains; embeddings stay frozen.
     for name, p in model.named_parameters():
         in_block = any(name.startswith(b + ".") for b in block_names)
-        if not in_block and "embed" not in name and "wte" not in name and "wpe" not in name:
+        if (not in_block and "embed" not in name and "wte" not in name and "wpe" not in name
+                and not name.startswith("shared.")):  # T5/BART keep their embedding table in `shared`
             p.requires_grad_(True)
     return model
 
@@ -257,3 +258,19 @@ def method_load_kwargs(method: Method, params: dict[str, Any], compute_dtype: st
     if method.quantized:
         return qlora_load_kwargs(params, compute_dtype)
     return {}
+
+
+def quantization_summary(model: Any, params: dict[str, Any]) -> dict[str, Any]:
+    """What really is 4-bit after loading: counted from the modules, not taken from the config."""
+    from .models import HEAD_NAMES
+
+    four_bit = [n for n, m in model.named_modules() if type(m).__name__ == "Linear4bit"]
+    return {
+        "bits": 4, "quant_type": params.get("quant_type", "nf4"), "double_quant": bool(params.get("double_quant", True)),
+        "layers_4bit": len(four_bit),
+        "head_quantized": any(part in HEAD_NAMES for n in four_bit for part in n.split(".")),
+    }
+
+
+# More peft methods (LoHa, LoKr, VeRA, prompt learning...) register themselves from their own module.
+from . import peft_methods  # noqa: E402, F401

@@ -232,8 +232,10 @@ class LoadedModel:
 def quiet_libraries() -> None:
     """Silence load reports and optional-kernel notices that bury peftbench's own output."""
     import logging
+    import warnings
 
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft)\.")
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
@@ -292,6 +294,7 @@ def load_classifier(spec_model: Any, num_labels: int, label_names: list[str],
     except Exception as err:
         raise ModelError(f"cannot load model '{path}': {str(err).splitlines()[0][:200]}",
                          hint="check that the folder holds a complete model") from None
-    if getattr(model.config, "pad_token_id", None) is None:
+    if getattr(model.config, "pad_token_id", None) is None or family.kind == "decoder":
+        # Decoder heads pool the last token that is not `pad_token_id`: it must be the id batches pad with.
         model.config.pad_token_id = tokenizer.pad_token_id
     return LoadedModel(model, tokenizer, family, path, config.model_type)

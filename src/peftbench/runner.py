@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .distributed import bind_device, describe, is_main_process
 from .errors import PeftbenchError, RunCanceled, SpecError, TrainingError
-from .methods import METHODS, MethodContext, method_load_kwargs
+from .methods import METHODS, MethodContext, method_load_kwargs, quantization_summary
 from .records import (
     RESULT_FILE,
     SCHEMA_VERSION,
@@ -29,6 +30,7 @@ from .records import (
 )
 from .spec import RunSpec
 from .tasks import TASKS
+from .trackers import open_trackers
 
 ADAPTER_METHODS_KEEP_FP32 = ("full", "partial")
 
@@ -82,6 +84,8 @@ def apply_dtype_policy(model: Any, method_name: str, compute_dtype: str) -> tupl
 
 def save_artifact(model: Any, spec: RunSpec, run_dir: Path) -> dict[str, Any]:
     """Save what the method produces (adapter or full model) and measure its size on disk."""
+    if not is_main_process():  # rank 0 saves the (identical) weights
+        return {"saved": False, "path": None, "size_bytes": None}
     def _save(target: Path) -> int:
         model.save_pretrained(str(target), safe_serialization=True)
         return dir_size(target)
@@ -101,6 +105,8 @@ def save_artifact(model: Any, spec: RunSpec, run_dir: Path) -> dict[str, Any]:
 
 def _write_failure(run_dir: Path, record: dict[str, Any]) -> None:
     """Failures never overwrite a finished success record."""
+    if not is_main_process():
+        return
     existing = read_record(run_dir)
     path = run_dir / RESULT_FILE
     if existing and existing.get("status") == "success":
@@ -119,6 +125,8 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
     quiet_libraries()
 
     say = log or (lambda msg: print(msg, file=sys.stderr))
+    if not is_main_process():  # in a multi-process run only rank 0 talks
+        say, progress = (lambda msg: None), False
     spec = spec.resolved()
     run_id = spec.run_id()
     run_dir = run_dir_for(out_dir, run_id)
@@ -136,6 +144,7 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
     retention = forgetting.load(spec)
     check_writable(out_dir)
     device = pick_device(spec.train.device)
+    bind_device(device)
     compute_dtype = resolve_dtype(spec.model.dtype, device)
     if spec.train.num_threads:
         torch.set_num_threads(spec.train.num_threads)
@@ -150,6 +159,7 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
         "data": prepared.info,
     }
     run_dir.mkdir(parents=True, exist_ok=True)
+    tracker = open_trackers(spec, run_dir, Path(out_dir), run_id)  # report_to; a no-op by default
     try:
         set_seed(spec.train.seed)
         say(f"[peftbench] {run_id}: loading {spec.model.name_or_path} for {spec.method.name}")
@@ -170,6 +180,8 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
         record["precision"] = precision
         if hasattr(model, "peft_config"):
             record["peft_config"] = model.peft_config["default"].to_dict()
+        if method.quantized:
+            record["quantization"] = quantization_summary(model, params)
 
         train_enc, eval_enc = task.encode(loaded, prepared, spec)
         pad_id = loaded.tokenizer.pad_token_id or 0
@@ -198,7 +210,7 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
         say(f"[peftbench] {run_id}: training {len(train_enc)} examples, {spec.train.epochs} epoch(s), "
             f"{record['params']['trainable_pct']:.3f}% trainable, {precision['compute_dtype']} on {device}")
         outcome = train(model, train_enc, selection, spec.train, device=device, autocast_dtype=amp_dtype,
-                        pad_id=pad_id, progress=progress, collate_fn=task.collate)
+                        pad_id=pad_id, progress=progress, collate_fn=task.collate, on_log=tracker.log_point)
         final, selected = selection.finish(model)
         predictions = final.pop("predictions", None)
         last_loss = outcome.loss_curve[-1]["loss"] if outcome.loss_curve else None
@@ -213,6 +225,7 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
             "memory": outcome.memory, "peak_memory_bytes": outcome.memory.get("peak_bytes"),
             "loss_curve": outcome.loss_curve, "final_loss": last_loss,
         }
+        record["distributed"] = describe(spec.train)
         record["eval"] = {"time_s": outcome.eval_time_s, "split": selection.per_epoch_split, "per_epoch": outcome.epochs}
         record["protocol"] = record_protocol(spec, prepared.info, selection, selected)
         record["metrics"] = final
@@ -239,7 +252,10 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
         if isinstance(err, PeftbenchError | KeyboardInterrupt):
             raise
         raise TrainingError(message[:500], reason="error") from err
+    finally:
+        tracker.finish(record)
     record["timestamps"]["finished"] = now_iso()
-    atomic_write_json(run_dir / RESULT_FILE, record)
+    if is_main_process():
+        atomic_write_json(run_dir / RESULT_FILE, record)
     shutil.rmtree(run_dir / ".tmp", ignore_errors=True)
     return record

@@ -53,6 +53,10 @@ class DataSpec(_Section):
     n_eval: int | None = Field(default=None, gt=0)
     max_length: int = Field(default=128, gt=0)
     seed: int = 0
+    # Generative tasks (summarization, instruction): the target text and how prompts are built.
+    target_column: str | None = None
+    max_target_length: int = Field(default=128, gt=0)
+    prompt_template: str | None = None
 
 
 class MethodSpec(BaseModel):
@@ -116,6 +120,14 @@ class RetentionSpec(_Section):
     probe_fraction: float = Field(default=0.5, gt=0, lt=1)
 
 
+class GenerationSpec(_Section):
+    """Decoding settings for metrics computed from generated text (ROUGE for summarization)."""
+
+    num_beams: int = Field(default=1, gt=0)
+    max_new_tokens: int = Field(default=64, gt=0)
+    n_examples: int | None = Field(default=None, gt=0)  # generate for the first N eval examples only
+
+
 class RunSpec(_Section):
     """One run: a model, a data set, a method and a training recipe."""
 
@@ -130,6 +142,8 @@ class RunSpec(_Section):
     allow_test_selection: bool = False
     retention: RetentionSpec | None = None
     tune: TuneSpec | None = None
+    generation: GenerationSpec = Field(default_factory=GenerationSpec)
+    report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(default_factory=list)
 
     @field_validator("name")
     @classmethod
@@ -197,6 +211,7 @@ class RunSpec(_Section):
     def run_id(self) -> str:
         """Stable id: readable prefix plus a hash of the resolved spec."""
         resolved = self.resolved().to_dict()
+        resolved.pop("report_to", None)  # where a run is logged does not change the run
         # Same path, new content must be a new run: the data files' content is part of the id.
         resolved["_data_sha256"] = {k: file_sha256(v) for k, v in sorted(resolved["data"].items())
                                     if k in DATA_FILE_KEYS and isinstance(v, str)}
@@ -209,23 +224,19 @@ class RunSpec(_Section):
 # ---- helpers ---------------------------------------------------------------------------------
 
 DATA_FILE_KEYS = ("train", "eval", "validation", "test", "retention")
-_SHA_CACHE: dict[tuple[str, int, int], str] = {}
 
 
 def file_sha256(path: str) -> str | None:
-    """Content hash of a local file (cached by path, size and mtime); None for hub ids."""
+    """Content hash of a local file; None for hub ids. Not cached by mtime: a rewrite within the
+    file system's timestamp resolution would go unseen (a few MB hash in milliseconds)."""
     p = Path(path)
     if not p.is_file():
         return None
-    st = p.stat()
-    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _SHA_CACHE:
-        h = hashlib.sha256()
-        with p.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        _SHA_CACHE[key] = h.hexdigest()
-    return _SHA_CACHE[key]
+    h = hashlib.sha256()
+    with p.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

@@ -37,11 +37,13 @@ class ClassificationTask:
         return load_classifier(spec.model, len(names), names, load_kwargs)
 
     def encode(self, loaded: LoadedModel, prepared: Prepared, spec: Any) -> tuple[Encoded, Encoded]:
+        from .tokcache import cached  # token ids shared by the runs of a sweep
+
         d = prepared.data
         tok = loaded.tokenizer
         ml = spec.data.max_length
-        return (encode_classification(tok, d.train_texts, d.train_pairs, d.train_labels, ml),
-                encode_classification(tok, d.eval_texts, d.eval_pairs, d.eval_labels, ml))
+        return (cached(encode_classification, tok, d.train_texts, d.train_pairs, d.train_labels, ml),
+                cached(encode_classification, tok, d.eval_texts, d.eval_pairs, d.eval_labels, ml))
 
     def encode_validation(self, loaded: LoadedModel, prepared: Prepared, spec: Any) -> Encoded | None:
         """The selection split (None when the spec asked for none); see `protocol`."""
@@ -83,3 +85,13 @@ class ClassificationTask:
 
 TASKS: Registry[Any] = Registry("task")
 TASKS.add("classification", ClassificationTask())
+
+
+def _add_generative_tasks() -> None:
+    from .generative import InstructionTask, SummarizationTask
+
+    TASKS.add("summarization", SummarizationTask())
+    TASKS.add("instruction", InstructionTask())
+
+
+_add_generative_tasks()

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .data import Encoded
+from .distributed import DataParallel, accelerator_options
 from .errors import NanLossError, OutOfMemory, RunCanceled
 
 # ---- batching -----------------------------------------------------------------------------
@@ -152,14 +153,18 @@ def _is_oom(err: BaseException) -> bool:
 
 def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, Any]], tspec: Any, *,
           device: str, autocast_dtype: Any, pad_id: int, progress: bool = True,
-          collate_fn: Callable[..., dict[str, Any]] = collate) -> TrainOutcome:
-    """Train for `tspec.epochs` (or `tspec.max_steps`), evaluating after each epoch outside the clock."""
+          collate_fn: Callable[..., dict[str, Any]] = collate,
+          on_log: Callable[[str, dict[str, Any]], None] | None = None) -> TrainOutcome:
+    """Train for `tspec.epochs` (or `tspec.max_steps`), evaluating after each epoch outside the clock.
+    `on_log(kind, point)` sees each loss-curve point ('train') and each epoch's eval ('eval') as made."""
     import torch
     from accelerate import Accelerator
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
-    accelerator = Accelerator(cpu=(device == "cpu"), gradient_accumulation_steps=tspec.grad_accum)
+    accelerator = Accelerator(cpu=(device == "cpu"), gradient_accumulation_steps=tspec.grad_accum,
+                              **accelerator_options())
+    dp = DataParallel(accelerator)  # one process: every dp call is a no-op
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
@@ -190,14 +195,15 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, An
             model.train()
             t_epoch = time.perf_counter()
             for micro, idx in enumerate(batches):
-                batch = collate_fn(train_enc, idx, pad_id)
+                shard = dp.shard(idx)  # this rank's slice of the global batch
+                batch = collate_fn(train_enc, shard.idx, pad_id)
                 out.real_tokens += sum(lengths[i] for i in idx)
                 out.computed_tokens += batch["input_ids"].numel()
                 out.samples += len(idx)
                 batch = {k: v.to(accelerator.device) for k, v in batch.items()}
                 t0 = time.perf_counter()
                 with accelerator.accumulate(model), amp:
-                    loss = model(**batch).loss
+                    loss = shard.scale(model(**batch).loss)
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and tspec.max_grad_norm:
                         accelerator.clip_grad_norm_(params, tspec.max_grad_norm)
@@ -216,11 +222,13 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, An
                 step += 1
                 bar.update(1)
                 if step % tspec.log_every == 0 or step == total_steps:
-                    avg = (running / running_n).item()
+                    avg = dp.mean(running / running_n).item()
                     if not math.isfinite(avg):
                         raise NanLossError(f"loss became {avg} by step {step}", hint="lower train.lr")
                     out.loss_curve.append({"step": step, "epoch": round(epoch + (micro + 1) / len(batches), 4),
                                            "loss": avg})
+                    if on_log:
+                        on_log("train", out.loss_curve[-1])
                     bar.set_postfix(loss=f"{avg:.4f}", epoch=epoch + 1)
                     running.zero_()
                     running_n = 0
@@ -229,17 +237,21 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, An
             out.train_time_s += time.perf_counter() - t_epoch
             mem.pause()
             t_eval = time.perf_counter()
-            metrics = evaluate(model)
+            metrics = evaluate(dp.unwrap(model))
             out.eval_time_s += time.perf_counter() - t_eval
             out.epochs.append({"epoch": epoch + 1, "step": step,
                                **{k: v for k, v in metrics.items() if isinstance(v, int | float)}})
             out.final_eval = metrics
+            if on_log:
+                on_log("eval", out.epochs[-1])
             mem.resume()
             if getattr(evaluate, "should_stop", False):  # early stopping (protocol.Selection)
                 break
         if running_n:  # a tail shorter than log_every still belongs on the curve
             out.loss_curve.append({"step": step, "epoch": float(len(out.epochs)),
-                                   "loss": (running / running_n).item()})
+                                   "loss": dp.mean(running / running_n).item()})
+            if on_log:
+                on_log("train", out.loss_curve[-1])
     except KeyboardInterrupt:
         raise RunCanceled() from None
     except RuntimeError as err:
@@ -251,4 +263,5 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, An
         bar.close()
         out.memory = mem.stop()
     out.steps = step
+    dp.finish(out)
     return out

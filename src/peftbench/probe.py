@@ -1,0 +1,194 @@
+"""The batch-size probe: per method, the largest batch that trains a step within a memory limit.
+
+Each (method, batch size) trial runs one full optimizer step (forward, backward, AdamW update,
+so optimizer state counts) on sequences of the full `max_length`, in its own process: an
+out-of-memory crash ends that trial only, and every trial starts from a clean allocator. Peak
+memory is the CUDA allocator peak on a GPU, or the process's peak resident set size (VmHWM) on the
+CPU, where `memory_limit` is the only limit that applies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .errors import SpecError
+from .spec import RunSpec
+
+UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "m": 1024**2, "mb": 1024**2, "g": 1024**3, "gb": 1024**3,
+         "t": 1024**4, "tb": 1024**4, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
+
+
+def parse_bytes(text: str) -> int:
+    """'2GB', '512MiB', '1.5g', '1000000' -> bytes (binary units)."""
+    import re
+
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
+    if not m or m.group(2).lower() not in UNITS or float(m.group(1)) <= 0:
+        raise SpecError(f"invalid memory size '{text}'", hint="write e.g. 2GB, 512MB or 1.5GiB")
+    return int(float(m.group(1)) * UNITS[m.group(2).lower()])
+
+
+@dataclass
+class Trial:
+    batch_size: int
+    ok: bool
+    peak_bytes: int | None
+    error: str | None = None
+    baseline_bytes: int | None = None  # before the step (model loaded): peak - baseline = the step's own cost
+
+
+@dataclass
+class MethodProbe:
+    method: str
+    largest_batch_size: int | None
+    trials: list[Trial] = field(default_factory=list)
+
+
+def _peak_rss() -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+def _trial(spec_dict: dict[str, Any], batch_size: int, max_length: int, device: str, conn: Any) -> None:
+    """Child process: one training step at `batch_size`; sends (ok, peak_bytes, error)."""
+    from .isolate import SERVER_PID_ENV, _die_with_parent
+
+    _die_with_parent(SERVER_PID_ENV)
+    try:
+        import torch
+
+        from .methods import METHODS, MethodContext, method_load_kwargs
+        from .models import load_classifier, quiet_libraries, resolve_dtype
+        from .runner import apply_dtype_policy
+
+        quiet_libraries()
+        spec = RunSpec.from_dict(spec_dict).resolved()
+        method = METHODS.get(spec.method.name)
+        compute_dtype = resolve_dtype(spec.model.dtype, device)
+        loaded = load_classifier(spec.model, 2, ["0", "1"], method_load_kwargs(method, spec.method.params,
+                                                                              compute_dtype))
+        model = method.prepare(method, spec.method.params, MethodContext(loaded.model, loaded.family,
+                                                                         "classification", compute_dtype))
+        amp_dtype, _ = apply_dtype_policy(model, method.name, compute_dtype)
+        model.to(device)
+        model.train()
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=spec.train.lr)
+        vocab = int(getattr(model.config, "vocab_size", 1000) or 1000)
+        g = torch.Generator().manual_seed(0)
+        ids = torch.randint(1000 if vocab > 2000 else 1, vocab, (batch_size, max_length), generator=g)
+        batch = {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device),
+                 "labels": torch.randint(0, 2, (batch_size,), generator=g).to(device)}
+        if device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            baseline = int(torch.cuda.memory_allocated())
+        else:
+            import psutil
+
+            baseline = int(psutil.Process().memory_info().rss)
+        amp = torch.autocast(device_type=device, dtype=amp_dtype) if amp_dtype is not None \
+            else contextlib.nullcontext()
+        with amp:
+            loss = model(**batch).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if device == "cuda":
+            torch.cuda.synchronize()
+            peak = int(torch.cuda.max_memory_allocated())
+        else:
+            peak = _peak_rss()
+        conn.send((True, peak, None, baseline))
+    except BaseException as err:
+        text = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
+        oom = "out of memory" in text.lower() or type(err).__name__ == "OutOfMemoryError"
+        with contextlib.suppress(Exception):
+            conn.send((False, None, ("oom: " if oom else f"{type(err).__name__}: ") + text, None))
+    finally:
+        conn.close()
+    os._exit(0)
+
+
+def _run_trial(spec_dict: dict[str, Any], batch_size: int, max_length: int, device: str,
+               timeout_s: float) -> Trial:
+    from .isolate import process_context
+
+    ctx = process_context()
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_trial, args=(spec_dict, batch_size, max_length, device, send),
+                       name=f"peftbench-probe-{batch_size}")
+    proc.start()
+    send.close()
+    proc.join(timeout_s)
+    if proc.is_alive():
+        proc.kill()
+        proc.join()
+        return Trial(batch_size, False, None, f"timeout after {timeout_s:g}s")
+    msg = recv.recv() if recv.poll() else None
+    recv.close()
+    if msg is None:
+        return Trial(batch_size, False, None, f"oom: process died (exit code {proc.exitcode})")
+    return Trial(batch_size, msg[0], msg[1], msg[2], msg[3])
+
+
+def probe(model: str, methods: list[str], max_length: int = 256, *, memory_limit: int | None = None,
+          device: str = "auto", max_batch: int = 1024, dtype: str = "auto", timeout_s: float = 600,
+          say: Any = None) -> dict[str, Any]:
+    """For each method, double the batch size from 1 until a step fails or exceeds `memory_limit`."""
+    from .runner import pick_device
+
+    if max_length <= 0 or max_batch <= 0:
+        raise SpecError("--max-length and --max-batch must be positive", hint="e.g. --max-length 256")
+    device = pick_device(device)
+    if memory_limit is None:
+        if device == "cuda":
+            import torch
+
+            memory_limit = int(torch.cuda.get_device_properties(0).total_memory)
+        else:
+            import psutil
+
+            memory_limit = int(psutil.virtual_memory().available)
+    results = []
+    for name in methods:
+        spec = RunSpec.from_dict({"model": {"name_or_path": model, "dtype": dtype}, "method": {"name": name},
+                                  "data": {"max_length": max_length}})
+        found = MethodProbe(name, None)
+        bs = 1
+        while bs <= max_batch:
+            trial = _run_trial(spec.to_dict(), bs, max_length, device, timeout_s)
+            if trial.ok and trial.peak_bytes is not None and trial.peak_bytes > memory_limit:
+                trial.ok = False
+                trial.error = "over the memory limit"
+            found.trials.append(trial)
+            if say:
+                peak = f"{trial.peak_bytes / 2**20:.0f} MiB" if trial.peak_bytes else "-"
+                say(f"[probe] {name} batch {bs}: {'ok' if trial.ok else trial.error} (peak {peak})")
+            if not trial.ok:
+                break
+            found.largest_batch_size = bs
+            bs *= 2
+        results.append(found)
+    return {"model": model, "device": device, "max_length": max_length, "memory_limit_bytes": memory_limit,
+            "memory_kind": "cuda_max_allocated" if device == "cuda" else "cpu_peak_rss",
+            "max_batch": max_batch, "methods": [asdict(r) for r in results]}
+
+
+def probe_table(result: dict[str, Any]) -> str:
+    head = f"{'method':<10} {'largest batch':>13}  peak memory per batch size"
+    lines = [head, "-" * len(head)]
+    for m in result["methods"]:
+        trials = " ".join(f"{t['batch_size']}:{t['peak_bytes'] / 2**20:.0f}M" if t["ok"] else
+                          f"{t['batch_size']}:x" for t in m["trials"])
+        largest = m["largest_batch_size"]
+        lines.append(f"{m['method']:<10} {largest if largest is not None else '-':>13}  {trials}")
+    return "\n".join(lines)

@@ -1,0 +1,70 @@
+"""Every seed method on every model family: one short training each, and a valid record."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from peftbench.runner import run
+from peftbench.spec import RunSpec
+
+SEED_METHODS = ("full", "partial", "lora", "qlora", "ia3", "dora")
+FAMILY_TASK = {"t5": "summarization", "gpt2": "instruction", "gpt_neox": "instruction", "llama": "instruction",
+               "roberta": "classification", "distilbert": "classification"}
+
+
+@pytest.fixture(scope="module")
+def task_files(tmp_path_factory: pytest.TempPathFactory, sentiment_files: tuple[Path, Path]) -> dict:
+    root = tmp_path_factory.mktemp("families")
+    dialogues = [{"dialogue": f"Ann: I have {i} cats.\nBob: Nice, {i} is a lot!", "summary": f"Ann has {i} cats."}
+                 for i in range(12)]
+    instructions = [{"instruction": f"Add {i} and 2.", "context": "" if i % 2 else "Numbers.",
+                     "response": f"It is {i + 2}."} for i in range(12)]
+    files = {"classification": sentiment_files}
+    for name, rows in (("summarization", dialogues), ("instruction", instructions)):
+        train, eval_ = root / f"{name}-train.json", root / f"{name}-eval.json"
+        train.write_text(json.dumps(rows[:8]))
+        eval_.write_text(json.dumps(rows[8:]))
+        files[name] = (train, eval_)
+    return files
+
+
+def short_spec(model: Path, task: str, files: tuple[Path, Path], method: str, **method_params: object) -> RunSpec:
+    return RunSpec.from_dict({
+        "task": task,
+        "model": {"name_or_path": str(model), "dtype": "float32"},
+        "data": {"train": str(files[0]), "eval": str(files[1]), "n_train": 8, "n_eval": 4,
+                 "max_length": 32, "max_target_length": 16},
+        "method": {"name": method, **method_params},
+        "train": {"epochs": 1, "batch_size": 4, "max_steps": 2, "log_every": 1, "num_threads": 1},
+        "generation": {"max_new_tokens": 4},
+        "save": "none",
+    })
+
+
+@pytest.mark.parametrize("family", list(FAMILY_TASK))
+@pytest.mark.parametrize("method", SEED_METHODS)
+def test_method_on_family(family: str, method: str, task_files: dict, tmp_path: Path) -> None:
+    from peftbench.tiny import tiny_model_path
+
+    task = FAMILY_TASK[family]
+    record = run(short_spec(tiny_model_path(family), task, task_files[task], method), tmp_path, progress=False)
+    assert record["status"] == "success"
+    assert record["model"]["family"] == family
+    on_disk = json.loads((tmp_path / record["run_id"] / "result.json").read_text())
+    assert on_disk["status"] == "success" and on_disk["metrics"] == record["metrics"]
+    metrics = record["metrics"]
+    assert metrics["eval_loss"] > 0 and record["train"]["steps"] == 2
+    trainable, total = record["params"]["trainable"], record["params"]["total"]
+    assert 0 < trainable <= total
+    if method != "full":
+        assert trainable < total
+    if task == "summarization":
+        assert {"rouge1", "rouge2", "rougeL", "rougeLsum"} <= set(metrics)
+        assert len(record["predictions"]["pred"]) == 4
+    elif task == "instruction":
+        assert metrics["perplexity"] == pytest.approx(2.718281828 ** metrics["eval_loss"], rel=1e-6)
+    else:
+        assert 0 <= metrics["accuracy"] <= 1

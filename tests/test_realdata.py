@@ -1,0 +1,22 @@
+"""Real weights on real data: all-MiniLM-L6-v2 with LoRA on an SST-2 slice must learn (dev accuracy > 0.75)."""
+
+import pytest
+
+from peftbench.runner import run
+from peftbench.spec import RunSpec
+
+
+@pytest.mark.realdata
+def test_minilm_lora_learns_sst2(shared_data, tmp_path):
+    spec = RunSpec.from_dict({
+        "model": {"name_or_path": "embedded"},
+        "data": {"preset": "sst2", "train": str(shared_data / "sst2" / "train.tsv"),
+                 "eval": str(shared_data / "sst2" / "dev.tsv"), "n_train": 1500, "n_eval": 400, "max_length": 64},
+        "method": {"name": "lora"},
+        "train": {"epochs": 2, "batch_size": 32, "lr": 2e-3},
+    })
+    rec = run(spec, tmp_path, progress=False)
+    assert rec["status"] == "success"
+    assert rec["metrics"]["accuracy"] > 0.75, rec["metrics"]["accuracy"]
+    assert rec["params"]["trainable_pct"] < 2
+    assert rec["metrics"]["labels"] == ["negative", "positive"]
