@@ -151,3 +151,13 @@ def test_best_without_validation_is_refused_and_test_selection_is_flagged(tiny_b
     d["allow_test_selection"] = True
     rec = run(RunSpec.from_dict(d), tmp_path / "b", progress=False, log=lambda s: None)
     assert rec["protocol"]["test_selection"] is True and rec["eval"]["split"] == "eval"
+
+
+def test_tiny_train_file_runs_without_validation_unless_asked(tmp_path):
+    pd.DataFrame({"text": ["a", "b"], "label": [0, 1]}).to_csv(tmp_path / "t.csv", index=False)
+    spec = DataSpec(train=str(tmp_path / "t.csv"), eval=str(tmp_path / "t.csv"))
+    d = load_classification(spec)
+    assert d.validation_texts is None and len(d.train_texts) == 2
+    with pytest.raises(DataError, match="cannot carve"):
+        load_classification(DataSpec(train=str(tmp_path / "t.csv"), eval=str(tmp_path / "t.csv"),
+                                     validation_fraction=0.5))

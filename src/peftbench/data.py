@@ -267,8 +267,11 @@ def load_classification(spec_data: Any) -> ClassificationData:
     out: dict[str, Any] = {}
     labels_of = {role: [index_of[v] for v in values[role]] for role in frames}
     pools = {role: None for role in frames}  # row positions a role may draw from (None: all)
+    carved = None
     if "validation" not in frames and spec_data.validation_fraction > 0:
-        pools["validation"], pools["train"] = carve_validation(labels_of["train"], spec_data)
+        carved = carve_validation(labels_of["train"], spec_data)
+    if carved:
+        pools["validation"], pools["train"] = carved
         frames["validation"], labels_of["validation"] = frames["train"], labels_of["train"]
     sizes = {"train": spec_data.n_train, "eval": spec_data.n_eval, "validation": spec_data.n_validation}
     for role, seed_off in (("train", 0), ("eval", 1), ("validation", 2)):

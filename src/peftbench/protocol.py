@@ -31,23 +31,31 @@ def test_file(spec_data: Any) -> str | None:
     return test or eval_
 
 
-def carve_validation(labels: list[int], spec_data: Any) -> tuple[list[int], list[int]]:
-    """(validation rows, remaining train rows): a stratified, seeded carve taken before n_train applies."""
+def carve_validation(labels: list[int], spec_data: Any) -> tuple[list[int], list[int]] | None:
+    """(validation rows, remaining train rows): a stratified, seeded carve taken before n_train applies.
+
+    None when the train file is too small to give up rows and the carve was not asked for
+    explicitly (it is on by default): the run then has no validation split, and says so."""
     from .data import stratified_subsample
 
+    explicit = bool({"validation_fraction", "n_validation"} & spec_data.model_fields_set)
     total = len(labels)
     target_train = min(spec_data.n_train or total, total)
     n_val = spec_data.n_validation or max(1, round(spec_data.validation_fraction * target_train))
+    problem = None
     if n_val > total - 2:
-        raise DataError(f"cannot carve {n_val} validation rows out of {total} train rows",
-                        hint="lower data.validation_fraction or give a data.validation file")
-    val = stratified_subsample(labels, n_val, spec_data.seed + VALIDATION_SEED_OFFSET)
-    taken = set(val)
-    rest = [i for i in range(total) if i not in taken]
-    if len({labels[i] for i in rest}) < 2:
-        raise DataError("carving the validation split left a single class in train",
-                        hint="lower data.validation_fraction or give a data.validation file")
-    return val, rest
+        problem = f"cannot carve {n_val} validation rows out of {total} train rows"
+    else:
+        val = stratified_subsample(labels, n_val, spec_data.seed + VALIDATION_SEED_OFFSET)
+        taken = set(val)
+        rest = [i for i in range(total) if i not in taken]
+        if len({labels[i] for i in rest}) < 2:
+            problem = "carving the validation split left a single class in train"
+    if problem is None:
+        return val, rest
+    if explicit:
+        raise DataError(problem, hint="lower data.validation_fraction or give a data.validation file")
+    return None
 
 
 def describe_splits(spec: Any, info: dict[str, Any], has_validation: bool) -> dict[str, Any]:
