@@ -16,7 +16,7 @@ They run once, after the method is applied and before the first training step:
   The stepped weights are copied first and restored bit for bit afterwards, so training is
   unaffected (at most `PROBE_MAX_ELEMENTS` weights, the ones nearest the output, are stepped).
 - `quantized_4bit` (quantized methods): every linear layer outside the head is a bitsandbytes
-  4-bit layer.
+  4-bit layer (except those the model keeps in full precision on purpose, e.g. T5's `wo`).
 
 A failed check raises `PreflightError` with a one-line message; the results (passed or not)
 are stored in the record under `preflight`.
@@ -108,7 +108,7 @@ def _expected_partial(model: Any, params: dict[str, Any], family: Any) -> tuple[
     names = {n for n, _ in blocks}
     outside = sum(p.numel() for n, p in model.named_parameters()
                   if not any(n.startswith(b + ".") for b in names)
-                  and not any(s in n for s in ("embed", "wte", "wpe")))
+                  and not any(s in n for s in ("embed", "wte", "wpe")) and not n.startswith("shared."))
     in_blocks = sum(_numel(b) for _, b in top)
     return in_blocks + outside, {"layers_trained": layers, "layers_total": len(blocks), "blocks": in_blocks,
                                  "outside_blocks": outside,
@@ -181,11 +181,19 @@ def check_4bit(model: Any) -> dict[str, Any]:
         from bitsandbytes.nn import Linear4bit
     except ImportError:
         return {"name": "quantized_4bit", "passed": False, "message": "bitsandbytes is not installed"}
+    # Modules the model itself keeps in full precision (T5's `wo`) or the config skips are meant to stay.
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    kept = set(getattr(base, "_keep_in_fp32_modules", None) or [])
+    qconfig = getattr(getattr(base, "config", None), "quantization_config", None)
+    skip = getattr(qconfig, "llm_int8_skip_modules", None) if qconfig is not None and not isinstance(qconfig, dict) \
+        else (qconfig or {}).get("llm_int8_skip_modules")
+    kept |= set(skip or [])
     four, other = 0, []
     for name, m in model.named_modules():
         if isinstance(m, Linear4bit):
             four += 1
-        elif isinstance(m, torch.nn.Linear) and not _head_param(name + ".w") and "lora_" not in name:
+        elif (isinstance(m, torch.nn.Linear) and not _head_param(name + ".w") and "lora_" not in name
+              and not kept & set(name.split("."))):
             other.append(name)
     ok = four > 0 and not other
     msg = None
