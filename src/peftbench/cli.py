@@ -181,6 +181,7 @@ _COMMAND_MODULES: list[str] = [
     "cli_sweep",
     "cli_runs",
     "cli_report",
+    "cli_trust",
 ]
 
 

@@ -121,6 +121,9 @@ class ClassificationData:
     eval_labels: list[int]
     label_names: list[str]
     info: dict[str, Any] = field(default_factory=dict)
+    validation_texts: list[str] | None = None  # None: no validation split (data.validation_fraction 0)
+    validation_pairs: list[str] | None = None
+    validation_labels: list[int] | None = None
 
 
 TEXT_COLUMN_GUESSES = ("text", "sentence", "review", "content", "document")
@@ -204,12 +207,17 @@ def stratified_subsample(labels: list[int], n: int | None, seed: int) -> list[in
 
 
 def load_classification(spec_data: Any) -> ClassificationData:
-    if not spec_data.train or not spec_data.eval:
+    from .protocol import test_file
+
+    test_path = test_file(spec_data)
+    if not spec_data.train or not test_path:
         raise DataError("classification needs data.train and data.eval files",
                         hint="pass --data-train FILE --data-eval FILE (or set data.train / data.eval)")
     frames = {}
-    text_col, label_col, pair_col, declared = _columns(spec_data)
-    for role, path in (("train", spec_data.train), ("eval", spec_data.eval)):
+    roles = [("train", spec_data.train), ("eval", test_path)]
+    if spec_data.validation:
+        roles.append(("validation", spec_data.validation))
+    for role, path in roles:
         df = read_table(path)
         if role == "train":
             text_col, label_col, pair_col, declared = _columns(spec_data, df)
@@ -226,12 +234,11 @@ def load_classification(spec_data: Any) -> ClassificationData:
                         hint="use the same label type in both files")
     is_int = kinds == {"int"}
     train_classes = sorted(set(values["train"]))
-    eval_classes = set(values["eval"])
 
     if declared:
         names = list(declared)
         index_of = {i: i for i in range(len(names))} if is_int else {n: i for i, n in enumerate(names)}
-        for role in ("train", "eval"):
+        for role in frames:
             bad = sorted({v for v in values[role] if v not in index_of}, key=str)
             if bad:
                 raise DataError(f"{role} file '{frames[role][1]}' has label {bad[0]!r}, which is not in the "
@@ -246,29 +253,48 @@ def load_classification(spec_data: Any) -> ClassificationData:
         else:
             names = [str(c) for c in train_classes]
             index_of = {n: i for i, n in enumerate(names)}
-        absent = sorted(eval_classes - set(train_classes), key=str)
-        if absent:
-            raise DataError(f"eval file '{frames['eval'][1]}' has class {absent[0]!r} that never occurs in train",
-                            hint="use a train file covering every class, or set data.labels explicitly")
+        for role in [r for r in frames if r != "train"]:
+            absent = sorted(set(values[role]) - set(train_classes), key=str)
+            if absent:
+                raise DataError(f"{role} file '{frames[role][1]}' has class {absent[0]!r} that never occurs in train",
+                                hint="use a train file covering every class, or set data.labels explicitly")
     if len(set(values["train"])) < 2:
         raise DataError(f"train file '{frames['train'][1]}' has only one class ({values['train'][0]!r})",
                         hint="classification needs at least two classes in the training data")
 
+    from .protocol import carve_validation
+
     out: dict[str, Any] = {}
-    for role, n, seed_off in (("train", spec_data.n_train, 0), ("eval", spec_data.n_eval, 1)):
+    labels_of = {role: [index_of[v] for v in values[role]] for role in frames}
+    pools = {role: None for role in frames}  # row positions a role may draw from (None: all)
+    carved = None
+    if "validation" not in frames and spec_data.validation_fraction > 0:
+        carved = carve_validation(labels_of["train"], spec_data)
+    if carved:
+        pools["validation"], pools["train"] = carved
+        frames["validation"], labels_of["validation"] = frames["train"], labels_of["train"]
+    sizes = {"train": spec_data.n_train, "eval": spec_data.n_eval, "validation": spec_data.n_validation}
+    for role, seed_off in (("train", 0), ("eval", 1), ("validation", 2)):
+        if role not in frames:
+            continue
         df, path = frames[role]
-        labels = [index_of[v] for v in values[role]]
-        keep = stratified_subsample(labels, n, spec_data.seed + seed_off)
+        labels = labels_of[role]
+        pool = pools[role] if pools[role] is not None else list(range(len(labels)))
+        n = sizes[role] if role != "validation" or spec_data.validation else None
+        keep = [pool[i] for i in stratified_subsample([labels[j] for j in pool], n, spec_data.seed + seed_off)]
         texts = _texts(df.iloc[keep], text_col, path)
         pairs = _texts(df.iloc[keep], pair_col, path) if pair_col else None
         out[role] = (texts, pairs, [labels[i] for i in keep], len(df))
+    val = out.get("validation", (None, None, None, 0))
     return ClassificationData(
         train_texts=out["train"][0], train_pairs=out["train"][1], train_labels=out["train"][2],
         eval_texts=out["eval"][0], eval_pairs=out["eval"][1], eval_labels=out["eval"][2],
         label_names=names,
         info={"text_column": text_col, "label_column": label_col, "text_pair_column": pair_col,
               "train_rows_in_file": out["train"][3], "eval_rows_in_file": out["eval"][3],
-              "n_train": len(out["train"][0]), "n_eval": len(out["eval"][0])},
+              "n_train": len(out["train"][0]), "n_eval": len(out["eval"][0]),
+              "n_validation": len(val[0]) if val[0] is not None else 0},
+        validation_texts=val[0], validation_pairs=val[1], validation_labels=val[2],
     )
 
 

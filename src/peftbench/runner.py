@@ -153,6 +153,9 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
     params = spec.method.params
     preflight(spec, method)
     prepared = task.load_data(spec)
+    from . import forgetting
+
+    retention = forgetting.load(spec)
     check_writable(out_dir)
     device = pick_device(spec.train.device)
     bind_device(device)
@@ -196,19 +199,33 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
 
         train_enc, eval_enc = task.encode(loaded, prepared, spec)
         pad_id = loaded.tokenizer.pad_token_id or 0
+        from .preflight import probe_batch, run_preflight
+
+        run_preflight(model, method, params, loaded.family, probe_batch(task, train_enc, spec, pad_id, device),
+                      autocast_dtype=amp_dtype, device=device, record=record)
+        forgetting.before(retention, model, loaded.tokenizer, spec, pad_id, device, amp_dtype)
         eval_bs = spec.train.eval_batch_size or spec.train.batch_size * 4
 
-        def evaluate(m: Any) -> dict[str, Any]:
-            return task.evaluate(m, eval_enc, prepared, batch_size=eval_bs, device=device,
+        def evaluate(m: Any, enc: Any = eval_enc) -> dict[str, Any]:
+            return task.evaluate(m, enc, prepared, batch_size=eval_bs, device=device,
                                  autocast_dtype=amp_dtype, pad_id=pad_id)
 
+        from .protocol import Selection, record_protocol
+
+        encode_validation = getattr(task, "encode_validation", None)  # tasks without one evaluate on test
+        selection = Selection(spec, task.main_metric, evaluate,
+                              encode_validation(loaded, prepared, spec) if encode_validation else None)
+
+        from . import diagnostics
         from .train import train
+
+        weights_before = diagnostics.snapshot(model, spec)
 
         say(f"[peftbench] {run_id}: training {len(train_enc)} examples, {spec.train.epochs} epoch(s), "
             f"{record['params']['trainable_pct']:.3f}% trainable, {precision['compute_dtype']} on {device}")
-        outcome = train(model, train_enc, evaluate, spec.train, device=device, autocast_dtype=amp_dtype,
+        outcome = train(model, train_enc, selection, spec.train, device=device, autocast_dtype=amp_dtype,
                         pad_id=pad_id, progress=progress, collate_fn=task.collate, on_log=tracker.log_point)
-        final = dict(outcome.final_eval)
+        final, selected = selection.finish(model)
         predictions = final.pop("predictions", None)
         last_loss = outcome.loss_curve[-1]["loss"] if outcome.loss_curve else None
         t = outcome.train_time_s
@@ -223,11 +240,14 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
             "loss_curve": outcome.loss_curve, "final_loss": last_loss,
         }
         record["distributed"] = describe(spec.train)
-        record["eval"] = {"time_s": outcome.eval_time_s, "split": "eval", "per_epoch": outcome.epochs}
+        record["eval"] = {"time_s": outcome.eval_time_s, "split": selection.per_epoch_split, "per_epoch": outcome.epochs}
+        record["protocol"] = record_protocol(spec, prepared.info, selection, selected)
         record["metrics"] = final
         record["main_metric"] = task.main_metric
         record["overfit_gap"] = (final["eval_loss"] - last_loss) if last_loss is not None else None
         record["predictions"] = predictions
+        record["retention"] = forgetting.after(retention, model, spec, pad_id, device, amp_dtype)
+        record["diagnostics"] = diagnostics.diagnose(model, spec, weights_before)
         record["artifact"] = save_artifact(model, spec, run_dir)
         record["status"] = "success"
     except KeyboardInterrupt:

@@ -41,6 +41,10 @@ class DataSpec(_Section):
     preset: str | None = None
     train: str | None = None
     eval: str | None = None
+    validation: str | None = None  # selection split; carved from train when absent
+    test: str | None = None  # the reported split (data.eval is the same role under its older name)
+    validation_fraction: float = Field(default=0.1, ge=0, lt=1)
+    n_validation: int | None = Field(default=None, gt=0)
     text_column: str | None = None
     text_pair_column: str | None = None
     label_column: str | None = None
@@ -83,6 +87,39 @@ class TrainSpec(_Section):
     num_threads: int | None = Field(default=None, gt=0)
 
 
+class SelectSpec(_Section):
+    """Which epoch's weights are reported: the last, or the best on the selection split."""
+
+    strategy: Literal["last", "best"] = "last"
+    metric: str | None = None  # default: the task's main metric (names ending in 'loss' are minimized)
+    split: Literal["validation", "test"] = "validation"
+    patience: int | None = Field(default=None, gt=0)  # early stopping after N epochs without improvement
+
+
+class TuneSpec(_Section):
+    """Equal hyper-parameter search budget per method (Optuna), scored on the validation split."""
+
+    trials: int = Field(default=8, gt=0)
+    timeout_s: float | None = Field(default=None, gt=0)
+    metric: str | None = None
+    split: Literal["validation", "test"] = "validation"
+    lr_range: float = Field(default=10.0, gt=1)  # lr searched log-uniformly in [default/x, default*x]
+    ranks: list[int] = Field(default_factory=lambda: [4, 8, 16, 32])
+    alpha_ratios: list[float] = Field(default_factory=lambda: [1.0, 2.0, 4.0])
+    sampler_seed: int = 0
+    seeds: list[int] | None = None  # final runs of the default and the best settings (default: [train.seed])
+
+
+class RetentionSpec(_Section):
+    """Data to measure forgetting on: probe accuracy (labelled files) and representation drift."""
+
+    file: str
+    text_column: str = "text"
+    label_column: str | None = "label"
+    n: int = Field(default=400, gt=3)
+    probe_fraction: float = Field(default=0.5, gt=0, lt=1)
+
+
 class GenerationSpec(_Section):
     """Decoding settings for metrics computed from generated text (ROUGE for summarization)."""
 
@@ -101,6 +138,10 @@ class RunSpec(_Section):
     data: DataSpec = Field(default_factory=DataSpec)
     method: MethodSpec = Field(default_factory=MethodSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
+    select: SelectSpec = Field(default_factory=SelectSpec)
+    allow_test_selection: bool = False
+    retention: RetentionSpec | None = None
+    tune: TuneSpec | None = None
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
     report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(default_factory=list)
 
@@ -131,6 +172,7 @@ class RunSpec(_Section):
         except ValidationError as err:
             raise SpecError(format_validation_error(err, cls)) from None
         spec.check_method_keys()
+        spec.check_selection_split()
         return spec
 
     @classmethod
@@ -153,6 +195,13 @@ class RunSpec(_Section):
 
         method = METHODS.get(self.method.name)
         method.check_params(self.method.params)
+
+    def check_selection_split(self) -> None:
+        on_test = [k for k, v in (("select.split", self.select.split),
+                                  ("tune.split", self.tune.split if self.tune else None)) if v == "test"]
+        if on_test and not self.allow_test_selection:
+            raise SpecError(f"'{on_test[0]}: test' selects on the test split, which makes its numbers optimistic",
+                            hint="select on 'validation', or set allow_test_selection: true (the record is flagged)")
 
     def resolved(self) -> RunSpec:
         """Fill every default a method brings (its own learning rate included)."""

@@ -45,6 +45,14 @@ class ClassificationTask:
         return (cached(encode_classification, tok, d.train_texts, d.train_pairs, d.train_labels, ml),
                 cached(encode_classification, tok, d.eval_texts, d.eval_pairs, d.eval_labels, ml))
 
+    def encode_validation(self, loaded: LoadedModel, prepared: Prepared, spec: Any) -> Encoded | None:
+        """The selection split (None when the spec asked for none); see `protocol`."""
+        d = prepared.data
+        if d.validation_texts is None:
+            return None
+        return encode_classification(loaded.tokenizer, d.validation_texts, d.validation_pairs,
+                                     d.validation_labels, spec.data.max_length)
+
     collate = staticmethod(collate)
 
     def evaluate(self, model: Any, enc: Encoded, prepared: Prepared, *, batch_size: int, device: str,

@@ -245,6 +245,8 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, An
             if on_log:
                 on_log("eval", out.epochs[-1])
             mem.resume()
+            if getattr(evaluate, "should_stop", False):  # early stopping (protocol.Selection)
+                break
         if running_n:  # a tail shorter than log_every still belongs on the curve
             out.loss_curve.append({"step": step, "epoch": float(len(out.epochs)),
                                    "loss": dp.mean(running / running_n).item()})
