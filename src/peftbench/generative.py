@@ -250,6 +250,25 @@ def _prefixed(kwargs: dict[str, Any], prefix: str) -> dict[str, Any]:
     return {f"{prefix}{k}": v for k, v in kwargs.items()}
 
 
+def warm_start_decoder(decoder: Any, cross_attention: bool) -> None:
+    """Give the parts MiniLM has no weights for a start from its real ones, instead of noise that
+    adapter methods (which freeze the base) could never repair: each cross-attention copies its
+    layer's self-attention, and the LM-head transform starts as the identity, so tokens are read
+    out through the tied word embeddings."""
+    import torch
+
+    with torch.no_grad():
+        if cross_attention:
+            for layer in decoder.bert.encoder.layer:
+                layer.crossattention.load_state_dict(layer.attention.state_dict())
+        transform = decoder.cls.predictions.transform
+        transform.dense.weight.copy_(torch.eye(transform.dense.weight.shape[0]))
+        transform.dense.bias.zero_()
+        transform.LayerNorm.weight.fill_(1.0)
+        transform.LayerNorm.bias.zero_()
+        decoder.cls.predictions.bias.zero_()
+
+
 def build_embedded_seq2seq(spec_model: Any, load_kwargs: dict[str, Any]) -> LoadedModel:
     """An EncoderDecoderModel warm-started from two MiniLM encoders (cross-attention starts random)."""
     from transformers import EncoderDecoderModel
@@ -258,6 +277,7 @@ def build_embedded_seq2seq(spec_model: Any, load_kwargs: dict[str, Any]) -> Load
     tok = load_tokenizer(path, spec_model)
     model = EncoderDecoderModel.from_encoder_decoder_pretrained(
         path, path, **_prefixed(load_kwargs, "encoder_"), **_prefixed(load_kwargs, "decoder_"))
+    warm_start_decoder(model.decoder, cross_attention=True)
     for cfg in (model.config, model.generation_config):
         cfg.decoder_start_token_id = tok.cls_token_id
         cfg.bos_token_id = tok.cls_token_id
@@ -273,6 +293,7 @@ def build_embedded_causal(spec_model: Any, load_kwargs: dict[str, Any]) -> Loade
     path = str(embedded_model_path())
     tok = load_tokenizer(path, spec_model)
     model = AutoModelForCausalLM.from_pretrained(path, is_decoder=True, **load_kwargs)
+    warm_start_decoder(model, cross_attention=False)
     family = dataclasses.replace(FAMILIES.get("bert"), kind="decoder")
     return LoadedModel(model, tok, family, path, model.config.model_type)
 
