@@ -30,10 +30,10 @@ def main() -> None:
 
     import torch
 
+    from peftbench.generative import evaluate_untrained
     from peftbench.models import quiet_libraries
     from peftbench.runner import run
     from peftbench.spec import RunSpec
-    from peftbench.tasks import TASKS
 
     quiet_libraries()
     torch.set_num_threads(args.threads)
@@ -51,17 +51,11 @@ def main() -> None:
         "save": "none",
     }).resolved()
 
-    # Before: the same model, data and decoding, untrained (a fresh LoRA adapter is the identity).
-    task = TASKS.get("summarization")
-    prepared = task.load_data(spec)
-    loaded = task.load_model(spec, prepared, {})
-    _, eval_enc = task.encode(loaded, prepared, spec)
+    # Before: the same model, data and decoding, untrained.
     t0 = time.perf_counter()
-    before = task.evaluate(loaded.model, eval_enc, prepared, batch_size=32, device="cpu", autocast_dtype=None,
-                           pad_id=loaded.tokenizer.pad_token_id)
+    before = evaluate_untrained(spec)
     print(f"before: rougeL={before['rougeL']:.4f} eval_loss={before['eval_loss']:.3f} "
           f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
-    del loaded
 
     record = run(spec, args.out, progress=True, force=True)
     after = record["metrics"]

@@ -464,3 +464,19 @@ class InstructionTask(_GenerativeTask):
         model.train()
         eval_loss = loss / max(1, tokens)
         return {"eval_loss": eval_loss, "perplexity": math.exp(min(eval_loss, 700.0)), "eval_tokens": tokens}
+
+
+def evaluate_untrained(spec: Any, batch_size: int = 32) -> dict[str, Any]:
+    """The task's metrics for the spec's model before any training: the start a run improves on.
+    (A fresh LoRA adapter is the identity, so this is also where a LoRA run begins.)"""
+    from .runner import pick_device
+    from .tasks import TASKS
+
+    task = TASKS.get(spec.task)
+    prepared = task.load_data(spec)
+    loaded = task.load_model(spec, prepared, {})
+    device = pick_device(spec.train.device)
+    loaded.model.to(device)
+    _, eval_enc = task.encode(loaded, prepared, spec)
+    return task.evaluate(loaded.model, eval_enc, prepared, batch_size=batch_size, device=device,
+                         autocast_dtype=None, pad_id=loaded.tokenizer.pad_token_id or 0)
