@@ -7,7 +7,6 @@ after one epoch of LoRA. Writes a JSON summary; the run's record goes under --ou
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time

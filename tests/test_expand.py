@@ -88,5 +88,5 @@ def test_load_runs_validates_every_run_and_applies_sets(tmp_path: Path) -> None:
     assert len(specs) == 12 and {s.train.lr for s in specs} == {0.01}
     bad = dict(DOC, methods=[{"method": {"name": "ia3"}, "axes": {"method.r": [8]}}])
     path.write_text(yaml.safe_dump(bad))
-    with pytest.raises(SpecError, match="method.r"):
+    with pytest.raises(SpecError, match=r"method\.r"):
         load_runs(str(path))
