@@ -432,7 +432,7 @@ class SummarizationTask(_GenerativeTask):
                                      num_beams=num_beams, max_new_tokens=max_new, do_sample=False)
                 for i, text in zip(idx, tok.batch_decode(out, skip_special_tokens=True), strict=True):
                     texts[i] = text.strip()
-                new_tokens += int((out != pad_id).sum())
+                new_tokens += int((out[:, 1:] != pad_id).sum())  # after the decoder start token
         model.train()
         refs = prepared.data.eval_targets[:n_gen]
         eval_loss = loss / max(1, tokens)
