@@ -24,6 +24,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--r", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-repeat-ngram", type=int, default=3)
     ap.add_argument("--out", default="runs-measure")
     args = ap.parse_args()
 
@@ -46,7 +47,8 @@ def main() -> None:
         "method": {"name": "lora", "r": args.r, "alpha": 2 * args.r},
         "train": {"epochs": 1, "batch_size": args.batch_size, "lr": args.lr, "num_threads": args.threads,
                   "log_every": 5},
-        "generation": {"num_beams": 1, "max_new_tokens": args.max_target_length},
+        "generation": {"num_beams": 1, "max_new_tokens": args.max_target_length,
+                       "no_repeat_ngram_size": args.no_repeat_ngram},
         "save": "none",
     }).resolved()
 

@@ -27,7 +27,7 @@ def _spec(task: str, model: str, train: str, eval_: str, **extra: object) -> Run
     spec = {"task": task, "model": {"name_or_path": model, "dtype": "float32"}, "data": data,
             "method": {"name": "lora", "r": 16, "alpha": 32},
             "train": {"epochs": 1, "batch_size": 8, "lr": 2e-3, "num_threads": 2},
-            "generation": {"max_new_tokens": 24}, "save": "none"}
+            "generation": {"max_new_tokens": 24, "no_repeat_ngram_size": 3}, "save": "none"}
     for key, value in extra.items():
         spec[key].update(value)
     return RunSpec.from_dict(spec)

@@ -415,6 +415,7 @@ class SummarizationTask(_GenerativeTask):
 
         gen = prepared.data.generation
         num_beams, max_new = (gen.num_beams, gen.max_new_tokens) if gen else (1, 64)
+        extra = {"no_repeat_ngram_size": gen.no_repeat_ngram_size} if gen and gen.no_repeat_ngram_size else {}
         n_gen = min(len(enc), gen.n_examples or len(enc)) if gen else len(enc)
         tok = prepared.data.tokenizer
         model.eval()
@@ -429,7 +430,7 @@ class SummarizationTask(_GenerativeTask):
                 batch = collate_lm(enc, idx, pad_id)
                 out = model.generate(input_ids=batch["input_ids"].to(device),
                                      attention_mask=batch["attention_mask"].to(device),
-                                     num_beams=num_beams, max_new_tokens=max_new, do_sample=False)
+                                     num_beams=num_beams, max_new_tokens=max_new, do_sample=False, **extra)
                 for i, text in zip(idx, tok.batch_decode(out, skip_special_tokens=True), strict=True):
                     texts[i] = text.strip()
                 new_tokens += int((out[:, 1:] != pad_id).sum())  # after the decoder start token
