@@ -47,9 +47,13 @@ def test_embedded_causal_perplexity_falls(shared_data: Path, tmp_path: Path) -> 
 
 @pytest.mark.slow
 def test_embedded_seq2seq_rouge_rises(shared_data: Path, tmp_path: Path) -> None:
+    """The acceptance check: 2,000 SAMSum dialogues, one epoch of LoRA, ROUGE-L above the start.
+
+    Not yet seen passing: on a busy 2-core CPU one step takes ~45 s (~95 min in all). A measured
+    400-dialogue run lowered eval loss from 12.86 to 7.05 but left ROUGE-L at ~0 (docs/families.md)."""
     samsum = shared_data / "samsum"
     spec = _spec("summarization", "embedded-seq2seq", str(samsum / "train.json"), str(samsum / "val.json"),
-                 data={"n_train": 400, "n_eval": 32}).resolved()
+                 data={"n_train": 2000, "n_eval": 32}, train={"batch_size": 16}).resolved()
     before = evaluate_untrained(spec)
     record = run(spec, tmp_path / "runs", progress=False)
     after = record["metrics"]
