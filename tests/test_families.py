@@ -68,3 +68,45 @@ def test_method_on_family(family: str, method: str, task_files: dict, tmp_path: 
         assert metrics["perplexity"] == pytest.approx(2.718281828 ** metrics["eval_loss"], rel=1e-6)
     else:
         assert 0 <= metrics["accuracy"] <= 1
+
+
+@pytest.mark.parametrize(("family", "top_block", "frozen"), [
+    ("t5", "decoder.block.1.", ("shared.", "encoder.block.1.", "decoder.block.0.")),
+    ("bart", "model.decoder.layers.1.", ("model.shared.", "model.encoder.layers.1.", "model.decoder.layers.0.")),
+    ("gpt2", "transformer.h.1.", ("transformer.wte.", "transformer.wpe.", "transformer.h.0.")),
+    ("gpt_neox", "gpt_neox.layers.1.", ("gpt_neox.embed_in.", "gpt_neox.layers.0.")),
+    ("llama", "model.layers.1.", ("model.embed_tokens.", "model.layers.0.")),
+])
+def test_partial_trains_the_top_block_of_each_family(family: str, top_block: str, frozen: tuple[str, ...]) -> None:
+    """`partial` with layers=1 finds the family's block list (T5/BART: encoder then decoder blocks)."""
+    import transformers
+
+    from peftbench.methods import METHODS, MethodContext
+    from peftbench.models import family_for
+    from peftbench.tiny import tiny_model_path
+
+    path = tiny_model_path(family)
+    model = transformers.AutoModelForSeq2SeqLM.from_pretrained(path) if family in ("t5", "bart") else \
+        transformers.AutoModelForCausalLM.from_pretrained(path)
+    method = METHODS.get("partial")
+    ctx = MethodContext(model, family_for(model.config.model_type), "instruction")
+    method.prepare(method, {"layers": 1, "fraction": 0.5}, ctx)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    names = [n for n, _ in model.named_parameters()]
+    assert any(n.startswith(top_block) for n in trainable)
+    assert all(n in trainable for n in names if n.startswith(top_block))
+    assert not any(n.startswith(prefix) for n in trainable for prefix in frozen), sorted(trainable)
+
+
+@pytest.mark.parametrize("method", ["lora", "ia3", "partial"])
+def test_generic_fallback_for_unknown_architectures(method: str, task_files: dict, tmp_path: Path) -> None:
+    """family: generic (what an unregistered architecture gets): all linear layers but the head."""
+    from peftbench.tiny import tiny_model_path
+
+    spec = short_spec(tiny_model_path("llama"), "instruction", task_files["instruction"], method)
+    spec = spec.with_overrides(["model.family=generic"])
+    record = run(spec, tmp_path, progress=False)
+    assert record["status"] == "success" and record["model"]["family"] == "generic"
+    if method != "partial":
+        targets = set(record["peft_config"]["target_modules"])
+        assert targets == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}

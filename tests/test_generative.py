@@ -164,3 +164,21 @@ def test_method_that_cannot_apply_is_a_clear_error(tmp_path: Path, sentiment_fil
         run(_spec("classification", "roberta", files, "prefix_tuning"), tmp_path, progress=False)
     with pytest.raises(ModelError, match="Conv1D"):
         run(_spec("classification", "gpt2", files, "loha"), tmp_path, progress=False)
+
+
+def test_generation_settings_reach_generate(tmp_path: Path) -> None:
+    """Tiny random T5 repeats one word; no_repeat_ngram_size=1 must forbid any repeated token."""
+    from peftbench.runner import run
+
+    rows = [{"dialogue": f"A: I have {i} cats.\nB: ok", "summary": f"A has {i} cats."} for i in range(6)]
+    data = _write(tmp_path / "s.jsonl", rows)
+    outputs = {}
+    for size in (0, 1):
+        spec = _spec("summarization", "t5", (data, data), "ia3").with_overrides(
+            ["data.preset=samsum", f"generation.no_repeat_ngram_size={size}", "generation.max_new_tokens=6",
+             "generation.n_examples=3"])
+        record = run(spec, tmp_path / f"runs{size}", progress=False)
+        outputs[size] = record["predictions"]["pred"]
+        assert record["metrics"]["n_generated"] == 3 and record["metrics"]["max_new_tokens"] == 6
+    assert any(len(set(p.split())) < len(p.split()) for p in outputs[0])
+    assert all(len(set(p.split())) == len(p.split()) for p in outputs[1])

@@ -250,6 +250,25 @@ def _prefixed(kwargs: dict[str, Any], prefix: str) -> dict[str, Any]:
     return {f"{prefix}{k}": v for k, v in kwargs.items()}
 
 
+def warm_start_decoder(decoder: Any, cross_attention: bool) -> None:
+    """Give the parts MiniLM has no weights for a start from its real ones, instead of noise that
+    adapter methods (which freeze the base) could never repair: each cross-attention copies its
+    layer's self-attention, and the LM-head transform starts as the identity, so tokens are read
+    out through the tied word embeddings."""
+    import torch
+
+    with torch.no_grad():
+        if cross_attention:
+            for layer in decoder.bert.encoder.layer:
+                layer.crossattention.load_state_dict(layer.attention.state_dict())
+        transform = decoder.cls.predictions.transform
+        transform.dense.weight.copy_(torch.eye(transform.dense.weight.shape[0]))
+        transform.dense.bias.zero_()
+        transform.LayerNorm.weight.fill_(1.0)
+        transform.LayerNorm.bias.zero_()
+        decoder.cls.predictions.bias.zero_()
+
+
 def build_embedded_seq2seq(spec_model: Any, load_kwargs: dict[str, Any]) -> LoadedModel:
     """An EncoderDecoderModel warm-started from two MiniLM encoders (cross-attention starts random)."""
     from transformers import EncoderDecoderModel
@@ -258,6 +277,7 @@ def build_embedded_seq2seq(spec_model: Any, load_kwargs: dict[str, Any]) -> Load
     tok = load_tokenizer(path, spec_model)
     model = EncoderDecoderModel.from_encoder_decoder_pretrained(
         path, path, **_prefixed(load_kwargs, "encoder_"), **_prefixed(load_kwargs, "decoder_"))
+    warm_start_decoder(model.decoder, cross_attention=True)
     for cfg in (model.config, model.generation_config):
         cfg.decoder_start_token_id = tok.cls_token_id
         cfg.bos_token_id = tok.cls_token_id
@@ -273,6 +293,7 @@ def build_embedded_causal(spec_model: Any, load_kwargs: dict[str, Any]) -> Loade
     path = str(embedded_model_path())
     tok = load_tokenizer(path, spec_model)
     model = AutoModelForCausalLM.from_pretrained(path, is_decoder=True, **load_kwargs)
+    warm_start_decoder(model, cross_attention=False)
     family = dataclasses.replace(FAMILIES.get("bert"), kind="decoder")
     return LoadedModel(model, tok, family, path, model.config.model_type)
 
@@ -394,6 +415,7 @@ class SummarizationTask(_GenerativeTask):
 
         gen = prepared.data.generation
         num_beams, max_new = (gen.num_beams, gen.max_new_tokens) if gen else (1, 64)
+        extra = {"no_repeat_ngram_size": gen.no_repeat_ngram_size} if gen and gen.no_repeat_ngram_size else {}
         n_gen = min(len(enc), gen.n_examples or len(enc)) if gen else len(enc)
         tok = prepared.data.tokenizer
         model.eval()
@@ -408,10 +430,10 @@ class SummarizationTask(_GenerativeTask):
                 batch = collate_lm(enc, idx, pad_id)
                 out = model.generate(input_ids=batch["input_ids"].to(device),
                                      attention_mask=batch["attention_mask"].to(device),
-                                     num_beams=num_beams, max_new_tokens=max_new, do_sample=False)
+                                     num_beams=num_beams, max_new_tokens=max_new, do_sample=False, **extra)
                 for i, text in zip(idx, tok.batch_decode(out, skip_special_tokens=True), strict=True):
                     texts[i] = text.strip()
-                new_tokens += int((out != pad_id).sum())
+                new_tokens += int((out[:, 1:] != pad_id).sum())  # after the decoder start token
         model.train()
         refs = prepared.data.eval_targets[:n_gen]
         eval_loss = loss / max(1, tokens)
@@ -443,3 +465,19 @@ class InstructionTask(_GenerativeTask):
         model.train()
         eval_loss = loss / max(1, tokens)
         return {"eval_loss": eval_loss, "perplexity": math.exp(min(eval_loss, 700.0)), "eval_tokens": tokens}
+
+
+def evaluate_untrained(spec: Any, batch_size: int = 32) -> dict[str, Any]:
+    """The task's metrics for the spec's model before any training: the start a run improves on.
+    (A fresh LoRA adapter is the identity, so this is also where a LoRA run begins.)"""
+    from .runner import pick_device
+    from .tasks import TASKS
+
+    task = TASKS.get(spec.task)
+    prepared = task.load_data(spec)
+    loaded = task.load_model(spec, prepared, {})
+    device = pick_device(spec.train.device)
+    loaded.model.to(device)
+    _, eval_enc = task.encode(loaded, prepared, spec)
+    return task.evaluate(loaded.model, eval_enc, prepared, batch_size=batch_size, device=device,
+                         autocast_dtype=None, pad_id=loaded.tokenizer.pad_token_id or 0)

@@ -188,7 +188,7 @@ def prepare_partial(method: Method, params: dict[str, Any], ctx: MethodContext) 
     for name, p in model.named_parameters():
         in_block = any(name.startswith(b + ".") for b in block_names)
         if (not in_block and "embed" not in name and "wte" not in name and "wpe" not in name
-                and not name.startswith("shared.")):  # T5/BART keep their embedding table in `shared`
+                and "shared" not in name.split(".")):  # T5/BART keep their embedding table in `shared`
             p.requires_grad_(True)
     return model
 

@@ -126,6 +126,7 @@ class GenerationSpec(_Section):
     num_beams: int = Field(default=1, gt=0)
     max_new_tokens: int = Field(default=64, gt=0)
     n_examples: int | None = Field(default=None, gt=0)  # generate for the first N eval examples only
+    no_repeat_ngram_size: int = Field(default=0, ge=0)  # 0: off; 3 is the usual guard against loops
 
 
 class RunSpec(_Section):
