@@ -91,10 +91,16 @@ def _spec_from_flags(config: str | None, model: str | None, data_train: str | No
 @click.option("--out", default="runs", show_default=True, help="Output folder; each run writes <out>/<run_id>/.")
 @click.option("--force", is_flag=True, help="Rerun even if a success record exists (it is kept if the rerun fails).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--peak-tflops", type=click.FloatRange(min=0, min_open=True),
+              help="Peak TFLOP/s for MFU (default: GPU table, or a cached GEMM probe on the CPU).")
 def run(config: str | None, model: str | None, data_train: str | None, data_eval: str | None, method: str | None,
-        n_train: int | None, n_eval: int | None, sets: tuple[str, ...], out: str, force: bool, quiet: bool) -> None:
+        n_train: int | None, n_eval: int | None, sets: tuple[str, ...], out: str, force: bool, quiet: bool,
+        peak_tflops: float | None = None) -> None:
     """Train and evaluate one method; write <out>/<run_id>/result.json."""
     from .runner import run as run_one
+
+    if peak_tflops:
+        sets = (*sets, f"train.peak_tflops={peak_tflops}")
 
     spec = _spec_from_flags(config, model, data_train, data_eval, method, n_train, n_eval, sets)
     record = run_one(spec, out, progress=not quiet, force=force)

@@ -111,7 +111,6 @@ def _write_failure(run_dir: Path, record: dict[str, Any]) -> None:
 def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, force: bool = False,
         log: Any = None) -> dict[str, Any]:
     """Train and evaluate one spec; return its record (also written to `out_dir/<run_id>/result.json`)."""
-    import torch
     from transformers import set_seed
 
     from .models import count_params, quiet_libraries, resolve_dtype
@@ -134,8 +133,9 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
     check_writable(out_dir)
     device = pick_device(spec.train.device)
     compute_dtype = resolve_dtype(spec.model.dtype, device)
-    if spec.train.num_threads:
-        torch.set_num_threads(spec.train.num_threads)
+    from .perf import configure_threads, maybe_compile, perf_fields
+
+    threads = configure_threads(spec.train.num_threads, device)
 
     record: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION, "run_id": run_id, "status": "running", "error": None,
@@ -158,6 +158,7 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
         model = method.prepare(method, params, ctx)
         amp_dtype, precision = apply_dtype_policy(model, method.name, compute_dtype)
         model.to(device)
+        maybe_compile(model, spec.train.compile)
         trainable, total = count_params(model)
         if trainable == 0:
             raise SpecError(f"method '{method.name}' left no trainable parameters",
@@ -196,6 +197,9 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
             "memory": outcome.memory, "peak_memory_bytes": outcome.memory.get("peak_bytes"),
             "loss_curve": outcome.loss_curve, "final_loss": last_loss,
         }
+        record["train"].update(perf_fields(model, outcome, device=device, compute_dtype=compute_dtype,
+                                           peak_tflops=spec.train.peak_tflops, threads=threads,
+                                           compiled=spec.train.compile))
         record["eval"] = {"time_s": outcome.eval_time_s, "split": "eval", "per_epoch": outcome.epochs}
         record["metrics"] = final
         record["main_metric"] = task.main_metric

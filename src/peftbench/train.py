@@ -139,6 +139,7 @@ class TrainOutcome:
     samples: int = 0
     real_tokens: int = 0
     computed_tokens: int = 0
+    real_sq_tokens: int = 0  # Σ length² over the examples trained on: the attention FLOP term
     compute_time_s: float = 0.0
     loss_curve: list[dict[str, float]] = field(default_factory=list)
     epochs: list[dict[str, Any]] = field(default_factory=list)
@@ -192,6 +193,7 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, An
             for micro, idx in enumerate(batches):
                 batch = collate_fn(train_enc, idx, pad_id)
                 out.real_tokens += sum(lengths[i] for i in idx)
+                out.real_sq_tokens += sum(lengths[i] ** 2 for i in idx)
                 out.computed_tokens += batch["input_ids"].numel()
                 out.samples += len(idx)
                 batch = {k: v.to(accelerator.device) for k, v in batch.items()}
