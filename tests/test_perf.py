@@ -136,3 +136,11 @@ def test_compiled_run_trains(tiny_bert: Path, sentiment_files: tuple[Path, Path]
     spec = RunSpec.from_dict(tiny_spec(tiny_bert, sentiment_files, "lora", compile=True, max_steps=3))
     rec = run(spec, tmp_path, progress=False, log=lambda m: None)
     assert rec["status"] == "success" and rec["train"]["compiled"] is True
+
+
+def test_pad_multiple_only_on_gpu() -> None:
+    from peftbench.train import collate, pad_multiple_kwargs
+
+    assert pad_multiple_kwargs(collate, "cpu") == {"multiple": 1}
+    assert pad_multiple_kwargs(collate, "cuda") == {}
+    assert pad_multiple_kwargs(lambda enc, idx, pad_id: {}, "cpu") == {}  # collates without the knob still work
