@@ -49,7 +49,7 @@ DATASETS = {
 }
 # Hyper-parameters under which both recipes learn (well above chance) on these subsets.
 METHOD_HP = {"lora": {"lr": 2e-3}, "full": {"lr": 1e-4}}
-SIZES = {"full": {"imdb": (2000, 1000), "sst2": (2000, 872)}, "quick": {"imdb": (240, 250), "sst2": (480, 400)}}
+SIZES = {"full": {"imdb": (2000, 1000), "sst2": (2000, 872)}, "quick": {"imdb": (480, 250), "sst2": (960, 400)}}
 
 
 def make_spec(dataset: str, method: str, n_train: int, n_eval: int, epochs: int, batch: int, seed: int) -> Any:
@@ -70,10 +70,16 @@ def make_spec(dataset: str, method: str, n_train: int, n_eval: int, epochs: int,
 # ---- the seed recipe ---------------------------------------------------------------------------
 
 
-def run_seed_recipe(spec: Any) -> dict[str, Any]:
-    """HF Trainer, padding='max_length', fp32; same model, method config, data and hyper-parameters."""
+def run_seed_recipe(spec: Any, threads: int | None) -> dict[str, Any]:
+    """HF Trainer, padding='max_length', fp32; same model, method config, data and hyper-parameters.
+
+    `threads`: intra-op threads (None: torch's default, one per core, as the seed studies ran)."""
     import numpy as np
+    import torch
     from transformers import Trainer, TrainingArguments, set_seed
+
+    if threads:
+        torch.set_num_threads(threads)
 
     from peftbench.methods import METHODS, MethodContext
     from peftbench.tasks import TASKS
@@ -156,6 +162,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--out", default=str(REPO / "bench" / "results"))
+    ap.add_argument("--seed-threads", choices=("same", "default"), default="same",
+                    help="threads of the seed recipe: the count peftbench picked (isolates padding and dtype), "
+                         "or torch's default of one per core (the seeds' setting; slow on a loaded machine)")
     args = ap.parse_args()
     if not DATA.is_dir():
         sys.exit(f"data folder {DATA} not found (set PEFTBENCH_SHARED_DATA)")
@@ -163,7 +172,7 @@ def main() -> None:
     import torch
 
     from peftbench.models import cpu_has_native_bf16, quiet_libraries, resolve_dtype
-    from peftbench.perf import cpu_peak_flops, gemm_probe
+    from peftbench.perf import configure_threads, cpu_peak_flops, gemm_probe
     from peftbench.records import atomic_write_json, environment
 
     quiet_libraries()
@@ -186,14 +195,23 @@ def main() -> None:
             n_train, n_eval = sizes[ds]
             spec = make_spec(ds, method, args.n_train or n_train, args.n_eval or n_eval, epochs,
                              args.batch_size, args.seed)
-            # Probe the peak right next to the run: on a shared machine the cached peak may be stale.
-            peak_before = gemm_probe(dtype)
             sides = ("seed", "peftbench") if k % 2 == 0 else ("peftbench", "seed")
             res: dict[str, Any] = {}
+            default_threads = torch.get_num_threads()
+            pb_threads = configure_threads(None, "cpu")  # what peftbench's run will pick now
+            # Probe the peak right next to the run, with its threads: a cached peak may be stale here.
+            peak_before = gemm_probe(dtype)
+            torch.set_num_threads(default_threads)
+            seed_threads = pb_threads if args.seed_threads == "same" else None
             for side in sides:
                 print(f"[bench] {ds} {method}: {side} ...", file=sys.stderr, flush=True)
-                res[side] = run_seed_recipe(spec) if side == "seed" else run_peftbench(spec, runs)
+                res[side] = run_seed_recipe(spec, seed_threads) if side == "seed" else run_peftbench(spec, runs)
+                res[side]["threads"] = torch.get_num_threads()
+                res[side]["load_avg_after"] = os.getloadavg()[0]
+                torch.set_num_threads(default_threads)
+            torch.set_num_threads(pb_threads)
             peak = max(peak_before, gemm_probe(dtype))
+            torch.set_num_threads(default_threads)
             pb, seed = res["peftbench"], res["seed"]
             pb["peak_tflops_probe"] = peak / 1e12
             pb["mfu"] = pb["flops"] / pb["train_time_s"] / peak

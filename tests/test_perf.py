@@ -138,6 +138,15 @@ def test_compiled_run_trains(tiny_bert: Path, sentiment_files: tuple[Path, Path]
     assert rec["status"] == "success" and rec["train"]["compiled"] is True
 
 
+def test_auto_threads_leave_busy_cores_alone() -> None:
+    from peftbench.perf import auto_threads
+
+    assert auto_threads(8, 0.1) == 8
+    assert auto_threads(8, 3.0) == 5
+    assert auto_threads(2, 16.0) == 1
+    assert auto_threads(2, 1.4) == 1 and auto_threads(2, 0.4) == 2
+
+
 def test_pad_multiple_only_on_gpu() -> None:
     from peftbench.train import collate, pad_multiple_kwargs
 

@@ -200,8 +200,18 @@ def peak_flops(device: str, dtype: str, override_tflops: float | None = None) ->
 # ---- run-time settings --------------------------------------------------------------------------
 
 
+def auto_threads(physical: int, load_1min: float) -> int:
+    """Intra-op threads for a CPU run: the physical cores not already busy, at least one.
+
+    OpenMP threads meet at a barrier after every operator; when the cores are oversubscribed, one
+    descheduled thread stalls the others for a scheduler slice each time. On a 2-core machine under
+    a load of ~16, one thread trained MiniLM ~7x faster than two (docs/performance.md)."""
+    return max(1, min(physical, int(physical - load_1min + 0.5)))
+
+
 def configure_threads(requested: int | None, device: str) -> int:
-    """One intra-op thread per physical core on the CPU (hyper-threads only contend); returns the count."""
+    """`train.num_threads` if given; on the CPU otherwise one per idle physical core (hyper-threads
+    only contend); returns the count used."""
     import psutil
     import torch
 
@@ -209,7 +219,7 @@ def configure_threads(requested: int | None, device: str) -> int:
         torch.set_num_threads(requested)
     elif device == "cpu":
         physical = psutil.cpu_count(logical=False) or os.cpu_count() or 1
-        torch.set_num_threads(max(1, physical))
+        torch.set_num_threads(auto_threads(physical, os.getloadavg()[0]))
     return torch.get_num_threads()
 
 
