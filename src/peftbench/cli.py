@@ -102,13 +102,17 @@ def _spec_from_flags(config: str | None, model: str | None, data_train: str | No
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--model-override", help="Replace every run's model: a model name/path, or 'tiny' for tiny random "
               "stand-ins of the same families (offline).")
+@click.option("--peak-tflops", type=click.FloatRange(min=0, min_open=True),
+              help="Peak TFLOP/s for MFU (default: GPU table, or a cached GEMM probe on the CPU).")
 def run(config: str | None, model: str | None, data_train: str | None, data_eval: str | None, method: str | None,
         n_train: int | None, n_eval: int | None, sets: tuple[str, ...], out: str, force: bool, quiet: bool,
-        model_override: str | None) -> None:
+        model_override: str | None, peak_tflops: float | None = None) -> None:
     """Train and evaluate one method (or each run of a multi-run file); write <out>/<run_id>/result.json."""
     from .distributed import is_main_process
     from .runner import run as run_one
 
+    if peak_tflops:
+        sets = (*sets, f"train.peak_tflops={peak_tflops}")
     if config and (model_override or _is_multi_run_file(config)):
         from .expand import run_spec_file
 

@@ -130,7 +130,6 @@ def _write_failure(run_dir: Path, record: dict[str, Any]) -> None:
 def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, force: bool = False,
         log: Any = None) -> dict[str, Any]:
     """Train and evaluate one spec; return its record (also written to `out_dir/<run_id>/result.json`)."""
-    import torch
     from transformers import set_seed
 
     from .models import count_params, quiet_libraries, resolve_dtype
@@ -160,8 +159,9 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
     device = pick_device(spec.train.device)
     bind_device(device)
     compute_dtype = resolve_dtype(spec.model.dtype, device)
-    if spec.train.num_threads:
-        torch.set_num_threads(spec.train.num_threads)
+    from .perf import configure_threads, maybe_compile, perf_fields
+
+    threads = configure_threads(spec.train.num_threads, device)
 
     record: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION, "run_id": run_id, "status": "running", "error": None,
@@ -185,6 +185,7 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
         model = method.prepare(method, params, ctx)
         amp_dtype, precision = apply_dtype_policy(model, method.name, compute_dtype)
         model.to(device)
+        maybe_compile(model, spec.train.compile)
         trainable, total = count_params(model)
         if trainable == 0:
             raise SpecError(f"method '{method.name}' left no trainable parameters",
@@ -234,11 +235,15 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
             "samples_per_s": outcome.samples / t if t else None,
             "tokens_per_s": outcome.real_tokens / t if t else None,
             "real_tokens": outcome.real_tokens, "computed_tokens": outcome.computed_tokens,
-            "padding_efficiency": outcome.real_tokens / outcome.computed_tokens if outcome.computed_tokens else None,
+            "padding_efficiency": (outcome.local_real_tokens / outcome.computed_tokens
+                                   if outcome.computed_tokens else None),
             "overhead_share": max(0.0, 1 - outcome.compute_time_s / t) if t else None,
             "memory": outcome.memory, "peak_memory_bytes": outcome.memory.get("peak_bytes"),
             "loss_curve": outcome.loss_curve, "final_loss": last_loss,
         }
+        record["train"].update(perf_fields(model, outcome, device=device, compute_dtype=compute_dtype,
+                                           peak_tflops=spec.train.peak_tflops, threads=threads,
+                                           compiled=spec.train.compile))
         record["distributed"] = describe(spec.train)
         record["eval"] = {"time_s": outcome.eval_time_s, "split": selection.per_epoch_split, "per_epoch": outcome.epochs}
         record["protocol"] = record_protocol(spec, prepared.info, selection, selected)

@@ -85,6 +85,8 @@ class TrainSpec(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     group_by_length: bool = False
     num_threads: int | None = Field(default=None, gt=0)
+    compile: bool = False
+    peak_tflops: float | None = Field(default=None, gt=0)
 
 
 class SelectSpec(_Section):

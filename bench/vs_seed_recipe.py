@@ -1,0 +1,258 @@
+"""peftbench against the seed studies' recipe, side by side in one process, on the same data.
+
+The reference ("seed recipe") is what the seed studies ran: the Hugging Face `Trainer`, every example
+padded to `max_length` (256 for IMDB, 128 for SST-2), fp32, a fixed batch. peftbench runs the same
+model, data subset, method configuration, learning rate, epochs, batch size, warm-up, weight decay,
+clipping and seed, with its defaults: dynamic padding, length-grouped batches, the dtype policy
+(bf16 where the CPU has native bf16), SDPA attention. Both sides train for the same number of
+optimizer steps. Only training wall time is compared (evaluation is timed apart on both sides).
+
+The machine may be shared: both sides run in the same process, one after the other per pair, with
+the order alternating between pairs; read the ratios, not the absolute times.
+
+    python bench/vs_seed_recipe.py            # IMDB 2,000/1,000 and SST-2 2,000/872, LoRA and full, 2 epochs
+    python bench/vs_seed_recipe.py --quick    # small subsets, 1 epoch: minutes, not hours
+
+Results: printed as a table and saved to bench/results/vs_seed_recipe-<time>.json after each pair.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+
+def _find_data() -> Path:
+    """$PEFTBENCH_SHARED_DATA, else the first `shared/data` beside the repository or above it."""
+    if os.environ.get("PEFTBENCH_SHARED_DATA"):
+        return Path(os.environ["PEFTBENCH_SHARED_DATA"])
+    for parent in REPO.parents:
+        if (parent / "shared" / "data").is_dir():
+            return parent / "shared" / "data"
+    return REPO.parent / "shared" / "data"
+
+
+DATA = _find_data()
+
+DATASETS = {
+    "imdb": {"preset": "imdb", "train": "imdb/train_5k.csv", "eval": "imdb/test_2500.csv", "max_length": 256},
+    "sst2": {"preset": "sst2", "train": "sst2/train.tsv", "eval": "sst2/dev.tsv", "max_length": 128},
+}
+# Hyper-parameters under which both recipes learn (well above chance) on these subsets.
+METHOD_HP = {"lora": {"lr": 2e-3}, "full": {"lr": 1e-4}}
+SIZES = {"full": {"imdb": (2000, 1000), "sst2": (2000, 872)}, "quick": {"imdb": (480, 250), "sst2": (960, 400)}}
+
+
+def make_spec(dataset: str, method: str, n_train: int, n_eval: int, epochs: int, batch: int, seed: int) -> Any:
+    from peftbench.spec import RunSpec
+
+    d = DATASETS[dataset]
+    return RunSpec.from_dict({
+        "name": f"bench-{dataset}-{method}", "save": "none",
+        "model": {"name_or_path": "embedded"},
+        "data": {"preset": d["preset"], "train": str(DATA / d["train"]), "eval": str(DATA / d["eval"]),
+                 "n_train": n_train, "n_eval": n_eval, "max_length": d["max_length"]},
+        "method": {"name": method},
+        "train": {"epochs": epochs, "batch_size": batch, "lr": METHOD_HP[method]["lr"], "seed": seed,
+                  "group_by_length": True, "log_every": 10},
+    }).resolved()
+
+
+# ---- the seed recipe ---------------------------------------------------------------------------
+
+
+def run_seed_recipe(spec: Any, threads: int | None) -> dict[str, Any]:
+    """HF Trainer, padding='max_length', fp32; same model, method config, data and hyper-parameters.
+
+    `threads`: intra-op threads (None: torch's default, one per core, as the seed studies ran)."""
+    import numpy as np
+    import torch
+    from transformers import Trainer, TrainingArguments, set_seed
+
+    if threads:
+        torch.set_num_threads(threads)
+
+    from peftbench.methods import METHODS, MethodContext
+    from peftbench.tasks import TASKS
+
+    task = TASKS.get(spec.task)
+    method = METHODS.get(spec.method.name)
+    prepared = task.load_data(spec)
+    set_seed(spec.train.seed)
+    loaded = task.load_model(spec, prepared, {})
+    model = method.prepare(method, spec.method.params, MethodContext(loaded.model, loaded.family, spec.task))
+    tok = loaded.tokenizer
+    d, ml = prepared.data, spec.data.max_length
+
+    def encode(texts: list[str], labels: list[int]) -> list[dict[str, Any]]:
+        enc = tok(texts, truncation=True, max_length=ml, padding="max_length")
+        return [{**{k: enc[k][i] for k in enc}, "labels": labels[i]} for i in range(len(texts))]
+
+    train_ds, eval_ds = encode(d.train_texts, d.train_labels), encode(d.eval_texts, d.eval_labels)
+    with tempfile.TemporaryDirectory() as tmp:
+        args = TrainingArguments(
+            output_dir=tmp, per_device_train_batch_size=spec.train.batch_size,
+            per_device_eval_batch_size=spec.train.batch_size, learning_rate=spec.train.lr,
+            num_train_epochs=spec.train.epochs, warmup_steps=int(spec.train.warmup_ratio * _steps(spec)),
+            weight_decay=spec.train.weight_decay, max_grad_norm=spec.train.max_grad_norm or 0.0,
+            lr_scheduler_type="linear", seed=spec.train.seed, use_cpu=True, report_to=[],
+            save_strategy="no", eval_strategy="no", logging_steps=50, disable_tqdm=True,
+            dataloader_num_workers=0,
+        )
+        trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds)
+        t0 = time.perf_counter()
+        out = trainer.train()
+        train_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        pred = trainer.predict(eval_ds)
+        eval_s = time.perf_counter() - t0
+    acc = float((np.argmax(pred.predictions, -1) == np.array(d.eval_labels)).mean())
+    del trainer, model
+    return {"train_time_s": train_s, "eval_time_s": eval_s, "accuracy": acc, "steps": out.global_step,
+            "train_loss": out.training_loss, "padding_efficiency": _seed_padding(d.train_texts, tok, ml)}
+
+
+def _steps(spec: Any) -> int:
+    import math
+
+    return math.ceil(spec.data.n_train / spec.train.batch_size) * spec.train.epochs
+
+
+def _seed_padding(texts: list[str], tok: Any, ml: int) -> float:
+    lengths = [len(x) for x in tok(texts, truncation=True, max_length=ml)["input_ids"]]
+    return sum(lengths) / (len(lengths) * ml)
+
+
+# ---- peftbench ---------------------------------------------------------------------------------
+
+
+def run_peftbench(spec: Any, out_dir: str) -> dict[str, Any]:
+    from peftbench.runner import run
+
+    rec = run(spec, out_dir, progress=False, force=True, log=lambda m: None)
+    t = rec["train"]
+    return {"train_time_s": t["time_s"], "eval_time_s": rec["eval"]["time_s"],
+            "accuracy": rec["metrics"]["accuracy"], "steps": t["steps"], "train_loss": t["final_loss"],
+            "padding_efficiency": t["padding_efficiency"], "overhead_share": t["overhead_share"],
+            "tokens_per_s": t["tokens_per_s"], "samples_per_s": t["samples_per_s"],
+            "flops": t["flops"], "achieved_tflops": t["achieved_tflops"], "mfu_cached_peak": t["mfu"],
+            "precision": rec["precision"], "threads": t["threads"]}
+
+
+# ---- driver ------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small subsets and 1 epoch")
+    ap.add_argument("--datasets", default="sst2,imdb")
+    ap.add_argument("--methods", default="lora,full")
+    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--n-train", type=int, default=None, help="override the train subset size (all data sets)")
+    ap.add_argument("--n-eval", type=int, default=None)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--out", default=str(REPO / "bench" / "results"))
+    ap.add_argument("--seed-threads", choices=("same", "default"), default="same",
+                    help="threads of the seed recipe: the count peftbench picked (isolates padding and dtype), "
+                         "or torch's default of one per core (the seeds' setting; slow on a loaded machine)")
+    args = ap.parse_args()
+    if not DATA.is_dir():
+        sys.exit(f"data folder {DATA} not found (set PEFTBENCH_SHARED_DATA)")
+
+    import torch
+
+    from peftbench.models import cpu_has_native_bf16, quiet_libraries, resolve_dtype
+    from peftbench.perf import configure_threads, cpu_peak_flops, gemm_probe
+    from peftbench.records import atomic_write_json, environment
+
+    quiet_libraries()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    epochs = args.epochs or (1 if args.quick else 2)
+    sizes = SIZES["quick" if args.quick else "full"]
+    dtype = resolve_dtype("auto", "cpu")
+    out_path = Path(args.out) / f"vs_seed_recipe-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    report: dict[str, Any] = {
+        "machine": {"cpu_native_bf16": cpu_has_native_bf16(), "torch_cpu_capability":
+                    torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
+                    "load_avg_start": os.getloadavg(), **environment()},
+        "settings": {"quick": args.quick, "epochs": epochs, "batch_size": args.batch_size, "seed": args.seed,
+                     "hyper_parameters": METHOD_HP, "peftbench_dtype": dtype},
+        "pairs": [],
+    }
+    pairs = [(ds, m) for m in args.methods.split(",") for ds in args.datasets.split(",")]
+    with tempfile.TemporaryDirectory() as runs:
+        for k, (ds, method) in enumerate(pairs):
+            n_train, n_eval = sizes[ds]
+            spec = make_spec(ds, method, args.n_train or n_train, args.n_eval or n_eval, epochs,
+                             args.batch_size, args.seed)
+            sides = ("seed", "peftbench") if k % 2 == 0 else ("peftbench", "seed")
+            res: dict[str, Any] = {}
+            default_threads = torch.get_num_threads()
+            pb_threads = configure_threads(None, "cpu")  # what peftbench's run will pick now
+            # Probe the peak right next to the run, with its threads: a cached peak may be stale here.
+            peak_before = gemm_probe(dtype)
+            torch.set_num_threads(default_threads)
+            seed_threads = pb_threads if args.seed_threads == "same" else None
+            for side in sides:
+                print(f"[bench] {ds} {method}: {side} ...", file=sys.stderr, flush=True)
+                res[side] = run_seed_recipe(spec, seed_threads) if side == "seed" else run_peftbench(spec, runs)
+                res[side]["threads"] = torch.get_num_threads()
+                res[side]["load_avg_after"] = os.getloadavg()[0]
+                torch.set_num_threads(default_threads)
+            torch.set_num_threads(pb_threads)
+            peak = max(peak_before, gemm_probe(dtype))
+            torch.set_num_threads(default_threads)
+            pb, seed = res["peftbench"], res["seed"]
+            pb["peak_tflops_probe"] = peak / 1e12
+            pb["mfu"] = pb["flops"] / pb["train_time_s"] / peak
+            row = {"dataset": ds, "method": method, "n_train": spec.data.n_train, "n_eval": spec.data.n_eval,
+                   "max_length": spec.data.max_length, "lr": spec.train.lr, "order": list(sides),
+                   "seed_recipe": seed, "peftbench": pb,
+                   "ratio": seed["train_time_s"] / pb["train_time_s"],
+                   "accuracy_delta_points": 100 * (pb["accuracy"] - seed["accuracy"])}
+            report["pairs"].append(row)
+            report["machine"]["cached_peak_tflops"] = cpu_peak_flops(dtype)[0] / 1e12
+            report["machine"]["load_avg_end"] = os.getloadavg()
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(out_path, report)
+            print_row(row)
+    print_table(report["pairs"])
+    print(f"saved {out_path}")
+
+
+HEADER = (f"{'data':6} {'method':6} {'seed s':>8} {'pb s':>8} {'ratio':>6} {'acc seed':>8} {'acc pb':>7} "
+          f"{'pad eff':>7} {'ovh':>6} {'MFU':>6}")
+
+
+def _fmt(row: dict[str, Any]) -> str:
+    s, p = row["seed_recipe"], row["peftbench"]
+    return (f"{row['dataset']:6} {row['method']:6} {s['train_time_s']:8.1f} {p['train_time_s']:8.1f} "
+            f"{row['ratio']:6.2f} {s['accuracy']:8.3f} {p['accuracy']:7.3f} {p['padding_efficiency']:7.3f} "
+            f"{p['overhead_share']:6.3f} {p['mfu']:6.2f}")
+
+
+def print_row(row: dict[str, Any]) -> None:
+    print(HEADER, file=sys.stderr)
+    print(_fmt(row), file=sys.stderr, flush=True)
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    print(HEADER)
+    for row in rows:
+        print(_fmt(row))
+    print("MFU: estimated training FLOPs / train time / bf16-or-fp32 GEMM peak probed next to the run "
+          "(peftbench side). json: " + json.dumps({"pairs": len(rows)}))
+
+
+if __name__ == "__main__":
+    main()
