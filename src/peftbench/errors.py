@@ -90,3 +90,9 @@ def from_os_error(err: BaseException) -> PeftbenchError | None:
         return TrainingError(f"{err.strerror or 'permission denied'}{where}", reason="io",
                              hint="fix the permissions, or choose another --out folder")
     return None
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, a CPU MemoryError, or an allocator RuntimeError saying so."""
+    return (isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError"
+            or (isinstance(err, RuntimeError) and "out of memory" in str(err).lower()))

@@ -17,7 +17,15 @@ from typing import Any
 
 from .checks import preflight
 from .distributed import bind_device, describe, is_main_process
-from .errors import PeftbenchError, RunCanceled, SpecError, TrainingError, from_os_error
+from .errors import (
+    OutOfMemory,
+    PeftbenchError,
+    RunCanceled,
+    SpecError,
+    TrainingError,
+    from_os_error,
+    is_out_of_memory,
+)
 from .methods import METHODS, MethodContext, method_load_kwargs, quantization_summary
 from .records import (
     RESULT_FILE,
@@ -262,6 +270,9 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
         raise RunCanceled() from None
     except BaseException as err:
         err = from_os_error(err) or err  # disk full / permission denied: one clear line, not an internal error
+        if not isinstance(err, PeftbenchError) and is_out_of_memory(err):  # e.g. in pre-flight or evaluation
+            err = OutOfMemory(f"out of memory: {str(err).splitlines()[0][:160]}",
+                              hint="lower train.batch_size or data.max_length, or use qlora")
         reason = getattr(err, "reason", None) or ("canceled" if isinstance(err, RunCanceled) else
                                                   getattr(err, "kind", None) or "error")
         message = err.one_line() if isinstance(err, PeftbenchError) else f"{type(err).__name__}: {err}"

@@ -17,7 +17,7 @@ from typing import Any
 
 from .data import Encoded
 from .distributed import DataParallel, accelerator_options
-from .errors import NanLossError, OutOfMemory, RunCanceled
+from .errors import NanLossError, OutOfMemory, RunCanceled, is_out_of_memory
 
 # ---- batching -----------------------------------------------------------------------------
 
@@ -159,10 +159,6 @@ class TrainOutcome:
     final_eval: dict[str, Any] = field(default_factory=dict)
 
 
-def _is_oom(err: BaseException) -> bool:
-    return "out of memory" in str(err).lower() or type(err).__name__ == "OutOfMemoryError"
-
-
 def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, Any]], tspec: Any, *,
           device: str, autocast_dtype: Any, pad_id: int, progress: bool = True,
           collate_fn: Callable[..., dict[str, Any]] = collate,
@@ -270,7 +266,7 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, An
     except KeyboardInterrupt:
         raise RunCanceled() from None
     except RuntimeError as err:
-        if _is_oom(err):
+        if is_out_of_memory(err):
             raise OutOfMemory(f"out of memory during training: {str(err).splitlines()[0][:160]}",
                               hint="lower train.batch_size or data.max_length, or use qlora") from None
         raise
