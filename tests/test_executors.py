@@ -73,7 +73,7 @@ def test_ray_four_runs_equal_local_records(tiny_bert: Path, sentiment_files: tup
 
     from peftbench.records import load_records
     from peftbench.spec import RunSpec
-    from peftbench.sweep import SweepSpec, run_sweep
+    from peftbench.sweeps import SweepSpec, run_sweep
 
     plan = SweepSpec(explicit=[RunSpec.from_dict(job.spec) for job in _jobs(tiny_bert, sentiment_files, tmp_path)],
                      cpus_per_run=1)

@@ -48,7 +48,7 @@ def records(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path,
 
 @pytest.fixture(scope="module")
 def built(records: list[dict[str, Any]], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
-    from peftbench.report import build_report
+    from peftbench.reports import build_report
 
     html_path = build_report(records, tmp_path_factory.mktemp("report"))
     analysis = json.loads((html_path.parent / "analysis.json").read_text())
@@ -93,7 +93,7 @@ def test_every_run_is_exported_and_tabled(records: list[dict[str, Any]], built: 
 
 def test_terminal_dashboard_marks_best_and_lists_failures(records: list[dict[str, Any]]) -> None:
     from peftbench.compare import analyze
-    from peftbench.report import terminal_report
+    from peftbench.reports import terminal_report
 
     analysis = analyze(records)
     text = terminal_report(analysis)

@@ -89,7 +89,7 @@ def test_rouge_per_example_mean_is_the_corpus_score() -> None:
 
 
 def test_generation_report_renders(gen_records: list[dict[str, Any]], tmp_path: Path) -> None:
-    from peftbench.report import build_report
+    from peftbench.reports import build_report
 
     html_path = build_report(gen_records, tmp_path / "rep")
     text = html_path.read_text()

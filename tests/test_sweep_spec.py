@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from peftbench.cli import cli
 from peftbench.errors import SpecError
 from peftbench.spec import RunSpec
-from peftbench.sweep import SweepSpec
+from peftbench.sweeps import SweepSpec
 
 BASE = {
     "defaults": {

@@ -18,7 +18,7 @@ def report(runs: str, out: str, baseline: str, metric: str | None, bootstrap_see
 
     from .errors import SpecError
     from .records import load_records
-    from .report import terminal_report, write_report
+    from .reports import terminal_report, write_report
 
     if not Path(runs).exists():
         raise SpecError(f"runs folder '{runs}' does not exist", hint="pass the --out folder used by `peftbench run`")

@@ -26,7 +26,7 @@ def sweep(spec_file: str, out: str, dry_run: bool, retry_failed: bool, timeout_s
 
     Rerunning skips runs with a success record; Ctrl-C records the run in flight as canceled.
     """
-    from .sweep import SweepSpec, run_sweep, summary_text
+    from .sweeps import SweepSpec, run_sweep, summary_text
 
     spec = SweepSpec.from_yaml(spec_file, model_override, list(sets))
     if dry_run:

@@ -51,7 +51,7 @@ def run_demo(out: str, methods: list[str] | None = None, *, n_train: int | None 
     atomic_write_text(root / "summary.md", md)
     print(f"\nsummary: {root / 'summary.md'}  (wall time {wall:.0f} s)")
     try:
-        from .report import build_report
+        from .reports import build_report
 
         html = build_report(records, root / "report")
         print(f"report: {html}")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .compare import Analysis
-from .report import Cell, comparison_rows, dashboard, pair_rows, per_class_rows, run_rows, slug
+from .reports import Cell, comparison_rows, dashboard, pair_rows, per_class_rows, run_rows, slug
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;max-width:1500px}
