@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ def demo_spec(method: str, train: Path, eval_: Path, epochs: int) -> RunSpec:
 
 def run_demo(out: str, methods: list[str] | None = None, *, n_train: int | None = None, epochs: int | None = None,
              progress: bool = True) -> list[dict[str, Any]]:
-    from .runner import run
+    from .sweeps import SweepSpec, sweep
 
     methods = methods or DEMO_METHODS
     root = Path(out)
@@ -35,11 +34,10 @@ def run_demo(out: str, methods: list[str] | None = None, *, n_train: int | None 
     train_file = write_csv(train_rows, root / "data" / "train.csv")
     eval_file = write_csv(eval_rows, root / "data" / "eval.csv")
     specs = [demo_spec(m, train_file, eval_file, epochs or 3) for m in methods]  # validate all before training
-    records = []
     t0 = time.perf_counter()
-    for i, spec in enumerate(specs, 1):
-        print(f"[demo] {i}/{len(specs)}: {spec.method.name}", file=sys.stderr, flush=True)
-        records.append(run(spec, root, progress=progress))
+    # Each method in its own process (the sweep engine): one run's memory peak is not muddied by the
+    # allocator caches of the runs before it, and a crash in one method cannot take down the demo.
+    records = sweep(SweepSpec(explicit=specs), root, progress=progress)
     wall = time.perf_counter() - t0
     table = terminal_table(records)
     print("\npeftbench demo: all-MiniLM-L6-v2 on generated sentiment data "
