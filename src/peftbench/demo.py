@@ -24,6 +24,15 @@ def demo_spec(method: str, train: Path, eval_: Path, epochs: int) -> RunSpec:
     })
 
 
+def _split_text(records: list[dict[str, Any]], n_train: int, n_test: int) -> str:
+    """Sizes as trained: part of the generated training rows is held out for validation."""
+    data = next((r.get("data") for r in records if r.get("data")), None) or {}
+    n_val = data.get("n_validation") or 0
+    if n_val:
+        return f"{data.get('n_train', n_train - n_val)} train / {n_val} validation / {n_test} test"
+    return f"{n_train} train / {n_test} test"
+
+
 def run_demo(out: str, methods: list[str] | None = None, *, n_train: int | None = None, epochs: int | None = None,
              progress: bool = True) -> list[dict[str, Any]]:
     from .sweeps import SweepSpec, sweep
@@ -41,10 +50,11 @@ def run_demo(out: str, methods: list[str] | None = None, *, n_train: int | None 
     wall = time.perf_counter() - t0
     table = terminal_table(records)
     print("\npeftbench demo: all-MiniLM-L6-v2 on generated sentiment data "
-          f"({len(train_rows)} train / {len(eval_rows)} eval)\n")
+          f"({_split_text(records, len(train_rows), len(eval_rows))})\n")
     print(table)
     md = ("# peftbench demo\n\nModel: all-MiniLM-L6-v2 (bundled). Data: generated sentiment set "
-          f"({len(train_rows)} train / {len(eval_rows)} eval; negation, contrast, unseen words in eval).\n\n"
+          f"({_split_text(records, len(train_rows), len(eval_rows))}; negation, contrast, unseen words in the test "
+          "set).\n\n"
           + markdown_table(records) + f"\nWall time: {wall:.0f} s.\n")
     atomic_write_text(root / "summary.md", md)
     print(f"\nsummary: {root / 'summary.md'}  (wall time {wall:.0f} s)")
