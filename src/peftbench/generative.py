@@ -25,6 +25,7 @@ from .models import (
     check_weights,
     embedded_model_path,
     family_for,
+    from_pretrained,
     load_config,
     load_tokenizer,
     resolve_model_path,
@@ -329,16 +330,8 @@ def load_generative(spec: Any, load_kwargs: dict[str, Any], kind: str, task: str
                         f"({config.model_type})", hint=f"pick a {kind} model such as {examples}, or another task")
     auto = transformers.AutoModelForSeq2SeqLM if kind == "seq2seq" else transformers.AutoModelForCausalLM
     tok = load_tokenizer(path, spec.model)
-    try:
-        model = auto.from_pretrained(path, trust_remote_code=spec.model.trust_remote_code,
-                                     revision=spec.model.revision, use_safetensors=not spec.model.allow_pickle,
-                                     **load_kwargs)
-    except ImportError as err:
-        raise ModelError(f"cannot load '{path}': {str(err).splitlines()[0][:200]}",
-                         hint="install the missing package (e.g. pip install bitsandbytes)") from None
-    except Exception as err:
-        raise ModelError(f"cannot load model '{path}': {str(err).splitlines()[0][:200]}",
-                         hint="check that the folder holds a complete model") from None
+    model = from_pretrained(auto, path, trust_remote_code=spec.model.trust_remote_code,
+                            revision=spec.model.revision, use_safetensors=not spec.model.allow_pickle, **load_kwargs)
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tok.pad_token_id
     return LoadedModel(model, tok, family, path, config.model_type)

@@ -270,6 +270,18 @@ def load_config(path: str, spec_model: Any) -> Any:
                          hint="check the model path or hub id (no network here: use a local folder)") from None
 
 
+def from_pretrained(auto_cls: Any, path: str, **kwargs: Any) -> Any:
+    """`auto_cls.from_pretrained` with load failures turned into one-line ModelErrors."""
+    try:
+        return auto_cls.from_pretrained(path, **kwargs)
+    except ImportError as err:
+        raise ModelError(f"cannot load '{path}': {str(err).splitlines()[0][:200]}",
+                         hint="install the missing package (e.g. pip install bitsandbytes)") from None
+    except Exception as err:
+        raise ModelError(f"cannot load model '{path}': {str(err).splitlines()[0][:200]}",
+                         hint="check that the folder holds a complete model") from None
+
+
 def load_classifier(spec_model: Any, num_labels: int, label_names: list[str],
                     extra_kwargs: dict[str, Any] | None = None) -> LoadedModel:
     """A sequence-classification model with a fresh head of `num_labels` outputs."""
@@ -289,14 +301,7 @@ def load_classifier(spec_model: Any, num_labels: int, label_names: list[str],
         use_safetensors=not spec_model.allow_pickle,
     )
     kwargs.update(extra_kwargs or {})
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
-    except ImportError as err:
-        raise ModelError(f"cannot load '{path}': {str(err).splitlines()[0][:200]}",
-                         hint="install the missing package (e.g. pip install bitsandbytes)") from None
-    except Exception as err:
-        raise ModelError(f"cannot load model '{path}': {str(err).splitlines()[0][:200]}",
-                         hint="check that the folder holds a complete model") from None
+    model = from_pretrained(AutoModelForSequenceClassification, path, **kwargs)
     if getattr(model.config, "pad_token_id", None) is None or family.kind == "decoder":
         # Decoder heads pool the last token that is not `pad_token_id`: it must be the id batches pad with.
         model.config.pad_token_id = tokenizer.pad_token_id
