@@ -84,6 +84,14 @@ def _child(spec_dict: dict[str, Any], out_dir: str, progress: bool, cache_dir: s
     _die_with_parent(SERVER_PID_ENV)
     if cache_dir:
         os.environ[TOKEN_CACHE_ENV] = cache_dir
+    import threading
+
+    from tqdm import tqdm
+
+    # tqdm's default lock is a multiprocessing semaphore; a run process that ends with os._exit never
+    # releases it, and the resource tracker then warns about "leaked semaphore objects". One process
+    # needs only a thread lock.
+    tqdm.set_lock(threading.RLock())
     from .errors import PeftbenchError, RunCanceled
     from .runner import run
     from .spec import RunSpec
