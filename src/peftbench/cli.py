@@ -60,31 +60,14 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 def _spec_from_flags(config: str | None, model: str | None, data_train: str | None, data_eval: str | None,
                      method: str | None, n_train: int | None, n_eval: int | None, sets: tuple[str, ...]) -> Any:
-    from .spec import RunSpec, apply_overrides, load_yaml
+    from .spec import RunSpec, apply_overrides, load_yaml, set_dotted
 
     data: dict[str, Any] = load_yaml(config) if config else {}
-    flags = []
-    if model:
-        flags.append(f"model.name_or_path={model}")
-    if data_train:
-        flags.append(f"data.train={data_train}")
-    if data_eval:
-        flags.append(f"data.eval={data_eval}")
-    if method:
-        flags.append(f"method.name={method}")
-    if n_train:
-        flags.append(f"data.n_train={n_train}")
-    if n_eval:
-        flags.append(f"data.n_eval={n_eval}")
-    # Values from flags are kept as strings where they are paths (no YAML re-typing of file names).
-    data = apply_overrides(data, [])
-    for item in flags:
-        key, _, value = item.partition("=")
-        node = data
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = int(value) if parts[-1] in ("n_train", "n_eval") else value
+    # Flag values are set as given (a file name is never re-read as YAML); --set items apply last.
+    for path, value in (("model.name_or_path", model), ("data.train", data_train), ("data.eval", data_eval),
+                        ("method.name", method), ("data.n_train", n_train), ("data.n_eval", n_eval)):
+        if value is not None:
+            set_dotted(data, path.split("."), value)
     return RunSpec.from_dict(apply_overrides(data, list(sets)))
 
 
