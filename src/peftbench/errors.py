@@ -65,6 +65,13 @@ class OutOfMemory(TrainingError):
     def __init__(self, message: str, hint: str | None = None):
         super().__init__(message, reason="oom", hint=hint)
 
+    @classmethod
+    def from_error(cls, err: BaseException, where: str = "") -> OutOfMemory:
+        """The one-line error for an allocator failure; `where` says in which phase it happened."""
+        first = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+        return cls(f"out of memory{' ' + where if where else ''}: {first}",
+                   hint="lower train.batch_size or data.max_length, or use qlora")
+
 
 class RunCanceled(TrainingError):
     def __init__(self, message: str = "run canceled by the user (Ctrl-C)"):

@@ -271,8 +271,7 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
     except BaseException as err:
         err = from_os_error(err) or err  # disk full / permission denied: one clear line, not an internal error
         if not isinstance(err, PeftbenchError) and is_out_of_memory(err):  # e.g. in pre-flight or evaluation
-            err = OutOfMemory(f"out of memory: {str(err).splitlines()[0][:160]}",
-                              hint="lower train.batch_size or data.max_length, or use qlora")
+            err = OutOfMemory.from_error(err)
         reason = getattr(err, "reason", None) or ("canceled" if isinstance(err, RunCanceled) else
                                                   getattr(err, "kind", None) or "error")
         message = err.one_line() if isinstance(err, PeftbenchError) else f"{type(err).__name__}: {err}"

@@ -267,8 +267,7 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, An
         raise RunCanceled() from None
     except RuntimeError as err:
         if is_out_of_memory(err):
-            raise OutOfMemory(f"out of memory during training: {str(err).splitlines()[0][:160]}",
-                              hint="lower train.batch_size or data.max_length, or use qlora") from None
+            raise OutOfMemory.from_error(err, "during training") from None
         raise
     finally:
         bar.close()
