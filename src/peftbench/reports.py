@@ -14,7 +14,7 @@ from typing import Any
 
 from .compare import Analysis, analyze, config_key, model_label, record_costs, scalar_metrics
 from .records import atomic_write_json, atomic_write_text
-from .summary import _fmt_bytes
+from .summary import fmt_bytes
 
 # ---- cells and formatting ---------------------------------------------------------------------
 
@@ -94,8 +94,8 @@ def dashboard(analysis: Analysis, task: str) -> list[dict[str, Cell]]:
                 "trainable": Cell(fmt_count(c.mean("trainable_params")), c.mean("trainable_params")),
                 "trainable %": Cell(fmt_num(c.mean("trainable_pct"), 3), c.mean("trainable_pct")),
                 "train s": Cell(mean_std(st.get("train_time_s"), 1), c.mean("train_time_s")),
-                "peak mem": Cell(_fmt_bytes(c.mean("peak_memory_bytes")), c.mean("peak_memory_bytes")),
-                "saved size": Cell(_fmt_bytes(c.mean("artifact_bytes")), c.mean("artifact_bytes")),
+                "peak mem": Cell(fmt_bytes(c.mean("peak_memory_bytes")), c.mean("peak_memory_bytes")),
+                "saved size": Cell(fmt_bytes(c.mean("artifact_bytes")), c.mean("artifact_bytes")),
             })
         for r in c.failed:
             err = r.get("error") or {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 
-def _fmt_bytes(n: float | None) -> str:
+def fmt_bytes(n: float | None) -> str:
     if n is None:
         return "-"
     for unit in ("B", "KB", "MB", "GB"):
@@ -31,8 +31,8 @@ def rows(records: list[dict[str, Any]]) -> list[dict[str, str]]:
             "eval_loss": f"{m['eval_loss']:.4f}" if isinstance(m.get("eval_loss"), float) else "-",
             "trainable_%": f"{p['trainable_pct']:.3f}" if "trainable_pct" in p else "-",
             "train_time_s": f"{t['time_s']:.1f}" if isinstance(t.get("time_s"), float) else "-",
-            "peak_mem": _fmt_bytes(t.get("peak_memory_bytes")),
-            "saved_size": _fmt_bytes((r.get("artifact") or {}).get("size_bytes")),
+            "peak_mem": fmt_bytes(t.get("peak_memory_bytes")),
+            "saved_size": fmt_bytes((r.get("artifact") or {}).get("size_bytes")),
         })
     return out
 
