@@ -193,6 +193,10 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
         model = method.prepare(method, params, ctx)
         amp_dtype, precision = apply_dtype_policy(model, method.name, compute_dtype)
         model.to(device)
+        from .cpu_ops import install as install_cpu_ops
+
+        cpu_ops = (install_cpu_ops(model, device) if spec.train.cpu_ops
+                   else {"enabled": False, "reason": "train.cpu_ops is false"})
         maybe_compile(model, spec.train.compile)
         trainable, total = count_params(model)
         if trainable == 0:
@@ -247,7 +251,7 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
                                    if outcome.computed_tokens else None),
             "overhead_share": max(0.0, 1 - outcome.compute_time_s / t) if t else None,
             "memory": outcome.memory, "peak_memory_bytes": outcome.memory.get("peak_bytes"),
-            "loss_curve": outcome.loss_curve, "final_loss": last_loss,
+            "loss_curve": outcome.loss_curve, "final_loss": last_loss, "cpu_ops": cpu_ops,
         }
         record["train"].update(perf_fields(model, outcome, device=device, compute_dtype=compute_dtype,
                                            peak_tflops=spec.train.peak_tflops, threads=threads,

@@ -86,6 +86,7 @@ class TrainSpec(_Section):
     group_by_length: bool = False
     num_threads: int | None = Field(default=None, gt=0)
     compile: bool = False
+    cpu_ops: bool = True  # faster dropout / attention-with-dropout when training on the CPU (cpu_ops.py)
     peak_tflops: float | None = Field(default=None, gt=0)
 
 

@@ -1,0 +1,150 @@
+"""The CPU dropout and attention-with-dropout compute what torch's dropout and SDPA compute."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from conftest import tiny_spec
+
+torch = pytest.importorskip("torch")
+
+
+def test_drop_mask_rate_and_seeding() -> None:
+    from peftbench.cpu_ops import drop_mask
+
+    torch.manual_seed(0)
+    a = drop_mask((500, 400), 0.1)
+    torch.manual_seed(0)
+    b = drop_mask((500, 400), 0.1)
+    c = drop_mask((500, 400), 0.1)
+    assert a.dtype == torch.bool and a.shape == (500, 400)
+    assert torch.equal(a, b) and not torch.equal(b, c)
+    # 200k draws: the binomial standard deviation of the rate is 0.0007.
+    assert abs(a.float().mean().item() - 0.1) < 0.004
+    assert abs(drop_mask((200_000,), 0.5).float().mean().item() - 0.5) < 0.005
+
+
+def test_dropout_scales_kept_elements_and_is_identity_in_eval() -> None:
+    from peftbench.cpu_ops import _dropout_class
+
+    layer = _dropout_class()(0.25)
+    x = torch.rand(300, 200) + 0.5
+    layer.train()
+    y = layer(x)
+    kept = y != 0
+    assert torch.allclose(y[kept], x[kept] / 0.75)
+    assert abs(1 - kept.float().mean().item() - 0.25) < 0.01
+    layer.eval()
+    assert torch.equal(layer(x), x)
+    assert isinstance(layer, torch.nn.Dropout)
+
+
+def _qkv(b: int = 2, h: int = 3, q: int = 7, d: int = 8, dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return [torch.randn(b, h, q, d, generator=g, dtype=dtype, requires_grad=True) for _ in range(3)]
+
+
+def _reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor, dropped: torch.Tensor,
+               p: float) -> torch.Tensor:
+    scores = (q.double() @ k.double().transpose(2, 3)) / q.shape[-1] ** 0.5
+    probs = scores.masked_fill(~allowed, float("-inf")).softmax(-1)
+    probs = probs.masked_fill(dropped, 0) / (1 - p)
+    return (probs @ v.double()).transpose(1, 2)
+
+
+@pytest.mark.parametrize("case", ["padding", "causal"])
+def test_training_attention_matches_math_with_the_same_mask(case: str) -> None:
+    from peftbench.cpu_ops import attention, drop_mask
+
+    q, k, v = _qkv()
+    module = SimpleNamespace(training=True, is_causal=case == "causal")
+    if case == "padding":
+        keys = torch.tensor([[True] * 7, [True] * 4 + [False] * 3])
+        mask = keys[:, None, None, :].expand(2, 1, 7, 7)
+    else:
+        mask = None
+    torch.manual_seed(5)
+    out, _ = attention(module, q, k, v, mask, dropout=0.2)
+    torch.manual_seed(5)
+    dropped = drop_mask((2, 3, 7, 7), 0.2)
+    allowed = mask if mask is not None else torch.ones(7, 7, dtype=torch.bool).tril()
+    ref = _reference(q, k, v, allowed, dropped, 0.2)
+    assert out.shape == (2, 7, 3, 8)
+    assert torch.allclose(out.double(), ref, atol=1e-5)
+    grads = torch.autograd.grad(out.sum(), (q, k, v))
+    ref_grads = torch.autograd.grad(ref.sum(), (q, k, v))
+    for g, r in zip(grads, ref_grads, strict=True):
+        assert torch.allclose(g.double(), r.double(), atol=1e-5)
+
+
+def test_evaluation_and_zero_dropout_go_to_sdpa_unchanged() -> None:
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from peftbench.cpu_ops import attention
+
+    q, k, v = _qkv()
+    for training, p in ((False, 0.1), (True, 0.0)):
+        module = SimpleNamespace(training=training, is_causal=False)
+        out, _ = attention(module, q, k, v, None, dropout=p if training else 0.0)
+        ref, _ = sdpa_attention_forward(module, q, k, v, None, dropout=0.0)
+        assert torch.equal(out, ref)
+
+
+def test_bf16_attention_stays_close_to_fp32() -> None:
+    """Logits rounded to bf16 (as eager bf16 attention): small error, far below a wrong mask's."""
+    from peftbench.cpu_ops import attention, drop_mask
+
+    q, k, v = _qkv(q=64, d=32)
+    module = SimpleNamespace(training=True, is_causal=False)
+    torch.manual_seed(2)
+    out, _ = attention(module, *(t.detach().bfloat16() for t in (q, k, v)), None, dropout=0.1)
+    torch.manual_seed(2)
+    ref = _reference(q, k, v, torch.ones(64, 64, dtype=torch.bool), drop_mask((2, 3, 64, 64), 0.1), 0.1)
+    err = (out.double() - ref).abs().mean().item()
+    assert err < 0.02 * ref.abs().mean().item()
+
+
+def test_runs_record_what_was_swapped(tiny_bert: Path, sentiment_files: tuple[Path, Path], tmp_path: Path) -> None:
+    from peftbench.runner import run
+    from peftbench.spec import RunSpec
+
+    rec = run(RunSpec.from_dict({**tiny_spec(tiny_bert, sentiment_files, "full"), "save": "merged"}),
+              out_dir=tmp_path / "on")
+    ops = rec["train"]["cpu_ops"]
+    # tiny BERT: embeddings + 3 per layer (attention probs, attention output, FFN output) × 2 layers
+    # + classifier = 8 dropout modules; one config.
+    assert ops == {"enabled": True, "dropout_modules": 8, "attention_configs": 1, "attention": "peftbench_cpu",
+                   "mask_levels": 65536}
+    assert rec["train"]["attn_implementation"] == "peftbench_cpu"
+    saved = [p for p in (tmp_path / "on").rglob("config.json")]
+    assert saved and all("peftbench_cpu" not in p.read_text() for p in saved)
+    off = run(RunSpec.from_dict(tiny_spec(tiny_bert, sentiment_files, "lora", cpu_ops=False)), out_dir=tmp_path / "off")
+    assert off["train"]["cpu_ops"]["enabled"] is False
+    assert off["train"]["attn_implementation"] == "sdpa"
+    assert json.dumps(off["train"]["cpu_ops"])
+
+
+def test_causal_lm_with_attention_dropout_trains(tmp_path: Path) -> None:
+    from peftbench.tiny import tiny_model_path
+
+    gpt2 = tiny_model_path("gpt2")
+    config = json.loads((gpt2 / "config.json").read_text())
+    assert config.get("attn_pdrop", 0) > 0  # the swapped path is exercised
+    rows = [{"instruction": f"say {w}", "response": f"{w} {w}"} for w in ("red", "blue", "green", "gold") * 8]
+    data = tmp_path / "inst.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    from peftbench.runner import run
+    from peftbench.spec import RunSpec
+
+    rec = run(RunSpec.from_dict({
+        "task": "instruction", "model": {"name_or_path": str(gpt2), "dtype": "float32"},
+        "data": {"train": str(data), "eval": str(data), "max_length": 32},
+        "method": {"name": "lora"}, "train": {"epochs": 2, "batch_size": 8, "lr": 5e-3, "log_every": 1}}),
+        out_dir=tmp_path / "runs")
+    assert rec["status"] == "success" and rec["train"]["cpu_ops"]["attention"] == "peftbench_cpu"
+    curve = [p["loss"] for p in rec["train"]["loss_curve"]]
+    assert curve[-1] < curve[0]
