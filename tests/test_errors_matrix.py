@@ -254,6 +254,8 @@ CASES: list[Case] = [
     Case("task-family-mismatch", lambda c: c.run("--set", "task=summarization", train=_dialogues(c),
                                                  eval_=_dialogues(c)),
          "task 'summarization' needs a seq2seq model", record="spec"),
+    Case("retention-seq2seq", lambda c: c.run("--set", "task=summarization", "--set", f"retention.file={c.eval}"),
+         "retention: is not supported for task 'summarization'"),
     Case("prompt-masking-truncated", lambda c: c.run("--set", "task=instruction", "--set", "data.max_length=2",
                                                      model=_tiny_gpt2(c), train=_instructions(c),
                                                      eval_=_instructions(c)),
