@@ -242,3 +242,24 @@ def test_masking_check_accepts_a_cut_response_only_at_a_length_limit(tokenizer):
     # The same cut with a limit that was not reached is a wrong mask, not truncation.
     out = check_prompt_masking(tokenizer, response, enc, max_length=64, max_target_length=32)
     assert not out["passed"] and out["first_wrong"]["problem"] == "the tokens carrying loss are not the response"
+
+
+def test_masking_check_accepts_a_cut_inside_a_character(tokenizer):
+    """Byte-level BPE (GPT-2, Llama 3) can cut a response inside a multi-byte character, which then
+    decodes to U+FFFD: still a truncated response, not a wrong mask."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from peftbench.generative import encode_causal
+    from peftbench.preflight import check_prompt_masking
+
+    raw = Tokenizer(models.BPE())
+    raw.pre_tokenizer, raw.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    raw.train_from_iterator(["Add 2 and 3."], trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    byte_tok = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<eos>", pad_token="<eos>")
+    response = ["日本語です"]  # 3 bytes a character, no merges: 2 tokens are a partial character
+    enc = encode_causal(byte_tok, ["Add 2 and 3."], response, max_length=64, max_target_length=3)
+    assert "\ufffd" in byte_tok.decode([t for t in enc.extra["labels"][0] if t >= 0], skip_special_tokens=True)
+    out = check_prompt_masking(byte_tok, response, enc, max_length=64, max_target_length=3)
+    assert out["passed"] and out["responses_truncated"] == 1
