@@ -134,6 +134,18 @@ def _dialogues(ctx: Ctx) -> str:
     return ctx.file("dialogues.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
 
 
+def _instructions(ctx: Ctx) -> str:
+    """Instruction data (prompt → completion) for the instruction task."""
+    rows = [{"prompt": f"Add {i} and 2.", "completion": f"It is {i + 2}."} for i in range(4)]
+    return ctx.file("instructions.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _tiny_gpt2(ctx: Ctx) -> str:
+    from peftbench.tiny import tiny_model_path
+
+    return str(tiny_model_path("gpt2"))
+
+
 def _remote_code_model(ctx: Ctx) -> str:
     """A model folder whose config asks for custom Python code (which would write a marker file)."""
     folder = ctx.model_copy("remote-model")
@@ -242,6 +254,12 @@ CASES: list[Case] = [
     Case("task-family-mismatch", lambda c: c.run("--set", "task=summarization", train=_dialogues(c),
                                                  eval_=_dialogues(c)),
          "task 'summarization' needs a seq2seq model", record="spec"),
+    Case("retention-seq2seq", lambda c: c.run("--set", "task=summarization", "--set", f"retention.file={c.eval}"),
+         "retention: is not supported for task 'summarization'"),
+    Case("prompt-masking-truncated", lambda c: c.run("--set", "task=instruction", "--set", "data.max_length=2",
+                                                     model=_tiny_gpt2(c), train=_instructions(c),
+                                                     eval_=_instructions(c)),
+         "4 of 4 training examples have no response token carrying loss", record="preflight"),
     Case("qlora-without-bitsandbytes", lambda c: c.run(method="qlora"), "needs the bitsandbytes package",
          record="model", patch=_hide_bitsandbytes),
     # data

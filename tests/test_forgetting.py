@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import math
+
 import pandas as pd
 import pytest
 
 from conftest import tiny_spec
-from peftbench.errors import DataError
+from peftbench.errors import DataError, SpecError
 from peftbench.runner import run
 from peftbench.spec import RunSpec
 
@@ -65,3 +68,81 @@ def test_minilm_lora_with_retention_has_forgetting_and_diagnostics(shared_data, 
     rec = run(spec, tmp_path / "runs", progress=False, log=lambda s: None)
     assert rec["retention"]["probe"]["before_accuracy"] > 0.5  # MiniLM features separate 4 topics well
     assert rec["diagnostics"]["summary"]["layers"] > 0 and rec["preflight"]["passed"]
+
+
+# ---- causal LMs: loss on general text ------------------------------------------------------------
+
+GENERAL = [f"the river {i} runs north past the old mill and the market square where people meet " * (1 + i % 3)
+           for i in range(10)]  # some longer than max_length, so truncation is exercised
+
+
+@pytest.fixture(scope="module")
+def causal_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("causal")
+    rows = [{"instruction": f"Add {i} and 2.", "context": "", "response": f"It is {i + 2}."} for i in range(12)]
+    (root / "train.json").write_text(json.dumps(rows[:8]))
+    (root / "eval.json").write_text(json.dumps(rows[8:]))
+    # A label column with one class: the encoder path would refuse it, the LM path ignores labels.
+    pd.DataFrame({"text": GENERAL, "label": 0}).to_csv(root / "general.csv", index=False)
+    return root
+
+
+def _manual_lm_loss(model, tok, texts, max_length):
+    """Mean token NLL, one text at a time: BOS + text + EOS cut at max_length, every position after the first scored."""
+    import torch
+
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for text in texts:
+            ids = ([tok.cls_token_id] + tok(text, add_special_tokens=False)["input_ids"] + [tok.sep_token_id])
+            ids = torch.tensor([ids[:max_length]])
+            logits = model(input_ids=ids).logits[0, :-1]
+            total += torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="sum").item()
+            count += ids.shape[1] - 1
+    return total / count, count
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_causal_lm_retention_is_the_loss_increase(method, causal_files, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from peftbench.tiny import tiny_model_path
+    from test_run import validate
+
+    base = tiny_model_path("llama")
+    spec = RunSpec.from_dict({
+        "task": "instruction", "model": {"name_or_path": str(base), "dtype": "float32"},
+        "data": {"train": str(causal_files / "train.json"), "eval": str(causal_files / "eval.json"),
+                 "max_length": 24, "max_target_length": 8},
+        "method": {"name": method}, "train": {"batch_size": 4, "max_steps": 3, "lr": 5e-2, "num_threads": 1},
+        "retention": {"file": str(causal_files / "general.csv")}})
+    rec = run(spec, tmp_path, progress=False, log=lambda s: None)
+    validate(rec)
+    r = rec["retention"]
+    assert r["forgetting_metric"] == "lm_loss_increase" and r["n"] == len(GENERAL)
+    lm = r["lm"]
+    assert r["forgetting"] == pytest.approx(lm["after_loss"] - lm["before_loss"])
+    assert lm["before_perplexity"] == pytest.approx(math.exp(lm["before_loss"]))
+    assert lm["after_perplexity"] == pytest.approx(math.exp(lm["after_loss"]))
+
+    tok = AutoTokenizer.from_pretrained(str(base))
+    untrained = AutoModelForCausalLM.from_pretrained(str(base)).eval()
+    before, tokens = _manual_lm_loss(untrained, tok, GENERAL, 24)
+    assert lm["before_loss"] == pytest.approx(before, rel=1e-5)  # the model before any training step
+    assert lm["tokens"] == tokens and lm["max_length"] == 24
+    # The after pass is the trained model: for LoRA only the adapters changed, so they were active.
+    saved = tmp_path / rec["run_id"] / rec["artifact"]["path"]
+    if method == "lora":
+        from peft import PeftModel
+
+        trained = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(base)), str(saved))
+    else:
+        trained = AutoModelForCausalLM.from_pretrained(str(saved))
+    after, _ = _manual_lm_loss(trained.eval(), tok, GENERAL, 24)
+    assert lm["after_loss"] == pytest.approx(after, rel=1e-5)
+    assert abs(r["forgetting"]) > 1e-3
+
+
+def test_seq2seq_retention_is_refused_when_the_spec_is_validated(tmp_path):
+    with pytest.raises(SpecError, match="retention: is not supported for task 'summarization'"):
+        RunSpec.from_dict({"task": "summarization", "retention": {"file": str(tmp_path / "general.csv")}})

@@ -12,6 +12,14 @@ model before the first training step and again after training (same examples, sa
 
 `forgetting` in the record is the probe accuracy drop (before − after, positive = forgot) when
 labels exist, otherwise the drift; `forgetting_metric` says which.
+
+Causal language models (the instruction task) are read out through their own LM head instead:
+the mean token negative log-likelihood of the retention texts (each text as BOS + text + EOS, cut
+at `data.max_length`, every text token scored) before and after, so `forgetting` is the loss
+increase (`lm_loss_increase`, positive = forgot), with both perplexities. A label column is
+ignored there. For encoder-decoder models (summarization) `retention:` is refused when the spec
+is validated: a plain text has no source/target split to score, and the feature path would need
+decoder inputs.
 """
 
 from __future__ import annotations
@@ -22,13 +30,17 @@ from typing import Any
 
 from .errors import DataError
 
+LM_TASKS = ("instruction",)  # tasks whose model is a causal LM: retention is scored by its loss
+
 
 @dataclass
 class RetentionData:
     path: str
     texts: list[str]
     labels: list[int] | None
+    lm: bool = False  # score by language-modelling loss (causal LMs) instead of features
     features_before: Any = None
+    loss_before: float | None = None
     enc: Any = None
 
 
@@ -42,7 +54,8 @@ def load(spec: Any) -> RetentionData | None:
     df = read_table(r.file)
     _require(df, r.text_column, r.file, "text")
     labels = None
-    if r.label_column and r.label_column in df.columns:
+    lm = spec.task in LM_TASKS
+    if r.label_column and r.label_column in df.columns and not lm:
         values = _label_values(df, r.label_column, r.file)
         names = sorted(set(values), key=str)
         if len(names) < 2:
@@ -51,7 +64,7 @@ def load(spec: Any) -> RetentionData | None:
         labels = [names.index(v) for v in values]
     keep = stratified_subsample(labels or [0] * len(df), r.n, spec.data.seed + 3)
     texts = _texts(df.iloc[keep], r.text_column, r.file)
-    return RetentionData(r.file, texts, [labels[i] for i in keep] if labels else None)
+    return RetentionData(r.file, texts, [labels[i] for i in keep] if labels else None, lm=lm)
 
 
 def _features(model: Any, enc: Any, pad_id: int, device: str, autocast_dtype: Any, batch_size: int) -> Any:
@@ -76,16 +89,41 @@ def _features(model: Any, enc: Any, pad_id: int, device: str, autocast_dtype: An
     return torch.cat(out)
 
 
+def _lm_loss(model: Any, enc: Any, pad_id: int, device: str, autocast_dtype: Any,
+             batch_size: int) -> tuple[float, int]:
+    """Mean token NLL over every scored token of `enc`, and the number of tokens scored."""
+    import torch
+
+    from .generative import _amp, _loss_sum
+
+    was_training = model.training
+    model.eval()
+    order = sorted(range(len(enc)), key=lambda i: len(enc.input_ids[i]))  # a function of enc: same both times
+    with torch.inference_mode(), _amp(device, autocast_dtype):
+        total, tokens = _loss_sum(model, enc, order, batch_size, device, pad_id, shift=True)
+    model.train(was_training)
+    return total / max(1, tokens), tokens
+
+
 def before(data: RetentionData | None, model: Any, tokenizer: Any, spec: Any, pad_id: int, device: str,
            autocast_dtype: Any) -> None:
-    """Features of the retention texts before the first training step."""
+    """Features (or, for causal LMs, the LM loss) of the retention texts before the first training step."""
     if data is None:
+        return
+    bs = spec.train.eval_batch_size or spec.train.batch_size * 4
+    if data.lm:
+        from .generative import encode_causal
+
+        # An empty prompt: BOS (when the tokenizer has one) + text + EOS, cut at max_length; every
+        # text token and the EOS carry loss, as response tokens do in training.
+        data.enc = encode_causal(tokenizer, [""] * len(data.texts), data.texts, spec.data.max_length,
+                                 spec.data.max_length)
+        data.loss_before, _ = _lm_loss(model, data.enc, pad_id, device, autocast_dtype, bs)
         return
     from .data import encode_classification
 
     data.enc = encode_classification(tokenizer, data.texts, None, data.labels or [0] * len(data.texts),
                                      spec.data.max_length)
-    bs = spec.train.eval_batch_size or spec.train.batch_size * 4
     data.features_before = _features(model, data.enc, pad_id, device, autocast_dtype, bs)
 
 
@@ -111,6 +149,8 @@ def after(data: RetentionData | None, model: Any, spec: Any, pad_id: int, device
 
     t0 = time.perf_counter()
     bs = spec.train.eval_batch_size or spec.train.batch_size * 4
+    if data.lm:
+        return _after_lm(data, model, spec, pad_id, device, autocast_dtype, bs, t0)
     feats = _features(model, data.enc, pad_id, device, autocast_dtype, bs)
     cos = torch.nn.functional.cosine_similarity(data.features_before, feats, dim=1)
     drift = float(1 - cos.mean().item())
@@ -129,3 +169,20 @@ def after(data: RetentionData | None, model: Any, spec: Any, pad_id: int, device
     out["time_s"] = time.perf_counter() - t0
     data.features_before = None
     return out
+
+
+def _after_lm(data: RetentionData, model: Any, spec: Any, pad_id: int, device: str, autocast_dtype: Any,
+              batch_size: int, t0: float) -> dict[str, Any]:
+    """The `retention` section of a causal LM: the loss increase on the retention texts."""
+    import math
+
+    loss_before = data.loss_before
+    assert loss_before is not None, "forgetting.before runs before the first training step"
+    loss_after, tokens = _lm_loss(model, data.enc, pad_id, device, autocast_dtype, batch_size)
+    lm = {"before_loss": loss_before, "after_loss": loss_after,
+          "before_perplexity": math.exp(min(loss_before, 700.0)),
+          "after_perplexity": math.exp(min(loss_after, 700.0)),
+          "tokens": tokens, "max_length": spec.data.max_length}
+    return {"file": data.path, "n": len(data.texts), "split": "retention", "lm": lm,
+            "forgetting": loss_after - loss_before, "forgetting_metric": "lm_loss_increase",
+            "time_s": time.perf_counter() - t0}

@@ -447,6 +447,15 @@ class InstructionTask(_GenerativeTask):
     def _encode(self, tok: Any, sources: list[str], targets: list[str], spec: Any) -> Encoded:
         return encode_causal(tok, sources, targets, spec.data.max_length, spec.data.max_target_length)
 
+    def preflight_checks(self, loaded: LoadedModel, prepared: Any, enc: Encoded,
+                         spec: Any) -> list[dict[str, Any]]:
+        """Pre-flight checks of the encoded training data: only response tokens carry loss."""
+        from .preflight import check_prompt_masking
+
+        return [check_prompt_masking(loaded.tokenizer, prepared.data.train_targets, enc,
+                                     max_length=spec.data.max_length,
+                                     max_target_length=spec.data.max_target_length)]
+
     def evaluate(self, model: Any, enc: Encoded, prepared: Any, *, batch_size: int, device: str,
                  autocast_dtype: Any, pad_id: int) -> dict[str, Any]:
         import torch

@@ -17,6 +17,14 @@ They run once, after the method is applied and before the first training step:
   unaffected (at most `PROBE_MAX_ELEMENTS` weights, the ones nearest the output, are stepped).
 - `quantized_4bit` (quantized methods): every linear layer outside the head is a bitsandbytes
   4-bit layer (except those the model keeps in full precision on purpose, e.g. T5's `wo`).
+- `prompt_masking` (instruction task): on the first `MASK_CHECK_EXAMPLES` encoded training
+  examples, the tokens carrying loss (labels != -100) are the input tokens at those positions
+  and decode to the example's response text (whitespace aside; a prefix of it when the example
+  hit a length limit), so no prompt token carries loss and no response token is left out; an
+  example with no response token carrying loss that is not at `data.max_length` is a wrong mask.
+  Over all training examples, those where truncation left no response token carrying loss are
+  counted: above `MASK_MAX_EMPTY_SHARE` of them the run stops, otherwise the check passes with a
+  warning. A wrong mask crashes nothing: the model just learns to reproduce prompts.
 
 A failed check raises `PreflightError` with a one-line message; the results (passed or not)
 are stored in the record under `preflight`.
@@ -26,6 +34,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .errors import ModelError
@@ -33,6 +42,12 @@ from .errors import ModelError
 PROBE_STEP = 1e-2  # size of the sign-gradient step of the activity probe
 PROBE_MAX_ELEMENTS = 50_000_000  # most weight elements the probe steps (and copies)
 PROBE_RTOL = 1e-6  # smallest output change (relative to max |output|) counted as "changed"
+MASK_CHECK_EXAMPLES = 16  # training examples whose loss-carrying tokens are decoded and compared
+MASK_MAX_EMPTY_SHARE = 0.5  # above this share of examples without response tokens, the run stops
+
+# What to change when a check fails; checks not listed are about the method section.
+HINTS = {"prompt_masking": "check data.prompt_template / the target column, and that data.max_length leaves "
+                           "room for the response after the prompt"}
 
 
 class PreflightError(ModelError):
@@ -261,14 +276,96 @@ def check_active(model: Any, batch: dict[str, Any], autocast_dtype: Any, device:
                                        "(adapter disabled, zero scaling, or not in the forward pass)"}
 
 
+# ---- prompt masking (instruction tuning) -------------------------------------------------------
+
+
+def _squash(text: str) -> str:
+    """Text without whitespace: tokenizers differ in the spaces they decode, not in the words."""
+    return "".join(text.split())
+
+
+def _snippet(text: str, width: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def check_prompt_masking(tokenizer: Any, responses: list[str], enc: Any, *, max_length: int,
+                         max_target_length: int) -> dict[str, Any]:
+    """The tokens carrying loss are each example's response: no prompt token, no missing response."""
+    from .generative import IGNORE_INDEX
+
+    labels = enc.extra["labels"]
+    special = set(tokenizer.all_special_ids)
+    # Position 0 never carries loss (the model shifts labels by one); EOS alone is no response.
+    empty = {i for i, lab in enumerate(labels)
+             if not any(t != IGNORE_INDEX and t not in special for t in lab[1:])}
+    checked = range(min(MASK_CHECK_EXAMPLES, len(labels)))
+    wrong: list[dict[str, Any]] = []
+    truncated = 0
+    for i in checked:
+        ids, lab = enc.input_ids[i], labels[i]
+        loss_ids = [t for t in lab if t != IGNORE_INDEX]
+        got = tokenizer.decode(loss_ids, skip_special_tokens=True)
+        want = tokenizer.decode(tokenizer(responses[i], add_special_tokens=False)["input_ids"],
+                                skip_special_tokens=True)
+        g, w = _squash(got), _squash(want)
+        at_limit = len(ids) >= max_length or len(loss_ids) >= max_target_length - 1
+        if len(lab) != len(ids) or any(t != IGNORE_INDEX and t != x for t, x in zip(lab, ids, strict=False)):
+            problem = "labels differ from the input tokens at loss positions"
+        elif i in empty:
+            if len(ids) >= max_length:
+                continue  # truncated away: counted below over all examples
+            problem = "no response token carries loss, though the example is not truncated"
+        elif g == w:
+            continue
+        elif at_limit and w.startswith(g.rstrip("\ufffd")):  # a byte-level cut can split a character
+            truncated += 1
+            continue
+        elif g.endswith(w):
+            problem = "prompt tokens carry loss"
+        else:
+            problem = "the tokens carrying loss are not the response"
+        wrong.append({"index": i, "problem": problem, "loss_text": _snippet(got), "response": _snippet(want)})
+    n = len(labels)
+    share = len(empty) / n if n else 0.0
+    out: dict[str, Any] = {
+        "name": "prompt_masking", "examples_total": n, "examples_checked": len(checked),
+        "examples_wrong": len(wrong), "responses_truncated": truncated,
+        "examples_without_response": len(empty), "share_without_response": share,
+        "max_share_without_response": MASK_MAX_EMPTY_SHARE, "first_wrong": wrong[0] if wrong else None,
+        "warning": None, "message": None}
+    if wrong:
+        w0 = wrong[0]
+        out["message"] = (f"prompt masking is wrong in {len(wrong)} of {len(checked)} checked training "
+                          f"examples: {w0['problem']} (example {w0['index']}: loss on '{w0['loss_text']}', "
+                          f"response '{w0['response']}')")
+    elif empty:
+        lost = (f"{len(empty)} of {n} training examples have no response token carrying loss "
+                f"(truncated away at data.max_length={max_length})")
+        if share > MASK_MAX_EMPTY_SHARE:
+            out["message"] = lost
+        else:
+            out["warning"] = lost + "; they train nothing"
+    out["passed"] = out["message"] is None
+    return out
+
+
 # ---- entry point ------------------------------------------------------------------------------
 
 
 def run_preflight(model: Any, method: Any, params: dict[str, Any], family: Any, batch: dict[str, Any], *,
-                  autocast_dtype: Any, device: str, record: dict[str, Any]) -> dict[str, Any]:
-    """Run every check, store the results in `record['preflight']`, raise on the first failure."""
+                  autocast_dtype: Any, device: str, record: dict[str, Any],
+                  data_checks: Callable[[], list[dict[str, Any]]] | None = None,
+                  warn: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run every check, store the results in `record['preflight']`, raise on the first failure.
+
+    `data_checks` gives the task's checks of its encoded data (e.g. `check_prompt_masking`);
+    `warn` receives the warnings of checks that passed (e.g. a few examples truncated to no response)."""
     t0 = time.perf_counter()
-    checks = [check_trainable(model, method, params, family), check_targets(model, params)]
+    # Data checks first: a batch without loss tokens also makes the activity probe fail, and the
+    # data is then the cause to report.
+    checks = data_checks() if data_checks else []
+    checks += [check_trainable(model, method, params, family), check_targets(model, params)]
     if method.quantized:
         checks.append(check_4bit(model))
     checks.append(check_active(model, batch, autocast_dtype, device))
@@ -276,10 +373,15 @@ def run_preflight(model: Any, method: Any, params: dict[str, Any], family: Any, 
     result = {"passed": not failed, "checks": {c.pop("name"): c for c in checks},
               "time_s": time.perf_counter() - t0}
     record["preflight"] = result
+    for name, c in result["checks"].items():
+        if c.get("warning") and warn is not None:
+            warn(f"{name}: {c['warning']}")
     if failed:
         first = failed[0]
+        name = next(k for k, c in result["checks"].items() if c is first)
         raise PreflightError(f"pre-flight check failed: {first['message']}",
-                             hint="fix the method section of the spec (e.g. method.target_modules, method.r)")
+                             hint=HINTS.get(name, "fix the method section of the spec "
+                                                  "(e.g. method.target_modules, method.r)"))
     return result
 
 

@@ -214,8 +214,11 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
         pad_id = loaded.tokenizer.pad_token_id or 0
         from .preflight import probe_batch, run_preflight
 
+        task_checks = getattr(task, "preflight_checks", None)  # checks of the task's encoded data
         run_preflight(model, method, params, loaded.family, probe_batch(task, train_enc, spec, pad_id, device),
-                      autocast_dtype=amp_dtype, device=device, record=record)
+                      autocast_dtype=amp_dtype, device=device, record=record,
+                      data_checks=(lambda: task_checks(loaded, prepared, train_enc, spec)) if task_checks else None,
+                      warn=lambda text: say(f"[peftbench] {run_id}: warning: {text}"))
         forgetting.before(retention, model, loaded.tokenizer, spec, pad_id, device, amp_dtype)
         eval_bs = spec.train.eval_batch_size or spec.train.batch_size * 4
 

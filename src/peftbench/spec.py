@@ -114,7 +114,8 @@ class TuneSpec(_Section):
 
 
 class RetentionSpec(_Section):
-    """Data to measure forgetting on: probe accuracy (labelled files) and representation drift."""
+    """Data to measure forgetting on: probe accuracy (labelled files) and representation drift for
+    encoders; language-modelling loss for causal LMs (instruction task)."""
 
     file: str
     text_column: str = "text"
@@ -177,6 +178,7 @@ class RunSpec(_Section):
             raise SpecError(format_validation_error(err, cls)) from None
         spec.check_method_keys()
         spec.check_selection_split()
+        spec.check_retention()
         return spec
 
     @classmethod
@@ -206,6 +208,13 @@ class RunSpec(_Section):
         if on_test and not self.allow_test_selection:
             raise SpecError(f"'{on_test[0]}: test' selects on the test split, which makes its numbers optimistic",
                             hint="select on 'validation', or set allow_test_selection: true (the record is flagged)")
+
+    def check_retention(self) -> None:
+        """Forgetting is measured for encoders (features) and causal LMs (loss), not encoder-decoders."""
+        if self.retention is not None and self.task == "summarization":
+            raise SpecError("retention: is not supported for task 'summarization' (encoder-decoder models)",
+                            hint="remove the retention section; forgetting is measured for classification "
+                                 "and instruction runs")
 
     def resolved(self) -> RunSpec:
         """Fill every default a method brings (its own learning rate included)."""
