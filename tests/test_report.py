@@ -305,8 +305,8 @@ def test_html_is_self_contained_and_images_decode(records: list[dict[str, Any]],
     parser.feed(html_path.read_text(encoding="utf-8"))
     parser.close()
     assert parser.external == [] and parser.tables >= 4
-    # metric, params, time, memory, loss, rank sweep, pareto, confusion
-    assert len(parser.images) == 8
+    # metric, params, time, memory, loss, rank sweep, pareto, confusion, weight change per layer
+    assert len(parser.images) == 9
     for src in parser.images:
         assert src.startswith("data:image/png;base64,")
         with Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))) as img:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from .compare import TARGET_FRACTION  # a constant of a light module (no torch, no pandas)
+
 
 @click.command("report")
 @click.argument("runs", type=str)
@@ -12,7 +14,10 @@ import click
               help="Baseline per task: a method name, configuration label, config id or run id ('' for none).")
 @click.option("--metric", default=None, help="Metric to rank and compare by (default: each task's main metric).")
 @click.option("--bootstrap-seeds", is_flag=True, help="Add a percentile bootstrap interval over seeds to the t-interval.")
-def report(runs: str, out: str, baseline: str, metric: str | None, bootstrap_seeds: bool) -> None:
+@click.option("--target-fraction", type=float, default=TARGET_FRACTION, show_default=True,
+              help="Time to target: training time until the per-epoch metric came within this share of its final value.")
+def report(runs: str, out: str, baseline: str, metric: str | None, bootstrap_seeds: bool,
+           target_fraction: float) -> None:
     """Build a report from every <run>/result.json under RUNS."""
     from pathlib import Path
 
@@ -26,7 +31,7 @@ def report(runs: str, out: str, baseline: str, metric: str | None, bootstrap_see
     if not records:
         raise SpecError(f"no result.json found under '{runs}'", hint="point at the folder holding the run folders")
     html_path, analysis = write_report(records, out, baseline=baseline or None, metric=metric,
-                                       bootstrap=bootstrap_seeds)
+                                       bootstrap=bootstrap_seeds, target_fraction=target_fraction)
     click.echo(terminal_report(analysis))
     click.echo(f"report: {html_path}")
 

@@ -29,6 +29,9 @@ from .stats import (
 COST_RATIO_THRESHOLD = 1.10
 # Above this many configurations in a task, each is tested against the best and the baseline only.
 PAIRWISE_MAX_CONFIGS = 12
+# Time to target: the training time at which a run's per-epoch metric first came within this share
+# of its final value (report_trust.time_to_target; `peftbench report --target-fraction`).
+TARGET_FRACTION = 0.95
 METHOD_ORDER = ["full", "partial", "lora", "qlora", "dora", "ia3"]
 # Costs from the record, each with its place in the record; all are lower-is-better.
 COSTS = {
@@ -69,6 +72,11 @@ def model_label(name: str | None) -> str:
     if name.startswith(("/", ".", "~")):
         return name.rstrip("/").split("/")[-1]
     return name
+
+
+def selected_on_test(record: dict[str, Any]) -> bool:
+    """The run chose weights or settings on the test split (allowed only explicitly): optimistic numbers."""
+    return _get(record, "protocol", "test_selection") is True or _get(record, "tuning", "budget", "split") == "test"
 
 
 def scalar_metrics(record: dict[str, Any]) -> dict[str, float]:
@@ -115,6 +123,7 @@ class Config:
     stats: dict[str, dict[str, Any]] = field(default_factory=dict)
     best: bool = False
     baseline: bool = False
+    tuning_role: str | None = None  # 'default' or 'tuned' for the final runs of `peftbench tune`
 
     @property
     def hparams(self) -> dict[str, Any]:
@@ -125,6 +134,10 @@ class Config:
     @property
     def seeds(self) -> list[int]:
         return sorted(int(r.get("seed") or 0) for r in self.runs)
+
+    @property
+    def test_selection(self) -> bool:
+        return any(selected_on_test(r) for r in self.runs)
 
     def mean(self, key: str) -> float | None:
         return (self.stats.get(key) or {}).get("mean")
@@ -137,7 +150,8 @@ class Config:
             "n_failed": len(self.failed), "runs": [r["run_id"] for r in self.runs],
             "failed_runs": [{"run_id": r.get("run_id"), "status": r.get("status"), "error": r.get("error")}
                             for r in self.failed],
-            "best": self.best, "baseline": self.baseline, "stats": self.stats,
+            "best": self.best, "baseline": self.baseline, "tuning_role": self.tuning_role,
+            "test_selection": self.test_selection, "stats": self.stats,
         }
 
 
@@ -153,7 +167,8 @@ def group_configs(records: list[dict[str, Any]], *, metric: str | None = None,
         key = config_key(rec)
         if key not in by_key:
             by_key[key] = Config(key, rec.get("task") or "classification", model_label(rec.get("model_name")),
-                                 rec.get("method") or "?", rec.get("spec") or {})
+                                 rec.get("method") or "?", rec.get("spec") or {},
+                                 tuning_role=_get(rec, "tuning", "role"))
         cfg = by_key[key]
         (cfg.runs if rec.get("status") == "success" else cfg.failed).append(rec)
     configs = list(by_key.values())
@@ -200,8 +215,14 @@ def _mark_best(configs: list[Config]) -> None:
         c.best = math.isclose(sign * (c.mean(c.metric) or 0.0), top, rel_tol=1e-12, abs_tol=1e-12)
 
 
+# How the final runs of `peftbench tune` are labelled; the settings the search chose are not spelled out.
+TUNING_LABELS = {"default": "defaults", "tuned": "tuned"}
+TUNED_KEYS = ("train.lr", "method.r", "method.alpha")
+
+
 def _label(configs: list[Config]) -> None:
-    """Method name plus the settings that set it apart from same-method configurations."""
+    """Method name plus the settings that set it apart from same-method configurations
+    ("lora (tuned)" / "lora (defaults)" for the final runs of a tuning search)."""
     groups: dict[tuple[str, str], list[Config]] = {}
     for c in configs:
         groups.setdefault((c.task, c.method), []).append(c)
@@ -210,8 +231,11 @@ def _label(configs: list[Config]) -> None:
         keys = sorted({k for f in flats for k in f})
         varying = [k for k in keys if len({json.dumps(f.get(k), default=str) for f in flats}) > 1]
         for c, f in zip(group, flats, strict=True):
-            parts = []
+            role = TUNING_LABELS.get(c.tuning_role or "")
+            parts = [role] if role else []
             for k in varying:
+                if role and k in TUNED_KEYS:
+                    continue
                 short = k.split(".", 1)[1] if "." in k else k
                 value = model_label(f.get(k)) if k == "model.name_or_path" and isinstance(f.get(k), str) else f.get(k)
                 parts.append(f"{short}={_short(value)}")
@@ -405,9 +429,8 @@ def summed_confusion(cfg: Config) -> tuple[list[list[int]], list[str]] | None:
 def compare_to_baseline(cfg: Config, base: Config, test: dict[str, Any]) -> dict[str, Any]:
     """Every number of the comparison of one configuration against the baseline."""
     deltas = {}
-    for name in sorted(set(cfg.stats) & set(base.stats)):
-        if name in COSTS or name in ("trainable_pct", "total_params"):
-            continue
+    metric_names = {k for r in cfg.runs + base.runs for k in scalar_metrics(r)}  # not costs or trust figures
+    for name in sorted(set(cfg.stats) & set(base.stats) & metric_names):
         a, b = cfg.mean(name), base.mean(name)
         if a is None or b is None:
             continue
@@ -490,27 +513,36 @@ class Analysis:
     comparisons: dict[str, list[dict[str, Any]]]
     pairs: dict[str, list[dict[str, Any]]]
     notes: list[str]
+    trust: dict[str, dict[str, Any]] = field(default_factory=dict)  # per task: report_trust.task_trust
+    target_fraction: float = TARGET_FRACTION
 
     def task_configs(self, task: str) -> list[Config]:
         return [c for c in self.configs if c.task == task]
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "alpha": ALPHA, "cost_ratio_threshold": COST_RATIO_THRESHOLD,
+            "alpha": ALPHA, "cost_ratio_threshold": COST_RATIO_THRESHOLD, "target_fraction": self.target_fraction,
             "tasks": {t: {
                 "metric": (self.task_configs(t) or [Config("", t, "", "", {})])[0].metric,
                 "baseline": b.label if (b := self.baselines.get(t)) else None,
                 "configs": [c.to_dict() for c in self.task_configs(t)],
                 "comparisons": self.comparisons.get(t, []),
                 "pairs": self.pairs.get(t, []),
+                "trust": self.trust.get(t, {}),
             } for t in self.tasks},
             "notes": self.notes,
         }
 
 
 def analyze(records: list[dict[str, Any]], *, baseline: str | None = "full", metric: str | None = None,
-            bootstrap: bool = False) -> Analysis:
-    """Group, summarize, test and compare. Duplicate run ids (the same folder found twice) count once."""
+            bootstrap: bool = False, target_fraction: float = TARGET_FRACTION) -> Analysis:
+    """Group, summarize, test and compare. Duplicate run ids (the same folder found twice) count once;
+    tuning trials (validation-only search runs) are summarized in the tuning section, never compared."""
+    from .errors import SpecError
+    from .report_trust import add_trust_stats, task_trust  # builds on this module
+
+    if not 0 < target_fraction <= 1:
+        raise SpecError(f"target fraction {target_fraction} is outside (0, 1]", hint="pass e.g. --target-fraction 0.95")
     notes: list[str] = []
     seen: set[str] = set()
     unique = []
@@ -521,7 +553,12 @@ def analyze(records: list[dict[str, Any]], *, baseline: str | None = "full", met
             continue
         seen.add(rid)
         unique.append(r)
-    configs = group_configs(unique, metric=metric, bootstrap=bootstrap)
+    compared = [r for r in unique if _get(r, "tuning", "role") != "trial"]
+    if len(compared) < len(unique):
+        notes.append(f"{len(unique) - len(compared)} tuning trial run(s) are left out of the dashboards and "
+                     "comparisons: they only served the search on validation (see the tuning sections)")
+    configs = group_configs(compared, metric=metric, bootstrap=bootstrap)
+    add_trust_stats(configs, target_fraction)
     if any(_get(r, "train", "memory", "kind") == "cpu_rss_growth" for r in unique):
         notes.append("peak memory of CPU runs is the growth of process memory (RSS) during training: "
                      "it is noisy and small for adapter methods, so treat memory ratios of CPU runs as rough")
@@ -549,5 +586,8 @@ def analyze(records: list[dict[str, Any]], *, baseline: str | None = "full", met
                     continue
                 test = by_pair.get((c.label, base.label)) or compare_pair(c, base)
                 comparisons[task].append(compare_to_baseline(c, base, test))
-    return Analysis(configs, tasks, baselines, comparisons, pairs, notes)
+    trust = {task: task_trust([c for c in configs if c.task == task],
+                              [r for r in unique if (r.get("task") or "classification") == task], target_fraction)
+             for task in tasks}
+    return Analysis(configs, tasks, baselines, comparisons, pairs, notes, trust, target_fraction)
 

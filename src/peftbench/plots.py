@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .compare import Config, higher_is_better, summed_confusion
+from .report_trust import forgetting_points, layer_profiles
 from .stats import pareto_front
 
 BEST_COLOR = "#2a9d8f"
@@ -176,20 +177,85 @@ def pareto(configs: list[Config], path: Path, *, title: str) -> Path | None:
         k, unit = _unit(cost, pts)
         xy = [(c.mean(cost) * k, c.mean(metric)) for c in pts]
         mask = pareto_front([(y, x) for x, y in xy], [up, False])
-        for (x, y), c, on in zip(xy, pts, mask, strict=True):
-            ax.scatter([x], [y], s=40, color=FRONT_COLOR if on else GREY, zorder=3,
-                       edgecolor="black" if c.baseline else "none")
-            ax.annotate(c.label, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points",
-                        color="black" if on else "#888888")
-        front = sorted((p for p, on in zip(xy, mask, strict=True) if on), key=lambda p: p[0])
-        if len(front) > 1:
-            ax.plot(*zip(*front, strict=True), color=FRONT_COLOR, lw=1, ls="-", alpha=0.6, drawstyle="steps-post")
-        if cost in ("trainable_params", "artifact_bytes") and min(x for x, _ in xy) > 0:
-            ax.set_xscale("log")
-        ax.set_xlabel(COST_LABELS[cost] + (f" ({unit})" if unit else "") + ", lower is better")
-        ax.margins(x=0.18, y=0.12)
-        ax.set_ylabel(f"{metric} ({'higher' if up else 'lower'} is better)")
+        _front_panel(ax, xy, mask, [c.label for c in pts], [c.baseline for c in pts],
+                     xlabel=COST_LABELS[cost] + (f" ({unit})" if unit else "") + ", lower is better",
+                     ylabel=f"{metric} ({'higher' if up else 'lower'} is better)",
+                     log_x=cost in ("trainable_params", "artifact_bytes") and min(x for x, _ in xy) > 0)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def _front_panel(ax: Any, xy: list[tuple[float, float]], mask: list[bool], labels: list[str],
+                 baselines: list[bool], *, xlabel: str, ylabel: str, log_x: bool = False) -> None:
+    """One Pareto panel (x lower is better): front points red, labelled and joined by a step line;
+    dominated points grey; the baseline with a black edge."""
+    for (x, y), label, on, base in zip(xy, labels, mask, baselines, strict=True):
+        ax.scatter([x], [y], s=40, color=FRONT_COLOR if on else GREY, zorder=3, edgecolor="black" if base else "none")
+        ax.annotate(label, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points",
+                    color="black" if on else "#888888")
+    front = sorted((p for p, on in zip(xy, mask, strict=True) if on), key=lambda p: p[0])
+    if len(front) > 1:
+        ax.plot(*zip(*front, strict=True), color=FRONT_COLOR, lw=1, ls="-", alpha=0.6, drawstyle="steps-post")
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.margins(x=0.18, y=0.12)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+
+
+FORGETTING_LABELS = {"probe_accuracy_drop": "forgetting: probe accuracy drop",
+                     "representation_drift": "forgetting: representation drift"}
+
+
+def forgetting_pareto(configs: list[Config], path: Path, *, title: str) -> Path | None:
+    """Task metric vs forgetting per configuration, one panel per way forgetting was measured;
+    the front is `report_trust.forgetting_points`'s, so the figure and analysis.json agree."""
+    points = forgetting_points(configs)
+    if not points:
+        return None
+    kinds = sorted({p["forgetting_metric"] for p in points})
+    fig = _figure(6.0 * len(kinds), 4.4)
+    for ax, kind in zip(fig.subplots(1, len(kinds), squeeze=False).ravel(), kinds, strict=True):
+        pts = [p for p in points if p["forgetting_metric"] == kind]
+        metric = pts[0]["metric"]
+        _front_panel(ax, [(p["forgetting"], p["value"]) for p in pts], [p["pareto"] for p in pts],
+                     [p["label"] for p in pts], [p["baseline"] for p in pts],
+                     xlabel=f"{FORGETTING_LABELS.get(kind, kind)}, lower is better",
+                     ylabel=f"{metric} ({'higher' if higher_is_better(metric) else 'lower'} is better)")
+        ax.axvline(0.0, color="#888888", lw=0.8, ls=":")
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def weight_change_layers(configs: list[Config], path: Path, *, title: str) -> Path | None:
+    """Per-layer ‖ΔW‖/‖W‖ (log scale) and effective rank of ΔW, one line per configuration, layers in
+    model order; a third panel with intruder dimensions when any layer has some."""
+    prof = layer_profiles(configs)
+    if not prof:
+        return None
+    panels = [("rel_norm", "‖ΔW‖ / ‖W‖ (log)"), ("effective_rank", "effective rank of ΔW")]
+    if any(v for c in prof["configs"] for v in c["intruders"] if v):
+        panels.append(("intruders", "intruder dimensions"))
+    n = len(prof["layers"])
+    colors = _colors(configs)
+    fig = _figure(max(8.0, min(22.0, 0.22 * n + 4)), 2.6 * len(panels) + 1.6)
+    axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False).ravel()
+    xs = list(range(n))
+    for ax, (key, ylabel) in zip(axes, panels, strict=True):
+        for c in prof["configs"]:
+            pts = [(x, v) for x, v in zip(xs, c[key], strict=True) if v is not None and (key != "rel_norm" or v > 0)]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="o", ms=3, lw=1.2, label=c["label"],
+                        color=colors.get(c["config_id"]))
+        if key == "rel_norm" and ax.lines:
+            ax.set_yscale("log")
+        ax.set_ylabel(ylabel, fontsize=8)
         ax.grid(alpha=0.3)
+    step = max(1, n // 60)  # at most ~60 tick labels
+    axes[-1].set_xticks(xs[::step], prof["short_names"][::step], rotation=90, fontsize=7)
+    axes[-1].set_xlabel("layer (model order)")
+    axes[0].legend(fontsize=7, ncols=2 if len(prof["configs"]) > 6 else 1, loc="best")
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)
 
@@ -245,5 +311,9 @@ def task_plots(configs: list[Config], out_dir: Path, slug: str) -> list[tuple[st
          pareto(configs, out_dir / f"{slug}-pareto.png", title=f"{metric} vs cost")),
         ("Confusion matrices (summed over seeds)",
          confusion_matrices(configs, out_dir / f"{slug}-confusion.png", title="confusion matrices")),
+        ("Learning vs forgetting (red: Pareto-optimal; grey: dominated)",
+         forgetting_pareto(configs, out_dir / f"{slug}-forgetting-pareto.png", title=f"{metric} vs forgetting")),
+        ("Weight change per layer (mean over seeds)",
+         weight_change_layers(configs, out_dir / f"{slug}-dw-layers.png", title="weight change per layer")),
     ]
     return [(caption, p) for caption, p in specs if p is not None]

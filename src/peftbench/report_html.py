@@ -9,7 +9,24 @@ from pathlib import Path
 from typing import Any
 
 from .compare import Analysis
-from .reports import Cell, comparison_rows, dashboard, pair_rows, per_class_rows, run_rows, slug
+from .reports import (
+    FORGETTING_NOTE,
+    TEST_SELECTED_MARK,
+    TUNING_NOTE,
+    WEIGHT_CHANGE_NOTE,
+    Cell,
+    comparison_rows,
+    dashboard,
+    forgetting_rows,
+    pair_rows,
+    per_class_rows,
+    protocol_lines,
+    run_rows,
+    slug,
+    target_note,
+    tuning_rows,
+    weight_change_rows,
+)
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;max-width:1500px}
@@ -21,6 +38,7 @@ td.wrap{white-space:normal;min-width:280px}
 th{background:#f1f5f9;cursor:pointer;user-select:none;white-space:nowrap}
 th:hover{background:#e2e8f0} tr.best td{background:#e6f4f1} tr.failed td{color:#a4161a}
 tr.baseline td{background:#fdf6e3} .muted{color:#666;font-size:13px}
+tr.flagged td{background:#fde2e1} p.warn{color:#a4161a;font-size:13px;font-weight:600}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(560px,1fr));gap:16px}
 figure.wide{grid-column:1/-1} figure{margin:0;border:1px solid #eee;padding:8px} figure img{max-width:100%} figcaption{font-size:13px;color:#444}
 ul.verdicts li{margin:4px 0} nav a{margin-right:12px}
@@ -71,7 +89,7 @@ def table(rows: list[dict[str, Cell]], row_class: list[str] | None = None) -> st
 
 def image(path: Path, caption: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
-    wide = ' class="wide"' if path.stem.endswith(("-pareto", "-confusion", "-loss")) else ""
+    wide = ' class="wide"' if path.stem.endswith(("-pareto", "-confusion", "-loss", "-layers")) else ""
     return (f'<figure{wide}><img alt="{_e(caption)}" src="data:image/png;base64,{data}">'
             f"<figcaption>{_e(caption)}</figcaption></figure>")
 
@@ -80,7 +98,8 @@ def _row_classes(rows: list[dict[str, Cell]]) -> list[str]:
     out = []
     for r in rows:
         status = r["status"].text
-        out.append("failed" if not status.startswith("ok") else "best" if r["best"].text else
+        out.append("failed" if not status.startswith("ok") else
+                   "flagged" if r["config"].text.endswith(TEST_SELECTED_MARK) else "best" if r["best"].text else
                    "baseline" if "(baseline)" in r["config"].text else "")
     return out
 
@@ -105,7 +124,12 @@ def render_html(analysis: Analysis, plots: dict[str, list[tuple[str, Path]]], re
         dash = dashboard(analysis, task)
         parts.append("<h3>Dashboard</h3>" + table(dash, _row_classes(dash)))
         parts.append(f"<p class='muted'>★ best mean {_e(metric)} in the task. ± is the standard deviation over "
-                     "seeds; 95% CI is a t-interval over seeds (blank with one seed).</p>")
+                     f"seeds; 95% CI is a t-interval over seeds (blank with one seed).{_e(target_note(analysis, task))}</p>")
+        parts += [f"<p class='{'warn' if line.startswith(TEST_SELECTED_MARK) else 'muted'}'>{_e(line)}</p>"
+                  for line in protocol_lines(analysis, task)]
+        tuning = tuning_rows(analysis, task)
+        if tuning:
+            parts.append("<h3>Tuning: defaults vs tuned</h3>" + table(tuning) + f"<p class='muted'>{_e(TUNING_NOTE)}</p>")
         if base is not None:
             parts.append(f"<h3>Against the baseline: {_e(base.label)}</h3>" + table(comparison_rows(analysis, task)))
             parts.append("<ul class='verdicts'>" + "".join(
@@ -118,6 +142,10 @@ def render_html(analysis: Analysis, plots: dict[str, list[tuple[str, Path]]], re
         parts.append("<p class='muted'>Classification: McNemar's test on per-example correctness; generation: "
                      "paired bootstrap of per-example scores. With several seeds, each seed pair is tested and the "
                      "pair is significant only if every seed pair is (p shown = largest).</p>")
+        for title, rows, note in (("Forgetting", forgetting_rows(analysis, task), FORGETTING_NOTE),
+                                  ("Weight change (ΔW)", weight_change_rows(analysis, task), WEIGHT_CHANGE_NOTE)):
+            if rows:
+                parts.append(f"<h3>{_e(title)}</h3>" + table(rows) + f"<p class='muted'>{_e(note)}</p>")
         figures = plots.get(task, [])
         if figures:
             parts.append("<h3>Figures</h3><div class='grid'>" + "".join(image(p, c) for c, p in figures) + "</div>")

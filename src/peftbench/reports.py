@@ -12,8 +12,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .compare import Analysis, analyze, config_key, model_label, record_costs, scalar_metrics
+from .compare import (
+    TARGET_FRACTION,
+    Analysis,
+    analyze,
+    config_key,
+    model_label,
+    record_costs,
+    scalar_metrics,
+    selected_on_test,
+)
 from .records import atomic_write_json, atomic_write_text
+from .report_trust import record_values, source_name
 from .summary import fmt_bytes
 
 # ---- cells and formatting ---------------------------------------------------------------------
@@ -50,12 +60,14 @@ def fmt_p(p: float | None) -> str:
     return "<0.0001" if p < 1e-4 else f"{p:.4f}"
 
 
-def mean_std(stats: dict[str, Any] | None, digits: int = 4) -> str:
+def mean_std(stats: dict[str, Any] | None, digits: int = 4, spec: str | None = None) -> str:
+    """'mean ± std' with `digits` decimals, or in format `spec` (e.g. '.3g' for small ratios)."""
     if not stats or stats.get("mean") is None:
         return "-"
+    spec = spec or f".{digits}f"
     if stats.get("std") is None:
-        return fmt_num(stats["mean"], digits)
-    return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
+        return f"{stats['mean']:{spec}}"
+    return f"{stats['mean']:{spec}} ± {stats['std']:{spec}}"
 
 
 def ci_text(stats: dict[str, Any] | None, digits: int = 4) -> str:
@@ -70,10 +82,21 @@ def ci_text(stats: dict[str, Any] | None, digits: int = 4) -> str:
 # ---- tables ---------------------------------------------------------------------------------------
 
 
+TEST_SELECTED_MARK = "⚠"
+
+
+def target_header(fraction: float) -> str:
+    """The dashboard column of time to target, e.g. 'to 95% (s)'."""
+    return f"to {fraction * 100:g}% (s)"
+
+
 def dashboard(analysis: Analysis, task: str) -> list[dict[str, Cell]]:
-    """One row per configuration (seeds pooled) and one per failed run, with its reason."""
+    """One row per configuration (seeds pooled) and one per failed run, with its reason. Configurations
+    that selected on the test split carry ⚠; time to target is a column when some run has a curve."""
     rows: list[dict[str, Cell]] = []
-    for c in analysis.task_configs(task):
+    configs = analysis.task_configs(task)
+    ttt = target_header(analysis.target_fraction) if any("time_to_target_s" in c.stats for c in configs) else None
+    for c in configs:
         hp = c.hparams
         m = c.metric
         if c.runs:
@@ -82,7 +105,8 @@ def dashboard(analysis: Analysis, task: str) -> list[dict[str, Cell]]:
             rows.append({
                 "best": Cell("★" if c.best else "", 1 if c.best else 0),
                 "model": Cell(c.model),
-                "config": Cell(c.label + (" (baseline)" if c.baseline else "")),
+                "config": Cell(c.label + (" (baseline)" if c.baseline else "")
+                               + (f" {TEST_SELECTED_MARK}" if c.test_selection else "")),
                 "r": Cell(str(hp["r"]) if hp["r"] is not None else "-", hp["r"]),
                 "lr": Cell(f"{hp['lr']:g}" if hp["lr"] is not None else "-", hp["lr"]),
                 "epochs": Cell(str(hp["epochs"]) if hp["epochs"] is not None else "-", hp["epochs"]),
@@ -94,6 +118,7 @@ def dashboard(analysis: Analysis, task: str) -> list[dict[str, Cell]]:
                 "trainable": Cell(fmt_count(c.mean("trainable_params")), c.mean("trainable_params")),
                 "trainable %": Cell(fmt_num(c.mean("trainable_pct"), 3), c.mean("trainable_pct")),
                 "train s": Cell(mean_std(st.get("train_time_s"), 1), c.mean("train_time_s")),
+                **({ttt: Cell(mean_std(st.get("time_to_target_s"), 1), c.mean("time_to_target_s"))} if ttt else {}),
                 "peak mem": Cell(fmt_bytes(c.mean("peak_memory_bytes")), c.mean("peak_memory_bytes")),
                 "saved size": Cell(fmt_bytes(c.mean("artifact_bytes")), c.mean("artifact_bytes")),
             })
@@ -107,8 +132,102 @@ def dashboard(analysis: Analysis, task: str) -> list[dict[str, Cell]]:
                 "seeds": Cell("-", 0),
                 "status": Cell(f"{r.get('status')} ({err.get('type', '?')}): {err.get('message', '')}"),
                 m: Cell("-"), "95% CI": Cell("-"), "eval_loss": Cell("-"), "trainable": Cell("-"),
-                "trainable %": Cell("-"), "train s": Cell("-"), "peak mem": Cell("-"), "saved size": Cell("-"),
+                "trainable %": Cell("-"), "train s": Cell("-"), **({ttt: Cell("-")} if ttt else {}),
+                "peak mem": Cell("-"), "saved size": Cell("-"),
             })
+    return rows
+
+
+def protocol_lines(analysis: Analysis, task: str) -> list[str]:
+    """Which split the task's numbers came from, and a warning naming test-selected configurations."""
+    proto = analysis.trust.get(task, {}).get("protocol") or {}
+    lines = []
+    frm = proto.get("numbers_from") or {}
+    if frm.get("metrics"):
+        tests = ", ".join(f"{source_name(t['source'])} n={t['n']}" for t in proto.get("test_split", []))
+        parts = [f"reported metrics on {' / '.join(frm['metrics'])}" + (f" ({tests})" if tests else "")]
+        if frm.get("eval.per_epoch"):
+            parts.append(f"per-epoch curves on {' / '.join(frm['eval.per_epoch'])}")
+        if proto.get("selection_split"):
+            parts.append(f"epoch selection on {' / '.join(proto['selection_split'])}")
+        lines.append("Splits, as the records state them: " + "; ".join(parts) + ".")
+    if proto.get("test_selected"):
+        lines.append(f"{TEST_SELECTED_MARK} selected on the test split (allow_test_selection: checkpoint, early "
+                     f"stopping or tuning looked at test), so their test numbers are optimistic: "
+                     f"{', '.join(proto['test_selected'])}.")
+    return lines
+
+
+def _params_text(params: dict[str, Any] | None) -> str:
+    if not params:
+        return "-"
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
+def tuning_rows(analysis: Analysis, task: str) -> list[dict[str, Cell]]:
+    """One row per tuning search: budget, best trial on validation, defaults vs tuned on test."""
+    rows = []
+    for t in analysis.trust.get(task, {}).get("tuning", []):
+        b = t["budget"]
+        budget = " + ".join(x for x in (f"{b['trials']} trials" if b.get("trials") else "",
+                                        f"{b['timeout_s']:g} s" if b.get("timeout_s") else "") if x) or "-"
+        done = b.get("trials_run")
+        d, tu = t["defaults"]["test"], t["tuned"]["test"]
+        rows.append({
+            "method": Cell(t["method"] + (f" {TEST_SELECTED_MARK}" if t["test_selection"] else "")),
+            "model": Cell(t["model"]),
+            "budget": Cell(budget, b.get("trials") or b.get("timeout_s")),
+            "trials done": Cell("-" if done is None else str(done)
+                                + (f" ({b['trials_complete']} complete)" if b.get("trials_complete") not in (None, done)
+                                   else ""), done),
+            "searched on": Cell(f"{t['metric']}, {t['split'] or '?'}"),
+            "best validation": Cell(fmt_num(t["best_validation"]), t["best_validation"]),
+            "best params": Cell(_params_text(t["best_params"])),
+            "defaults (test)": Cell(mean_std(d) + (f" n={d['n']}" if d["n"] else ""), d["mean"]),
+            "tuned (test)": Cell(mean_std(tu) + (f" n={tu['n']}" if tu["n"] else ""), tu["mean"]),
+            "Δ tuned − defaults": Cell(f"{t['delta']:+.4f}" if t["delta"] is not None else "-", t["delta"]),
+        })
+    return rows
+
+
+def forgetting_rows(analysis: Analysis, task: str) -> list[dict[str, Cell]]:
+    """Per configuration: forgetting and its parts (means ± std over seeds), and the Pareto mark."""
+    points = {p["config_id"]: p for p in analysis.trust.get(task, {}).get("forgetting", [])}
+    rows = []
+    for c in analysis.task_configs(task):
+        if "forgetting" not in c.stats:
+            continue
+        p = points.get(c.config_id) or {}
+        rows.append({
+            "config": Cell(c.label), "seeds": Cell(str(c.stats["forgetting"]["n"]), c.stats["forgetting"]["n"]),
+            "forgetting": Cell(mean_std(c.stats["forgetting"]), c.mean("forgetting")),
+            "measured as": Cell(str(p.get("forgetting_metric", "-"))),
+            "probe acc before": Cell(mean_std(c.stats.get("probe_before_accuracy")), c.mean("probe_before_accuracy")),
+            "probe acc after": Cell(mean_std(c.stats.get("probe_after_accuracy")), c.mean("probe_after_accuracy")),
+            "drift": Cell(mean_std(c.stats.get("retention_drift"), spec=".3g"), c.mean("retention_drift")),
+            c.metric: Cell(mean_std(c.stats.get(c.metric)), c.mean(c.metric)),
+            "Pareto-optimal": Cell("yes" if p.get("pareto") else "no" if p else "-", 1 if p.get("pareto") else 0),
+        })
+    return rows
+
+
+def weight_change_rows(analysis: Analysis, task: str) -> list[dict[str, Cell]]:
+    """Per configuration: the diagnostics summary, means ± std over seeds."""
+    rows = []
+    for c in analysis.task_configs(task):
+        if "dw_layers" not in c.stats:
+            continue
+        st = c.stats
+        rows.append({
+            "config": Cell(c.label), "seeds": Cell(str(st["dw_layers"]["n"]), st["dw_layers"]["n"]),
+            "layers": Cell(fmt_num(c.mean("dw_layers"), 0), c.mean("dw_layers")),
+            "mean ‖ΔW‖/‖W‖": Cell(mean_std(st.get("dw_mean_rel_norm"), spec=".3g"), c.mean("dw_mean_rel_norm")),
+            "max ‖ΔW‖/‖W‖": Cell(mean_std(st.get("dw_max_rel_norm"), spec=".3g"), c.mean("dw_max_rel_norm")),
+            "mean effective rank": Cell(mean_std(st.get("dw_mean_effective_rank"), 2), c.mean("dw_mean_effective_rank")),
+            "intruders (total)": Cell(mean_std(st.get("dw_intruders_total"), 1), c.mean("dw_intruders_total")),
+            "layers with intruders": Cell(mean_std(st.get("dw_layers_with_intruders"), 1),
+                                          c.mean("dw_layers_with_intruders")),
+        })
     return rows
 
 
@@ -226,8 +345,9 @@ def _headers(rows: list[dict[str, Cell]]) -> list[str]:
 # ---- flat per-run export ---------------------------------------------------------------------------
 
 
-def flat_row(record: dict[str, Any], labels: dict[str, str]) -> dict[str, Any]:
-    """One run as a flat dict of scalars (pandas-friendly)."""
+def flat_row(record: dict[str, Any], labels: dict[str, str], *, metric: str | None = None,
+             fraction: float = TARGET_FRACTION) -> dict[str, Any]:
+    """One run as a flat dict of scalars (pandas-friendly); trust numbers only where the run has them."""
     spec = record.get("spec") or {}
     method = spec.get("method") or {}
     train = spec.get("train") or {}
@@ -244,8 +364,16 @@ def flat_row(record: dict[str, Any], labels: dict[str, str]) -> dict[str, Any]:
         "lr": train.get("lr"), "epochs": train.get("epochs"), "batch_size": train.get("batch_size"),
         "samples_per_s": (record.get("train") or {}).get("samples_per_s"),
         "eval_n": len((record.get("predictions") or {}).get("gold") or []) or None,
+        "tuning_role": (record.get("tuning") or {}).get("role"), "tune_id": (record.get("tuning") or {}).get("tune_id"),
+        "test_selection": selected_on_test(record),
     }
     row.update(record_costs(record))
+    trust = record_values(record, metric or record.get("main_metric") or "", fraction)
+    if trust["time_to_target_s"] is not None:
+        trust.update(target_metric=metric or record.get("main_metric"), target_fraction=fraction)
+    if trust["forgetting"] is not None:
+        trust["forgetting_metric"] = (record.get("retention") or {}).get("forgetting_metric")
+    row.update({k: v for k, v in trust.items() if v is not None})
     row.update(scalar_metrics(record))
     for k, v in method.items():
         if k != "name" and (v is None or isinstance(v, int | float | str | bool)):
@@ -255,7 +383,9 @@ def flat_row(record: dict[str, Any], labels: dict[str, str]) -> dict[str, Any]:
 
 def flat_rows(records: list[dict[str, Any]], analysis: Analysis) -> list[dict[str, Any]]:
     labels = {c.config_id: c.label for c in analysis.configs}
-    return [flat_row(r, labels) for r in records]
+    metrics = {c.task: c.metric for c in analysis.configs}  # time to target follows each task's metric
+    return [flat_row(r, labels, metric=metrics.get(r.get("task") or "classification"),
+                     fraction=analysis.target_fraction) for r in records]
 
 
 def write_exports(rows: list[dict[str, Any]], out: Path) -> None:
@@ -273,6 +403,24 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "task"
 
 
+TUNING_NOTE = ("Each method searched with the same budget on the validation split; the best trial's settings "
+               "(tuned) and the spec's own (defaults) then ran over the same seeds and are reported on test. "
+               "Trial runs are not in the dashboard.")
+FORGETTING_NOTE = ("Forgetting: probe accuracy before − after fine-tuning on the retention data (positive = forgot), "
+                   "or representation drift for text-only data; lower is better. Pareto-optimal: no other "
+                   "configuration has both less forgetting and a better task metric.")
+WEIGHT_CHANGE_NOTE = ("‖ΔW‖/‖W‖ per adapted layer, the effective rank of ΔW and intruder dimensions (new "
+                      "high-magnitude singular directions), averaged over seeds.")
+
+
+def target_note(analysis: Analysis, task: str) -> str:
+    if not any("time_to_target_s" in c.stats for c in analysis.task_configs(task)):
+        return ""
+    pct = f"{analysis.target_fraction * 100:g}%"
+    return (f" {target_header(analysis.target_fraction)}: training time until the per-epoch metric first came "
+            f"within {pct} of its final value (one evaluation per epoch).")
+
+
 def markdown_report(analysis: Analysis, plots: dict[str, list[tuple[str, Path]]], out: Path) -> str:
     parts = ["# peftbench report\n"]
     parts += [f"> {n}\n" for n in analysis.notes]
@@ -282,7 +430,11 @@ def markdown_report(analysis: Analysis, plots: dict[str, list[tuple[str, Path]]]
         parts.append(f"\n## Task: {task} (metric: {metric})\n")
         parts.append("\n### Dashboard\n\n" + markdown(dashboard(analysis, task)))
         parts.append("\n★ = best mean " + metric + " in the task; ± is the std over seeds; "
-                     "95% CI is a t-interval over seeds.\n")
+                     "95% CI is a t-interval over seeds." + target_note(analysis, task) + "\n")
+        parts += [f"\n> {line}\n" for line in protocol_lines(analysis, task)]
+        tuning = tuning_rows(analysis, task)
+        if tuning:
+            parts.append("\n### Tuning: defaults vs tuned\n\n" + markdown(tuning) + "\n" + TUNING_NOTE + "\n")
         if base is not None:
             parts.append(f"\n### Against the baseline: {base.label}\n\n" + markdown(comparison_rows(analysis, task)))
             parts.append("\n" + "".join(f"- **{c['label']}**: {c['verdict']['text']}\n"
@@ -291,6 +443,12 @@ def markdown_report(analysis: Analysis, plots: dict[str, list[tuple[str, Path]]]
             if pc:
                 parts.append("\n#### Per-class deltas\n\n" + markdown(pc))
         parts.append("\n### Paired significance (α = 0.05)\n\n" + markdown(pair_rows(analysis, task)))
+        forgetting = forgetting_rows(analysis, task)
+        if forgetting:
+            parts.append("\n### Forgetting\n\n" + markdown(forgetting) + "\n" + FORGETTING_NOTE + "\n")
+        change = weight_change_rows(analysis, task)
+        if change:
+            parts.append("\n### Weight change (ΔW)\n\n" + markdown(change) + "\n" + WEIGHT_CHANGE_NOTE + "\n")
         parts.append("\n### All runs\n\n" + markdown(run_rows(analysis, task)))
         for caption, p in plots.get(task, []):
             parts.append(f"\n![{caption}]({p.relative_to(out).as_posix()})\n")
@@ -302,6 +460,7 @@ def terminal_report(analysis: Analysis) -> str:
     for task in analysis.tasks:
         out.append(f"== {task} ==")
         out.append(terminal(dashboard(analysis, task)))
+        out += [f"  {line}" for line in protocol_lines(analysis, task) if line.startswith(TEST_SELECTED_MARK)]
         for c in analysis.comparisons.get(task, []):
             out.append(f"  {c['label']}: {c['verdict']['text']}")
     out += [f"note: {n}" for n in analysis.notes]
@@ -309,13 +468,16 @@ def terminal_report(analysis: Analysis) -> str:
 
 
 def build_report(records: list[dict[str, Any]], out_dir: str | Path, *, baseline: str | None = "full",
-                 metric: str | None = None, bootstrap: bool = False) -> Path:
+                 metric: str | None = None, bootstrap: bool = False,
+                 target_fraction: float = TARGET_FRACTION) -> Path:
     """Write the whole report into `out_dir`; return the path of the HTML file."""
-    return write_report(records, out_dir, baseline=baseline, metric=metric, bootstrap=bootstrap)[0]
+    return write_report(records, out_dir, baseline=baseline, metric=metric, bootstrap=bootstrap,
+                        target_fraction=target_fraction)[0]
 
 
 def write_report(records: list[dict[str, Any]], out_dir: str | Path, *, baseline: str | None = "full",
-                 metric: str | None = None, bootstrap: bool = False) -> tuple[Path, Analysis]:
+                 metric: str | None = None, bootstrap: bool = False,
+                 target_fraction: float = TARGET_FRACTION) -> tuple[Path, Analysis]:
     """`build_report`, also returning the analysis (the CLI prints its tables)."""
     from .errors import SpecError
     from .plots import task_plots
@@ -325,7 +487,7 @@ def write_report(records: list[dict[str, Any]], out_dir: str | Path, *, baseline
         raise SpecError("no run records to report on", hint="point the report at a folder holding <run>/result.json")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    analysis = analyze(records, baseline=baseline, metric=metric, bootstrap=bootstrap)
+    analysis = analyze(records, baseline=baseline, metric=metric, bootstrap=bootstrap, target_fraction=target_fraction)
     plots = {t: task_plots(analysis.task_configs(t), out / "plots", slug(t)) for t in analysis.tasks}
     write_exports(flat_rows(records, analysis), out)
     atomic_write_json(out / "analysis.json", analysis.to_dict())

@@ -250,7 +250,7 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, An
             t_eval = time.perf_counter()
             metrics = evaluate(dp.unwrap(model))
             out.eval_time_s += time.perf_counter() - t_eval
-            out.epochs.append({"epoch": epoch + 1, "step": step,
+            out.epochs.append({"epoch": epoch + 1, "step": step, "train_time_s": out.train_time_s,  # clock so far
                                **{k: v for k, v in metrics.items() if isinstance(v, int | float)}})
             out.final_eval = metrics
             if on_log:
