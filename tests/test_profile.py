@@ -3,6 +3,8 @@ token counts, merged vs unmerged outputs, failures as rows, plots, report sectio
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import re
 from pathlib import Path
@@ -11,7 +13,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from conftest import REPO
+from conftest import REPO, tiny_spec
 from peftbench.cli import cli
 
 SCHEMA = REPO / "src" / "peftbench" / "schema" / "profile.schema.json"
@@ -134,6 +136,33 @@ def test_longer_lengths_are_skipped_after_running_out_of_memory(tiny_bert: Path,
         ("full", 16, "oom"), ("full", 32, "skipped"), ("full", 64, "skipped"),
         ("lora", 16, "oom"), ("lora", 32, "skipped"), ("lora", 64, "skipped")]
     assert data["rows"][1]["error"] == "out of memory at length 16"
+
+
+def test_report_adds_a_cost_curves_section(profiled: tuple[Path, dict[str, Any], str], tiny_bert: Path,
+                                           sentiment_files: tuple[Path, Path], tmp_path: Path) -> None:
+    from PIL import Image
+
+    from peftbench.runner import run
+    from peftbench.spec import RunSpec
+
+    runs = tmp_path / "runs"
+    run(RunSpec.from_dict(tiny_spec(tiny_bert, sentiment_files, "lora", max_steps=2, num_threads=1)), runs,
+        progress=False, log=lambda _m: None)
+    (runs / "profile").mkdir()
+    (runs / "profile" / "profile.json").write_text((profiled[0] / "profile.json").read_text())
+    (runs / "profile-notes.json").write_text('{"kind": "something else"}')  # not a profile: ignored
+    result = CliRunner().invoke(cli, ["report", str(runs), "--out", str(tmp_path / "rep")])
+    assert result.exit_code == 0, result.output
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert md.count("## Cost curves") == 1 and "](plots/cost-curves-1-latency.png)" in md
+    page = (tmp_path / "rep" / "report.html").read_text()
+    section = page[page.index("<section id='cost-curves'>"):]
+    section = section[:section.index("</section>")]
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', section)
+    assert len(images) == 3 and section.count("<tr>") == 1 + 4  # header + one row per configuration
+    for b64 in images:
+        with Image.open(io.BytesIO(base64.b64decode(b64))) as img:
+            assert img.format == "PNG"
 
 
 @pytest.mark.parametrize(("args", "expected"), [

@@ -13,10 +13,12 @@ import click
 @click.option("--metric", default=None, help="Metric to rank and compare by (default: each task's main metric).")
 @click.option("--bootstrap-seeds", is_flag=True, help="Add a percentile bootstrap interval over seeds to the t-interval.")
 def report(runs: str, out: str, baseline: str, metric: str | None, bootstrap_seeds: bool) -> None:
-    """Build a report from every <run>/result.json under RUNS."""
+    """Build a report from every <run>/result.json under RUNS (and a cost-curves section from any
+    profile*.json written there by `peftbench profile`)."""
     from pathlib import Path
 
     from .errors import SpecError
+    from .profile import find_profiles
     from .records import load_records
     from .reports import terminal_report, write_report
 
@@ -26,7 +28,7 @@ def report(runs: str, out: str, baseline: str, metric: str | None, bootstrap_see
     if not records:
         raise SpecError(f"no result.json found under '{runs}'", hint="point at the folder holding the run folders")
     html_path, analysis = write_report(records, out, baseline=baseline or None, metric=metric,
-                                       bootstrap=bootstrap_seeds)
+                                       bootstrap=bootstrap_seeds, profiles=find_profiles(runs))
     click.echo(terminal_report(analysis))
     click.echo(f"report: {html_path}")
 
