@@ -175,6 +175,7 @@ def test_report_adds_a_cost_curves_section(profiled: tuple[Path, dict[str, Any],
     (["--task", "summarise"], "Did you mean: summarization?"),
     (["--task", "summarization"], "task 'summarization' cannot run on a encoder model"),
     (["--model", "tiny:brt"], "Unknown tiny model family 'brt'. Did you mean: bert"),
+    (["--model", "embedded-causal"], "task 'classification' cannot run on 'embedded-causal'"),
     (["--steps", "0"], "0 is not in the range x>=1"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tiny_bert: Path, tmp_path: Path, args: list[str], expected: str) -> None:

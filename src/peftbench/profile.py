@@ -78,11 +78,15 @@ def max_positions(config: Any) -> int | None:
 
 def _check_model(spec: RunSpec, lengths: list[int]) -> None:
     """From the config alone (no weights): the task fits the family and every length fits the model."""
-    from .generative import EMBEDDED_BUILDERS
+    from .generative import EMBEDDED_BUILDERS, EMBEDDED_CAUSAL, EMBEDDED_SEQ2SEQ
     from .models import embedded_model_path, family_for, load_config, resolve_model_path
     from .tasks import TASKS
 
     name = spec.model.name_or_path
+    want = {"summarization": EMBEDDED_SEQ2SEQ, "instruction": EMBEDDED_CAUSAL}.get(spec.task)
+    if name in EMBEDDED_BUILDERS and name != want:
+        raise SpecError(f"task '{spec.task}' cannot run on '{name}'",
+                        hint=f"use --model {want}" if want else "use --model embedded for classification")
     config = load_config(str(embedded_model_path()) if name in EMBEDDED_BUILDERS else resolve_model_path(name),
                          spec.model)
     task = TASKS.get(spec.task)
