@@ -156,10 +156,16 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def _compared(out: Any) -> Any:
+    """The outputs merged and unmerged models are compared on: the logits (for LM tasks at the last
+    position only: a whole vocabulary per token would be large)."""
+    logits = out.logits.float()
+    return logits[:, -1] if logits.dim() == 3 else logits
+
+
 def _latency(model: Any, inputs: dict[str, Any], amp: Callable[[], Any], device: str,
              calls: int) -> tuple[float, Any]:
-    """Median wall time (ms) of `calls` forwards after one untimed call, and the last outputs
-    (for LM tasks the logits at the last position only)."""
+    """Median wall time (ms) of `calls` forwards after one untimed call, and the outputs to compare."""
     import statistics
 
     import torch
@@ -173,8 +179,7 @@ def _latency(model: Any, inputs: dict[str, Any], amp: Callable[[], Any], device:
             out = model(**inputs)
             _sync(device)
             times.append(time.perf_counter() - t0)
-    logits = out.logits.float()
-    return 1000 * statistics.median(times), logits[:, -1] if logits.dim() == 3 else logits
+    return 1000 * statistics.median(times), _compared(out)
 
 
 def _merge_latency(model: Any, inputs: dict[str, Any], amp: Callable[[], Any], device: str, calls: int,
@@ -186,8 +191,7 @@ def _merge_latency(model: Any, inputs: dict[str, Any], amp: Callable[[], Any], d
     if not hasattr(model, "merge_and_unload"):  # full, partial; prompt learning has nothing to merge either
         return {"merge": "n/a"}
     with torch.inference_mode(), amp(), model.disable_adapter():
-        base = model(**inputs).logits.float()
-    base = base[:, -1] if base.dim() == 3 else base
+        base = _compared(model(**inputs))
     effect = float((unmerged - base).abs().max())
     try:
         merged_model = model.merge_and_unload()
@@ -195,8 +199,8 @@ def _merge_latency(model: Any, inputs: dict[str, Any], amp: Callable[[], Any], d
         return {"merge": f"failed: {type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}",
                 "adapter_max_abs_effect": effect}
     merged_ms, merged = _latency(merged_model, inputs, amp, device, calls)
-    return {"merge": "merged", "latency_merged_ms": merged_ms, "merge_max_abs_diff": float((merged - unmerged).abs().max()),
-            "adapter_max_abs_effect": effect}
+    return {"merge": "merged", "latency_merged_ms": merged_ms, "adapter_max_abs_effect": effect,
+            "merge_max_abs_diff": float((merged - unmerged).abs().max())}
 
 
 def measure(spec_dict: dict[str, Any], length: int, batch_size: int, steps: int, warmup: int,
