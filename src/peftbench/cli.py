@@ -169,6 +169,7 @@ _COMMAND_MODULES: list[str] = [
     "cli_runs",
     "cli_report",
     "cli_trust",
+    "cli_profile",
 ]
 
 

@@ -18,10 +18,12 @@ from .compare import TARGET_FRACTION  # a constant of a light module (no torch, 
               help="Time to target: training time until the per-epoch metric came within this share of its final value.")
 def report(runs: str, out: str, baseline: str, metric: str | None, bootstrap_seeds: bool,
            target_fraction: float) -> None:
-    """Build a report from every <run>/result.json under RUNS."""
+    """Build a report from every <run>/result.json under RUNS (and a cost-curves section from any
+    profile*.json written there by `peftbench profile`)."""
     from pathlib import Path
 
     from .errors import SpecError
+    from .profile import find_profiles
     from .records import load_records
     from .reports import terminal_report, write_report
 
@@ -31,7 +33,8 @@ def report(runs: str, out: str, baseline: str, metric: str | None, bootstrap_see
     if not records:
         raise SpecError(f"no result.json found under '{runs}'", hint="point at the folder holding the run folders")
     html_path, analysis = write_report(records, out, baseline=baseline or None, metric=metric,
-                                       bootstrap=bootstrap_seeds, target_fraction=target_fraction)
+                                       bootstrap=bootstrap_seeds, target_fraction=target_fraction,
+                                       profiles=find_profiles(runs))
     click.echo(terminal_report(analysis))
     click.echo(f"report: {html_path}")
 

@@ -235,3 +235,84 @@ def run_isolated(spec: Any, run_id: str, out_dir: Path, *, timeout_s: float | No
     run_dir.mkdir(parents=True, exist_ok=True)
     write_failure(run_dir, failure_record(spec, run_id, status, reason, message, started, proc.exitcode))
     return Outcome(status, reason, message, seconds, interrupted=canceled)
+
+
+# ---- one measurement in its own process (probe, profile) ---------------------------------------------
+
+
+@dataclass
+class Returned:
+    """What a measuring process gave back: its value, or why there is none."""
+
+    value: Any = None
+    reason: str | None = None  # None when `value` holds the result; else oom | error | timeout
+    message: str | None = None
+
+
+def _call_child(target: Any, args: tuple[Any, ...], conn: Any) -> None:
+    """Entry point of a measuring process: send ('ok', value) or ('error', reason, one-line message)."""
+    _die_with_parent(SERVER_PID_ENV)
+    import threading
+
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())  # as in `_child`: no multiprocessing semaphore left behind
+    from .errors import PeftbenchError, is_out_of_memory
+
+    try:
+        msg: tuple[Any, ...] = ("ok", target(*args))
+    except BaseException as err:
+        oom = getattr(err, "reason", None) == "oom" or is_out_of_memory(err)
+        text = err.one_line() if isinstance(err, PeftbenchError) else \
+            f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        msg = ("error", "oom" if oom else "error", text[:500])
+    with contextlib.suppress(Exception):
+        conn.send(msg)
+    conn.close()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # skip interpreter teardown, as run processes do
+
+
+def call_isolated(target: Any, args: tuple[Any, ...], *, name: str, timeout_s: float | None = None) -> Returned:
+    """`target(*args)` in a process forked from the fork server, so that an out-of-memory kill or a
+    crash ends that measurement only, and each one starts from a clean allocator. `target` must be a
+    module-level function and its value picklable."""
+    ctx = process_context()
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_call_child, args=(target, args, send), name=name)
+    proc.start()
+    send.close()
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    msg = None
+    timed_out = False
+    try:
+        # Read while waiting (a large value must not block the child on a full pipe).
+        while msg is None:
+            if recv.poll(0.2):
+                with contextlib.suppress(EOFError, OSError):
+                    msg = recv.recv()
+                break
+            if not proc.is_alive():
+                if recv.poll(0):
+                    with contextlib.suppress(EOFError, OSError):
+                        msg = recv.recv()
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                timed_out = True
+                break
+        if timed_out:
+            _stop(proc, grace_s=2)
+        else:
+            proc.join()
+    except BaseException:
+        _stop(proc, grace_s=2)
+        raise
+    finally:
+        recv.close()
+    if msg is not None:
+        return Returned(value=msg[1]) if msg[0] == "ok" else Returned(reason=msg[1], message=msg[2])
+    if timed_out:
+        return Returned(reason="timeout", message=f"timeout after {timeout_s:g}s")
+    _, reason, message = _classify(proc.exitcode, False, False, timeout_s, None)
+    return Returned(reason=reason, message=message.replace("run process", "process"))

@@ -10,7 +10,6 @@ CPU, where `memory_limit` is the only limit that applies.
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -57,87 +56,63 @@ def _peak_rss() -> int:
     return psutil.Process().memory_info().rss
 
 
-def _trial(spec_dict: dict[str, Any], batch_size: int, max_length: int, device: str, conn: Any) -> None:
-    """Child process: one training step at `batch_size`; sends (ok, peak_bytes, error)."""
-    from .isolate import SERVER_PID_ENV, _die_with_parent
+def _step(spec_dict: dict[str, Any], batch_size: int, max_length: int, device: str) -> tuple[int, int]:
+    """In the trial's own process: one training step at `batch_size`; (peak bytes, baseline bytes)."""
+    import torch
 
-    _die_with_parent(SERVER_PID_ENV)
-    try:
-        import torch
+    from .methods import METHODS, MethodContext, method_load_kwargs
+    from .models import load_classifier, quiet_libraries, resolve_dtype
+    from .runner import apply_dtype_policy
 
-        from .methods import METHODS, MethodContext, method_load_kwargs
-        from .models import load_classifier, quiet_libraries, resolve_dtype
-        from .runner import apply_dtype_policy
+    quiet_libraries()
+    spec = RunSpec.from_dict(spec_dict).resolved()
+    method = METHODS.get(spec.method.name)
+    compute_dtype = resolve_dtype(spec.model.dtype, device)
+    loaded = load_classifier(spec.model, 2, ["0", "1"], method_load_kwargs(method, spec.method.params,
+                                                                          compute_dtype))
+    model = method.prepare(method, spec.method.params, MethodContext(loaded.model, loaded.family,
+                                                                     "classification", compute_dtype))
+    amp_dtype, _ = apply_dtype_policy(model, method.name, compute_dtype)
+    model.to(device)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=spec.train.lr)
+    vocab = int(getattr(model.config, "vocab_size", 1000) or 1000)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000 if vocab > 2000 else 1, vocab, (batch_size, max_length), generator=g)
+    batch = {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device),
+             "labels": torch.randint(0, 2, (batch_size,), generator=g).to(device)}
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        baseline = int(torch.cuda.memory_allocated())
+    else:
+        import psutil
 
-        quiet_libraries()
-        spec = RunSpec.from_dict(spec_dict).resolved()
-        method = METHODS.get(spec.method.name)
-        compute_dtype = resolve_dtype(spec.model.dtype, device)
-        loaded = load_classifier(spec.model, 2, ["0", "1"], method_load_kwargs(method, spec.method.params,
-                                                                              compute_dtype))
-        model = method.prepare(method, spec.method.params, MethodContext(loaded.model, loaded.family,
-                                                                         "classification", compute_dtype))
-        amp_dtype, _ = apply_dtype_policy(model, method.name, compute_dtype)
-        model.to(device)
-        model.train()
-        params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=spec.train.lr)
-        vocab = int(getattr(model.config, "vocab_size", 1000) or 1000)
-        g = torch.Generator().manual_seed(0)
-        ids = torch.randint(1000 if vocab > 2000 else 1, vocab, (batch_size, max_length), generator=g)
-        batch = {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device),
-                 "labels": torch.randint(0, 2, (batch_size,), generator=g).to(device)}
-        if device == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            baseline = int(torch.cuda.memory_allocated())
-        else:
-            import psutil
-
-            baseline = int(psutil.Process().memory_info().rss)
-        amp = torch.autocast(device_type=device, dtype=amp_dtype) if amp_dtype is not None \
-            else contextlib.nullcontext()
-        with amp:
-            loss = model(**batch).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if device == "cuda":
-            torch.cuda.synchronize()
-            peak = int(torch.cuda.max_memory_allocated())
-        else:
-            peak = _peak_rss()
-        conn.send((True, peak, None, baseline))
-    except BaseException as err:
-        text = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
-        oom = "out of memory" in text.lower() or type(err).__name__ == "OutOfMemoryError"
-        with contextlib.suppress(Exception):
-            conn.send((False, None, ("oom: " if oom else f"{type(err).__name__}: ") + text, None))
-    finally:
-        conn.close()
-    os._exit(0)
+        baseline = int(psutil.Process().memory_info().rss)
+    amp = torch.autocast(device_type=device, dtype=amp_dtype) if amp_dtype is not None \
+        else contextlib.nullcontext()
+    with amp:
+        loss = model(**batch).loss
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    if device == "cuda":
+        torch.cuda.synchronize()
+        return int(torch.cuda.max_memory_allocated()), baseline
+    return _peak_rss(), baseline
 
 
 def _run_trial(spec_dict: dict[str, Any], batch_size: int, max_length: int, device: str,
                timeout_s: float) -> Trial:
-    from .isolate import process_context
+    from .isolate import call_isolated
 
-    ctx = process_context()
-    recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_trial, args=(spec_dict, batch_size, max_length, device, send),
-                       name=f"peftbench-probe-{batch_size}")
-    proc.start()
-    send.close()
-    proc.join(timeout_s)
-    if proc.is_alive():
-        proc.kill()
-        proc.join()
-        return Trial(batch_size, False, None, f"timeout after {timeout_s:g}s")
-    msg = recv.recv() if recv.poll() else None
-    recv.close()
-    if msg is None:
-        return Trial(batch_size, False, None, f"oom: process died (exit code {proc.exitcode})")
-    return Trial(batch_size, msg[0], msg[1], msg[2], msg[3])
+    got = call_isolated(_step, (spec_dict, batch_size, max_length, device), name=f"peftbench-probe-{batch_size}",
+                        timeout_s=timeout_s)
+    if got.reason is None:
+        peak, baseline = got.value
+        return Trial(batch_size, True, peak, None, baseline)
+    return Trial(batch_size, False, None, f"oom: {got.message}" if got.reason == "oom" else got.message)
 
 
 def probe(model: str, methods: list[str], max_length: int = 256, *, memory_limit: int | None = None,

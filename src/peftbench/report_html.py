@@ -104,7 +104,9 @@ def _row_classes(rows: list[dict[str, Cell]]) -> list[str]:
     return out
 
 
-def render_html(analysis: Analysis, plots: dict[str, list[tuple[str, Path]]], records: list[dict[str, Any]]) -> str:
+def render_html(analysis: Analysis, plots: dict[str, list[tuple[str, Path]]], records: list[dict[str, Any]],
+                extra_html: str = "") -> str:
+    """The whole page; `extra_html` (e.g. the cost-curves section) goes after the tasks."""
     from .stats import ALPHA
 
     n_ok = sum(r.get("status") == "success" for r in records)
@@ -151,5 +153,6 @@ def render_html(analysis: Analysis, plots: dict[str, list[tuple[str, Path]]], re
             parts.append("<h3>Figures</h3><div class='grid'>" + "".join(image(p, c) for c, p in figures) + "</div>")
         parts.append("<h3>All runs</h3>" + table(run_rows(analysis, task)))
         parts.append("</section>")
+    parts.append(extra_html)
     parts.append(f"<script>{JS}</script></body></html>")
     return "\n".join(parts)

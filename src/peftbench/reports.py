@@ -477,8 +477,10 @@ def build_report(records: list[dict[str, Any]], out_dir: str | Path, *, baseline
 
 def write_report(records: list[dict[str, Any]], out_dir: str | Path, *, baseline: str | None = "full",
                  metric: str | None = None, bootstrap: bool = False,
-                 target_fraction: float = TARGET_FRACTION) -> tuple[Path, Analysis]:
-    """`build_report`, also returning the analysis (the CLI prints its tables)."""
+                 target_fraction: float = TARGET_FRACTION,
+                 profiles: list[tuple[Path, dict[str, Any]]] | None = None) -> tuple[Path, Analysis]:
+    """`build_report`, also returning the analysis (the CLI prints its tables). `profiles`
+    (`profile.find_profiles`) add a "Cost curves" section."""
     from .errors import SpecError
     from .plots import task_plots
     from .report_html import render_html
@@ -491,7 +493,13 @@ def write_report(records: list[dict[str, Any]], out_dir: str | Path, *, baseline
     plots = {t: task_plots(analysis.task_configs(t), out / "plots", slug(t)) for t in analysis.tasks}
     write_exports(flat_rows(records, analysis), out)
     atomic_write_json(out / "analysis.json", analysis.to_dict())
-    atomic_write_text(out / "report.md", markdown_report(analysis, plots, out))
+    md, extra_html = markdown_report(analysis, plots, out), ""
+    if profiles:
+        from .profile import cost_curves
+
+        section = cost_curves(profiles, out)
+        md, extra_html = md + section.markdown, section.html
+    atomic_write_text(out / "report.md", md)
     html_path = out / "report.html"
-    atomic_write_text(html_path, render_html(analysis, plots, records))
+    atomic_write_text(html_path, render_html(analysis, plots, records, extra_html))
     return html_path, analysis

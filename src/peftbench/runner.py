@@ -92,6 +92,28 @@ def apply_dtype_policy(model: Any, method_name: str, compute_dtype: str) -> tupl
                    "frozen_base_dtype": compute_dtype if frozen_cast else "float32"}
 
 
+def prepare_model(spec: RunSpec, task: Any, method: Any, prepared: Any, compute_dtype: str,
+                  device: str) -> tuple[Any, Any, Any, dict[str, Any], dict[str, Any]]:
+    """Load the task's model, apply the method, the dtype policy and the CPU ops, move it to `device`;
+    return (loaded, model, autocast dtype, precision, cpu_ops). One place, so that `peftbench profile`
+    measures the very model a run trains."""
+    from .cpu_ops import install as install_cpu_ops
+    from .perf import maybe_compile
+
+    params = spec.method.params
+    loaded = task.load_model(spec, prepared, method_load_kwargs(method, params, compute_dtype))
+    if loaded.family.kind not in task.families and loaded.family.kind != "unknown":
+        raise SpecError(f"task '{spec.task}' cannot run on a {loaded.family.kind} model "
+                        f"({loaded.model_type})", hint="pick a model of a family the task supports")
+    model = method.prepare(method, params, MethodContext(loaded.model, loaded.family, spec.task, compute_dtype))
+    amp_dtype, precision = apply_dtype_policy(model, method.name, compute_dtype)
+    model.to(device)
+    cpu_ops = (install_cpu_ops(model, device) if spec.train.cpu_ops
+               else {"enabled": False, "reason": "train.cpu_ops is false"})
+    maybe_compile(model, spec.train.compile)
+    return loaded, model, amp_dtype, precision, cpu_ops
+
+
 def save_artifact(model: Any, spec: RunSpec, run_dir: Path) -> dict[str, Any]:
     """Save what the method produces (adapter or full model) and measure its size on disk."""
     if not is_main_process():  # rank 0 saves the (identical) weights
@@ -167,7 +189,7 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
     device = pick_device(spec.train.device)
     bind_device(device)
     compute_dtype = resolve_dtype(spec.model.dtype, device)
-    from .perf import configure_threads, maybe_compile, perf_fields
+    from .perf import configure_threads, perf_fields
 
     threads = configure_threads(spec.train.num_threads, device)
 
@@ -185,19 +207,8 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
     try:
         set_seed(spec.train.seed)
         say(f"[peftbench] {run_id}: loading {spec.model.name_or_path} for {spec.method.name}")
-        loaded = task.load_model(spec, prepared, method_load_kwargs(method, params, compute_dtype))
-        if loaded.family.kind not in task.families and loaded.family.kind != "unknown":
-            raise SpecError(f"task '{spec.task}' cannot run on a {loaded.family.kind} model "
-                            f"({loaded.model_type})", hint="pick a model of a family the task supports")
-        ctx = MethodContext(loaded.model, loaded.family, spec.task, compute_dtype)
-        model = method.prepare(method, params, ctx)
-        amp_dtype, precision = apply_dtype_policy(model, method.name, compute_dtype)
-        model.to(device)
-        from .cpu_ops import install as install_cpu_ops
-
-        cpu_ops = (install_cpu_ops(model, device) if spec.train.cpu_ops
-                   else {"enabled": False, "reason": "train.cpu_ops is false"})
-        maybe_compile(model, spec.train.compile)
+        loaded, model, amp_dtype, precision, cpu_ops = prepare_model(spec, task, method, prepared, compute_dtype,
+                                                                     device)
         trainable, total = count_params(model)
         if trainable == 0:
             raise SpecError(f"method '{method.name}' left no trainable parameters",
