@@ -4,8 +4,9 @@ The reference ("seed recipe") is what the seed studies ran: the Hugging Face `Tr
 padded to `max_length` (256 for IMDB, 128 for SST-2), fp32, a fixed batch. peftbench runs the same
 model, data subset, method configuration, learning rate, epochs, batch size, warm-up, weight decay,
 clipping and seed, with its defaults: dynamic padding, length-grouped batches, the dtype policy
-(bf16 where the CPU has native bf16), SDPA attention. Both sides train for the same number of
-optimizer steps. Only training wall time is compared (evaluation is timed apart on both sides).
+(bf16 where the CPU has native bf16), SDPA attention, and on the CPU the faster dropout /
+attention-with-dropout of `peftbench.cpu_ops` (same dropout probabilities). Both sides train for the
+same number of optimizer steps. Only training wall time is compared (evaluation is timed apart on both sides).
 
 The machine may be shared: both sides run in the same process, one after the other per pair, with
 the order alternating between pairs; read the ratios, not the absolute times.
