@@ -22,6 +22,7 @@ On GPUs torch's fused kernels are already fast, so `install` does nothing there.
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 ATTENTION_NAME = "peftbench_cpu"
@@ -50,11 +51,13 @@ def dropout(x: Any, p: float, training: bool) -> Any:
     return x.masked_fill(drop_mask(x.shape, p), 0).mul_(1.0 / (1.0 - p))
 
 
+@cache
 def _dropout_class() -> Any:
+    """The `nn.Dropout` subclass, defined once on first use (torch is imported lazily)."""
     import torch
 
     class Dropout(torch.nn.Dropout):
-        """`nn.Dropout` (same p, same `inplace` flag ignored) drawing its mask with `drop_mask`."""
+        """`nn.Dropout` with the same p (`inplace` is ignored), drawing its mask with `drop_mask`."""
 
         def forward(self, x: Any) -> Any:
             return dropout(x, self.p, self.training)
