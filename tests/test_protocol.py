@@ -109,6 +109,13 @@ def test_best_epoch_weights_are_restored_and_test_is_read_once():
     assert summary["validation_metrics"]["accuracy"] == 0.8 and summary["split"] == "validation"
 
 
+def test_perplexity_and_losses_are_minimized_when_selecting():
+    from peftbench.protocol import _better
+
+    assert _better("perplexity")(9.0, 10.0) and not _better("perplexity")(11.0, 10.0)
+    assert _better("eval_loss")(0.1, 0.2) and _better("accuracy")(0.9, 0.8) and not _better("accuracy")(0.7, 0.8)
+
+
 def test_last_strategy_keeps_the_final_weights():
     import torch
 

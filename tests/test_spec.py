@@ -76,6 +76,17 @@ def test_run_id_is_stable_and_changes_with_hyperparameters(tmp_path):
     assert RunSpec.from_dict({"data": {"train": str(f)}, "method": {"name": "lora"}}).run_id() != first
 
 
+def test_run_id_follows_the_retention_file_content(tmp_path):
+    f, r = tmp_path / "t.csv", tmp_path / "general.csv"
+    f.write_text("text,label\na,0\n")
+    r.write_text("text\nsome general text\n")
+    spec = {"data": {"train": str(f)}, "retention": {"file": str(r), "label_column": None}}
+    first = RunSpec.from_dict(spec).run_id()
+    assert RunSpec.from_dict(spec).run_id() == first
+    r.write_text("text\nother general text\n")  # same path, new content: a new run
+    assert RunSpec.from_dict(spec).run_id() != first
+
+
 def test_run_names_cannot_escape_the_output_folder():
     with pytest.raises(SpecError, match="run name"):
         RunSpec.from_dict({"name": "../evil"})

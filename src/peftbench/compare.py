@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
 
-from .metrics import HIGHER_IS_BETTER
+from .metrics import higher_is_better
 from .stats import (
     ALPHA,
     combine_seed_tests,
@@ -40,14 +40,6 @@ COSTS = {
     "peak_memory_bytes": ("train", "peak_memory_bytes"),
     "artifact_bytes": ("artifact", "size_bytes"),
 }
-
-
-def higher_is_better(metric: str) -> bool:
-    """Direction of a metric: the table in metrics.py, else losses and perplexities go down."""
-    if metric in HIGHER_IS_BETTER:
-        return HIGHER_IS_BETTER[metric]
-    low = metric.lower()
-    return not any(word in low for word in ("loss", "perplexity", "error", "time", "memory", "bytes"))
 
 
 def _num(x: Any) -> float | None:

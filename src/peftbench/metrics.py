@@ -31,3 +31,11 @@ HIGHER_IS_BETTER = {
     "eval_loss": False, "perplexity": False, "rouge1": True, "rouge2": True, "rougeL": True, "rougeLsum": True,
     "trainable_params": False, "train_time_s": False, "peak_memory_bytes": False, "artifact_bytes": False,
 }
+
+
+def higher_is_better(metric: str) -> bool:
+    """Direction of a metric: the table above, else losses and perplexities go down."""
+    if metric in HIGHER_IS_BETTER:
+        return HIGHER_IS_BETTER[metric]
+    low = metric.lower()
+    return not any(word in low for word in ("loss", "perplexity", "error", "time", "memory", "bytes"))

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import DataError, SpecError
+from .metrics import higher_is_better
 
 VALIDATION_SEED_OFFSET = 2
 
@@ -75,9 +76,9 @@ def describe_splits(spec: Any, info: dict[str, Any], has_validation: bool) -> di
 
 
 def _better(metric: str) -> Callable[[float, float], bool]:
-    if metric.endswith("loss"):
-        return lambda new, old: new < old
-    return lambda new, old: new > old
+    if higher_is_better(metric):
+        return lambda new, old: new > old
+    return lambda new, old: new < old
 
 
 class Selection:

@@ -94,7 +94,7 @@ class SelectSpec(_Section):
     """Which epoch's weights are reported: the last, or the best on the selection split."""
 
     strategy: Literal["last", "best"] = "last"
-    metric: str | None = None  # default: the task's main metric (names ending in 'loss' are minimized)
+    metric: str | None = None  # default: the task's main metric (losses and perplexity are minimized: metrics.higher_is_better)
     split: Literal["validation", "test"] = "validation"
     patience: int | None = Field(default=None, gt=0)  # early stopping after N epochs without improvement
 
@@ -234,6 +234,8 @@ class RunSpec(_Section):
         # Same path, new content must be a new run: the data files' content is part of the id.
         resolved["_data_sha256"] = {k: file_sha256(v) for k, v in sorted(resolved["data"].items())
                                     if k in DATA_FILE_KEYS and isinstance(v, str)}
+        if resolved.get("retention"):
+            resolved["_data_sha256"]["retention"] = file_sha256(resolved["retention"]["file"])
         blob = json.dumps(resolved, sort_keys=True, separators=(",", ":"))
         digest = hashlib.sha256(blob.encode()).hexdigest()[:10]
         prefix = self.name or self.method.name
@@ -242,7 +244,7 @@ class RunSpec(_Section):
 
 # ---- helpers ---------------------------------------------------------------------------------
 
-DATA_FILE_KEYS = ("train", "eval", "validation", "test", "retention")
+DATA_FILE_KEYS = ("train", "eval", "validation", "test")
 
 
 def file_sha256(path: str) -> str | None:

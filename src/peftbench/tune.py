@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import SpecError, TrainingError
+from .metrics import higher_is_better
 from .records import RESULT_FILE, atomic_write_json
 from .spec import RunSpec
 
@@ -104,7 +105,7 @@ def tune_method(spec: RunSpec, out_dir: str | Path, *, progress: bool = False, l
     out = Path(out_dir)
     t = spec.tune
     metric = t.metric or TASKS.get(spec.task).main_metric
-    maximize = not metric.endswith("loss")
+    maximize = higher_is_better(metric)
     space = _search_space(spec)
     seeds = list(t.seeds or [spec.train.seed])
     tune_id = f"tune-{spec.method.name}-" + hashlib.sha256(
