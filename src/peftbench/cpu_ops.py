@@ -6,7 +6,8 @@ a quarter of the step; and scaled-dot-product attention with `dropout_p > 0` has
 kernel, so it falls back to the math path, which also upcasts bf16 to fp32 and adds a "safe
 softmax" pass — over half of the step went to attention with dropout.
 
-This module changes neither what is computed nor with what probability:
+This module keeps every dropout probability and the computation itself; it changes where the
+masks come from and in which dtype attention with dropout runs:
 - `Dropout` keeps each element with probability 1 − p and scales kept ones by 1/(1 − p), as
   `nn.Dropout` does. The mask comes from numpy's PCG64 (about 6× faster per element here), seeded
   from torch's generator on every call, so `torch.manual_seed` still makes runs repeatable. Mask
@@ -22,6 +23,7 @@ On GPUs torch's fused kernels are already fast, so `install` does nothing there.
 
 from __future__ import annotations
 
+import math
 from functools import cache
 from typing import Any
 
@@ -35,9 +37,7 @@ def drop_mask(shape: Any, p: float) -> Any:
     import torch
 
     seed = int(torch.randint(0, 2**62, (1,)).item())  # from torch's generator: seeded runs repeat
-    n = 1
-    for s in shape:
-        n *= int(s)
+    n = math.prod(int(s) for s in shape)
     bits = np.random.Generator(np.random.PCG64(seed)).integers(0, _MASK_LEVELS, size=n, dtype=np.uint16)
     return torch.from_numpy(bits < round(p * _MASK_LEVELS)).view(shape)
 
