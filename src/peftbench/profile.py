@@ -419,7 +419,7 @@ def curve_plot(rows: list[dict[str, Any]], key: str, path: Path, *, ylabel: str,
     """`key` against sequence length: one line per method (and batch size, when there are several)."""
     from matplotlib import colormaps
 
-    from .plots import _figure, _save
+    from .plots import _figure, _label, _save
 
     ok = [r for r in rows if r["status"] == "ok" and r.get(key) is not None]
     if not ok:
@@ -440,11 +440,7 @@ def curve_plot(rows: list[dict[str, Any]], key: str, path: Path, *, ylabel: str,
     ax.set_xscale("log", base=2)
     ax.set_xticks(lengths, [str(n) for n in lengths])
     ax.minorticks_off()
-    ax.set_xlabel("sequence length (tokens)")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _label(ax, "sequence length (tokens)", ylabel, title)
     return _save(fig, path)
 
 
