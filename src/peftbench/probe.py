@@ -60,20 +60,17 @@ def _step(spec_dict: dict[str, Any], batch_size: int, max_length: int, device: s
     """In the trial's own process: one training step at `batch_size`; (peak bytes, baseline bytes)."""
     import torch
 
-    from .methods import METHODS, MethodContext, method_load_kwargs
-    from .models import load_classifier, quiet_libraries, resolve_dtype
-    from .runner import apply_dtype_policy
+    from .methods import METHODS
+    from .models import quiet_libraries, resolve_dtype
+    from .runner import prepare_model
+    from .tasks import TASKS, placeholder_data
 
     quiet_libraries()
     spec = RunSpec.from_dict(spec_dict).resolved()
-    method = METHODS.get(spec.method.name)
     compute_dtype = resolve_dtype(spec.model.dtype, device)
-    loaded = load_classifier(spec.model, 2, ["0", "1"], method_load_kwargs(method, spec.method.params,
-                                                                          compute_dtype))
-    model = method.prepare(method, spec.method.params, MethodContext(loaded.model, loaded.family,
-                                                                     "classification", compute_dtype))
-    amp_dtype, _ = apply_dtype_policy(model, method.name, compute_dtype)
-    model.to(device)
+    # The very model a run of this spec trains (method, dtype policy, CPU ops), with a two-class head.
+    _, model, amp_dtype, _, _ = prepare_model(spec, TASKS.get("classification"), METHODS.get(spec.method.name),
+                                              placeholder_data(), compute_dtype, device)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=spec.train.lr)

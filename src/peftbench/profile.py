@@ -115,15 +115,6 @@ def _method_names(methods: Sequence[str] | None) -> list[str]:
 # ---- one configuration, in its own process ------------------------------------------------------------
 
 
-def _placeholder_data() -> Any:
-    """What `task.load_model` reads of the data: the label names (generative tasks read nothing)."""
-    from types import SimpleNamespace
-
-    from .tasks import Prepared
-
-    return Prepared(SimpleNamespace(label_names=list(LABELS)), {})
-
-
 def synthetic(task: str, tokenizer: Any, n: int, length: int, seed: int) -> Any:
     """`n` examples of exactly `length` random non-special token ids. Classification gets random
     labels; instruction tuning puts loss on every token; summarization gets random targets of the
@@ -217,7 +208,7 @@ def measure(spec_dict: dict[str, Any], length: int, batch_size: int, steps: int,
     from .models import count_params, quiet_libraries, resolve_dtype
     from .perf import configure_threads
     from .runner import pick_device, prepare_model
-    from .tasks import TASKS
+    from .tasks import TASKS, placeholder_data
     from .train import train
 
     quiet_libraries()
@@ -228,7 +219,7 @@ def measure(spec_dict: dict[str, Any], length: int, batch_size: int, steps: int,
     set_seed(spec.train.seed)
     task = TASKS.get(spec.task)
     loaded, model, amp_dtype, precision, cpu_ops = prepare_model(spec, task, METHODS.get(spec.method.name),
-                                                                 _placeholder_data(), compute_dtype, device)
+                                                                 placeholder_data(LABELS), compute_dtype, device)
     trainable, total = count_params(model)
     pad_id = loaded.tokenizer.pad_token_id or 0
     enc = synthetic(spec.task, loaded.tokenizer, batch_size * (warmup + steps), length, spec.train.seed)

@@ -23,6 +23,14 @@ class Prepared:
     info: dict[str, Any]
 
 
+def placeholder_data(label_names: tuple[str, ...] = ("0", "1")) -> Prepared:
+    """What `load_model` reads of the data (classification: the label names; generative tasks read
+    nothing), for measurements on synthetic tokens (`peftbench probe`, `peftbench profile`)."""
+    from types import SimpleNamespace
+
+    return Prepared(SimpleNamespace(label_names=list(label_names)), {})
+
+
 class ClassificationTask:
     name = "classification"
     main_metric = "accuracy"
