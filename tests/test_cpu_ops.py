@@ -28,6 +28,19 @@ def test_drop_mask_rate_and_seeding() -> None:
     assert abs(drop_mask((200_000,), 0.5).float().mean().item() - 0.5) < 0.005
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float32", "float64"])
+def test_keep_mask_is_the_complement_of_the_drop_mask_in_the_dtype(dtype: str) -> None:
+    from peftbench.cpu_ops import drop_mask, keep_mask
+
+    torch.manual_seed(3)
+    keep = keep_mask((40, 7, 9), 0.3, getattr(torch, dtype))
+    torch.manual_seed(3)
+    dropped = drop_mask((40, 7, 9), 0.3)
+    assert keep.dtype == getattr(torch, dtype) and keep.shape == (40, 7, 9)
+    assert set(keep.unique().tolist()) == {0.0, 1.0}  # exact ones and zeros: the bit patterns are right
+    assert torch.equal(keep == 0, dropped)
+
+
 def test_dropout_scales_kept_elements_and_is_identity_in_eval() -> None:
     from peftbench.cpu_ops import _dropout_class
 
