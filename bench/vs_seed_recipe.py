@@ -71,13 +71,14 @@ def make_spec(dataset: str, method: str, n_train: int, n_eval: int, epochs: int,
 # ---- the seed recipe ---------------------------------------------------------------------------
 
 
-def run_seed_recipe(spec: Any, threads: int | None) -> dict[str, Any]:
+def run_seed_recipe(spec: Any, threads: int | None, padding: str = "max_length") -> dict[str, Any]:
     """HF Trainer, padding='max_length', fp32; same model, method config, data and hyper-parameters.
 
-    `threads`: intra-op threads (None: torch's default, one per core, as the seed studies ran)."""
+    `threads`: intra-op threads (None: torch's default, one per core, as the seed studies ran).
+    `padding="longest"`: the same Trainer with dynamic padding (a diagnostic variant, not the seeds' recipe)."""
     import numpy as np
     import torch
-    from transformers import Trainer, TrainingArguments, set_seed
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
 
     if threads:
         torch.set_num_threads(threads)
@@ -95,7 +96,7 @@ def run_seed_recipe(spec: Any, threads: int | None) -> dict[str, Any]:
     d, ml = prepared.data, spec.data.max_length
 
     def encode(texts: list[str], labels: list[int]) -> list[dict[str, Any]]:
-        enc = tok(texts, truncation=True, max_length=ml, padding="max_length")
+        enc = tok(texts, truncation=True, max_length=ml, padding="max_length" if padding == "max_length" else False)
         return [{**{k: enc[k][i] for k in enc}, "labels": labels[i]} for i in range(len(texts))]
 
     train_ds, eval_ds = encode(d.train_texts, d.train_labels), encode(d.eval_texts, d.eval_labels)
@@ -109,7 +110,9 @@ def run_seed_recipe(spec: Any, threads: int | None) -> dict[str, Any]:
             save_strategy="no", eval_strategy="no", logging_steps=50, disable_tqdm=True,
             dataloader_num_workers=0,
         )
-        trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds)
+        collator = DataCollatorWithPadding(tok, pad_to_multiple_of=8) if padding == "longest" else None
+        trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                          data_collator=collator)
         t0 = time.perf_counter()
         out = trainer.train()
         train_s = time.perf_counter() - t0

@@ -1,0 +1,131 @@
+"""Is an accuracy gap between peftbench and the seed recipe larger than the spread over seeds?
+
+One benchmark pair gives one accuracy per side, and fine-tuning accuracy moves by a point or more
+from seed to seed. This script trains the same spec as `vs_seed_recipe.py` over several seeds with
+each variant and prints the mean, standard deviation and a Welch t-test of every variant against the
+seed recipe. Timing is not the point here, so variants may run in parallel processes (one thread
+each): pass `--variants` to split them, then `--summarize` the JSON files together.
+
+    python bench/accuracy_spread.py --dataset sst2 --method full --seeds 3,7,11,42
+    python bench/accuracy_spread.py --variants seed --out a.json & \\
+        python bench/accuracy_spread.py --variants peftbench,trainer_dynamic --out b.json; wait
+    python bench/accuracy_spread.py --summarize a.json b.json
+
+Variants: `seed` (HF Trainer, padding to max_length, fp32: the seed studies' recipe), `trainer_dynamic`
+(the same Trainer with dynamic padding), `peftbench` (a peftbench run with its defaults),
+`peftbench_fp32` (the same in fp32 without length grouping or the CPU ops: the seed recipe's arithmetic
+with peftbench's loop).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from vs_seed_recipe import DATA, REPO, SIZES, make_spec, run_peftbench, run_seed_recipe
+
+VARIANTS = ("seed", "trainer_dynamic", "peftbench", "peftbench_fp32")
+
+
+def run_variant(variant: str, spec: Any, runs: str, threads: int) -> dict[str, Any]:
+    if variant == "seed":
+        return run_seed_recipe(spec, threads)
+    if variant == "trainer_dynamic":
+        return run_seed_recipe(spec, threads, padding="longest")
+    if variant == "peftbench_fp32":
+        spec = spec.model_copy(update={
+            "model": spec.model.model_copy(update={"dtype": "float32"}),
+            "train": spec.train.model_copy(update={"group_by_length": False, "cpu_ops": False,
+                                                   "num_threads": threads})})
+    else:
+        spec = spec.model_copy(update={"train": spec.train.model_copy(update={"num_threads": threads})})
+    return run_peftbench(spec, runs)
+
+
+def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
+    from scipy.stats import ttest_ind
+
+    by: dict[str, dict[int, float]] = {}
+    for r in results:
+        by.setdefault(r["variant"], {})[r["seed"]] = r["accuracy"]
+    ref = list(by.get("seed", {}).values())
+    out: dict[str, Any] = {}
+    for variant, accs in by.items():
+        vals = list(accs.values())
+        row: dict[str, Any] = {"n": len(vals), "mean": statistics.fmean(vals),
+                               "sd": statistics.stdev(vals) if len(vals) > 1 else None,
+                               "by_seed": dict(sorted(accs.items()))}
+        if variant != "seed" and len(ref) > 1 and len(vals) > 1:
+            t = ttest_ind(vals, ref, equal_var=False)
+            row["delta_points_vs_seed"] = 100 * (row["mean"] - statistics.fmean(ref))
+            row["welch_p"] = float(t.pvalue)
+        out[variant] = row
+    return out
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    print(f"{'variant':16} {'n':>2} {'mean':>6} {'sd':>6} {'Δ pts':>6} {'p':>6}  by seed")
+    for variant, r in summary.items():
+        sd = f"{r['sd']:.3f}" if r["sd"] is not None else "-"
+        d = f"{r['delta_points_vs_seed']:+.1f}" if "delta_points_vs_seed" in r else "-"
+        p = f"{r['welch_p']:.3f}" if "welch_p" in r else "-"
+        seeds = " ".join(f"{s}:{a:.3f}" for s, a in r["by_seed"].items())
+        print(f"{variant:16} {r['n']:2d} {r['mean']:6.3f} {sd:>6} {d:>6} {p:>6}  {seeds}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", default="sst2", choices=("sst2", "imdb"))
+    ap.add_argument("--method", default="full", choices=("full", "lora"))
+    ap.add_argument("--seeds", default="3,7,11,42")
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default=None, help="JSON file (default: bench/results/accuracy_spread-<time>.json)")
+    ap.add_argument("--summarize", nargs="+", metavar="JSON", help="print the summary of earlier outputs")
+    args = ap.parse_args()
+    if args.summarize:
+        results = [r for f in args.summarize for r in json.loads(Path(f).read_text())["results"]]
+        print_summary(summarize(results))
+        return
+    if not DATA.is_dir():
+        sys.exit(f"data folder {DATA} not found (set PEFTBENCH_SHARED_DATA)")
+    variants = args.variants.split(",")
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        sys.exit(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
+
+    from peftbench.models import quiet_libraries
+    from peftbench.records import atomic_write_json, environment
+
+    quiet_libraries()
+    n_train, n_eval = SIZES["full"][args.dataset]
+    out = Path(args.out or REPO / "bench" / "results" / f"accuracy_spread-{time.strftime('%Y%m%dT%H%M%S')}.json")
+    report: dict[str, Any] = {"settings": {**vars(args), "n_train": n_train, "n_eval": n_eval},
+                              "environment": environment(), "results": []}
+    with tempfile.TemporaryDirectory() as runs:
+        for seed in (int(s) for s in args.seeds.split(",")):
+            spec = make_spec(args.dataset, args.method, n_train, n_eval, args.epochs, 16, seed)
+            for variant in variants:
+                print(f"[spread] seed {seed}: {variant} ...", file=sys.stderr, flush=True)
+                r = run_variant(variant, spec, runs, args.threads)
+                report["results"].append({"variant": variant, "seed": seed, "accuracy": r["accuracy"],
+                                          "train_loss": r["train_loss"], "train_time_s": r["train_time_s"],
+                                          "steps": r["steps"]})
+                print(f"[spread] seed {seed}: {variant} accuracy {r['accuracy']:.4f}", file=sys.stderr, flush=True)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_json(out, report)
+    print_summary(summarize(report["results"]))
+    print(f"saved {out}")
+
+
+if __name__ == "__main__":
+    main()

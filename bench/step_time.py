@@ -1,0 +1,94 @@
+"""Time (or profile) single optimizer steps of a run's model: for before/after comparisons of CPU work.
+
+The model is built as a run builds it (`runner.prepare_model`: dtype policy, CPU ops); the step is
+forward, backward, clipping and AdamW on one synthetic batch without padding. Prints each step's
+time and the peak RSS; `--profile` prints torch.profiler's operator table, grouped by input shape.
+
+To compare two versions of the code, run it from each checkout in turn, alternating, in one shell:
+
+    for i in 1 2 3; do (cd ../old && python bench/step_time.py); python bench/step_time.py; done
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import resource
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path.cwd() / "src"))  # the checkout it is run from, not the installed copy
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="embedded")
+    ap.add_argument("--method", default="lora")
+    ap.add_argument("--length", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--profile", action="store_true")
+    args = ap.parse_args()
+
+    import functools
+
+    import torch
+    from transformers import set_seed
+
+    from peftbench.methods import METHODS
+    from peftbench.models import quiet_libraries, resolve_dtype
+    from peftbench.profile import resolve_model_ref, synthetic
+    from peftbench.runner import prepare_model
+    from peftbench.spec import RunSpec
+    from peftbench.tasks import TASKS, placeholder_data
+
+    quiet_libraries()
+    torch.set_num_threads(args.threads)
+    spec = RunSpec.from_dict({"task": "classification", "method": {"name": args.method},
+                              "model": {"name_or_path": resolve_model_ref(args.model, "classification")},
+                              "data": {"max_length": args.length},
+                              "train": {"device": "cpu", "num_threads": args.threads}}).resolved()
+    set_seed(0)
+    task = TASKS.get("classification")
+    loaded, model, amp_dtype, precision, _ = prepare_model(spec, task, METHODS.get(args.method),
+                                                          placeholder_data(("0", "1")), resolve_dtype("auto", "cpu"),
+                                                          "cpu")
+    enc = synthetic("classification", loaded.tokenizer, args.batch_size, args.length, 0)
+    batch = functools.partial(task.collate, multiple=1)(enc, list(range(args.batch_size)), 0)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-4)
+    model.train()
+
+    def step() -> None:
+        amp = torch.autocast("cpu", dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
+        with amp:
+            loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(2):  # warm-up: first-call allocations and kernel selection
+        step()
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+            for _ in range(args.steps):
+                step()
+        print(prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=30))
+        return
+    times = []
+    for _ in range(args.steps):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"{args.method} {args.batch_size}x{args.length} {precision['compute_dtype']}: step s "
+          f"{' '.join(f'{t:.3f}' for t in times)} (min {min(times):.3f}); peak RSS {rss_mb:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
