@@ -50,32 +50,32 @@ def run_variant(variant: str, spec: Any, runs: str, threads: int) -> dict[str, A
     return run_peftbench(spec, runs)
 
 
-def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
+def summarize(results: list[dict[str, Any]], reference: str = "seed") -> dict[str, Any]:
     from scipy.stats import ttest_ind
 
     by: dict[str, dict[int, float]] = {}
     for r in results:
         by.setdefault(r["variant"], {})[r["seed"]] = r["accuracy"]
-    ref = list(by.get("seed", {}).values())
+    ref = list(by.get(reference, {}).values())
     out: dict[str, Any] = {}
     for variant, accs in by.items():
         vals = list(accs.values())
         row: dict[str, Any] = {"n": len(vals), "mean": statistics.fmean(vals),
                                "sd": statistics.stdev(vals) if len(vals) > 1 else None,
                                "by_seed": dict(sorted(accs.items()))}
-        if variant != "seed" and len(ref) > 1 and len(vals) > 1:
+        if variant != reference and len(ref) > 1 and len(vals) > 1:
             t = ttest_ind(vals, ref, equal_var=False)
-            row["delta_points_vs_seed"] = 100 * (row["mean"] - statistics.fmean(ref))
+            row["delta_points"] = 100 * (row["mean"] - statistics.fmean(ref))
             row["welch_p"] = float(t.pvalue)
         out[variant] = row
     return out
 
 
-def print_summary(summary: dict[str, Any]) -> None:
-    print(f"{'variant':16} {'n':>2} {'mean':>6} {'sd':>6} {'Δ pts':>6} {'p':>6}  by seed")
+def print_summary(summary: dict[str, Any], reference: str = "seed") -> None:
+    print(f"{'variant':16} {'n':>2} {'mean':>6} {'sd':>6} {'Δ pts':>6} {'p':>6}  by seed   (Δ and Welch p vs {reference})")
     for variant, r in summary.items():
         sd = f"{r['sd']:.3f}" if r["sd"] is not None else "-"
-        d = f"{r['delta_points_vs_seed']:+.1f}" if "delta_points_vs_seed" in r else "-"
+        d = f"{r['delta_points']:+.1f}" if "delta_points" in r else "-"
         p = f"{r['welch_p']:.3f}" if "welch_p" in r else "-"
         seeds = " ".join(f"{s}:{a:.3f}" for s, a in r["by_seed"].items())
         print(f"{variant:16} {r['n']:2d} {r['mean']:6.3f} {sd:>6} {d:>6} {p:>6}  {seeds}")
@@ -91,10 +91,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=None, help="JSON file (default: bench/results/accuracy_spread-<time>.json)")
     ap.add_argument("--summarize", nargs="+", metavar="JSON", help="print the summary of earlier outputs")
+    ap.add_argument("--reference", default="seed", choices=VARIANTS, help="the variant the others are tested against")
     args = ap.parse_args()
     if args.summarize:
         results = [r for f in args.summarize for r in json.loads(Path(f).read_text())["results"]]
-        print_summary(summarize(results))
+        print_summary(summarize(results, args.reference), args.reference)
         return
     if not DATA.is_dir():
         sys.exit(f"data folder {DATA} not found (set PEFTBENCH_SHARED_DATA)")
@@ -123,7 +124,7 @@ def main() -> None:
                 print(f"[spread] seed {seed}: {variant} accuracy {r['accuracy']:.4f}", file=sys.stderr, flush=True)
                 out.parent.mkdir(parents=True, exist_ok=True)
                 atomic_write_json(out, report)
-    print_summary(summarize(report["results"]))
+    print_summary(summarize(report["results"], args.reference), args.reference)
     print(f"saved {out}")
 
 
