@@ -12,7 +12,8 @@ each): pass `--variants` to split them, then `--summarize` the JSON files togeth
     python bench/accuracy_spread.py --summarize a.json b.json
 
 Variants: `seed` (HF Trainer, padding to max_length, fp32: the seed studies' recipe), `trainer_dynamic`
-(the same Trainer with dynamic padding), `peftbench` (a peftbench run with its defaults),
+(the same Trainer with dynamic padding), `peftbench` (a peftbench run as benchmarked: length-grouped batches),
+`peftbench_ungrouped` (the same without length grouping),
 `peftbench_fp32` (the same in fp32 without length grouping or the CPU ops: the seed recipe's arithmetic
 with peftbench's loop).
 """
@@ -32,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from vs_seed_recipe import DATA, REPO, SIZES, make_spec, run_peftbench, run_seed_recipe
 
-VARIANTS = ("seed", "trainer_dynamic", "peftbench", "peftbench_fp32")
+VARIANTS = ("seed", "trainer_dynamic", "peftbench", "peftbench_ungrouped", "peftbench_fp32")
 
 
 def run_variant(variant: str, spec: Any, runs: str, threads: int) -> dict[str, Any]:
@@ -46,7 +47,9 @@ def run_variant(variant: str, spec: Any, runs: str, threads: int) -> dict[str, A
             "train": spec.train.model_copy(update={"group_by_length": False, "cpu_ops": False,
                                                    "num_threads": threads})})
     else:
-        spec = spec.model_copy(update={"train": spec.train.model_copy(update={"num_threads": threads})})
+        group = variant != "peftbench_ungrouped" and spec.train.group_by_length
+        spec = spec.model_copy(update={"train": spec.train.model_copy(update={"num_threads": threads,
+                                                                               "group_by_length": group})})
     return run_peftbench(spec, runs)
 
 
