@@ -12,8 +12,10 @@ each): pass `--variants` to split them, then `--summarize` the JSON files togeth
     python bench/accuracy_spread.py --summarize a.json b.json
 
 Variants: `seed` (HF Trainer, padding to max_length, fp32: the seed studies' recipe), `trainer_dynamic`
-(the same Trainer with dynamic padding), `peftbench` (a peftbench run as benchmarked: length-grouped batches),
-`peftbench_ungrouped` (the same without length grouping),
+(the same Trainer with dynamic padding), `peftbench` (a peftbench run as `vs_seed_recipe.py` runs it),
+`peftbench_grouped` / `peftbench_ungrouped` (the same with / without length-grouped batches; with
+`--length-group-batches N` the grouped variant sorts within mega-batches of N batches and is named
+`peftbench_grouped_N`),
 `peftbench_fp32` (the same in fp32 without length grouping or the CPU ops: the seed recipe's arithmetic
 with peftbench's loop).
 """
@@ -33,10 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from vs_seed_recipe import DATA, REPO, SIZES, make_spec, run_peftbench, run_seed_recipe
 
-VARIANTS = ("seed", "trainer_dynamic", "peftbench", "peftbench_ungrouped", "peftbench_fp32")
+VARIANTS = ("seed", "trainer_dynamic", "peftbench", "peftbench_grouped", "peftbench_ungrouped", "peftbench_fp32")
 
 
-def run_variant(variant: str, spec: Any, runs: str, threads: int) -> dict[str, Any]:
+def run_variant(variant: str, spec: Any, runs: str, threads: int, group_batches: int | None = None) -> dict[str, Any]:
     if variant == "seed":
         return run_seed_recipe(spec, threads)
     if variant == "trainer_dynamic":
@@ -47,9 +49,11 @@ def run_variant(variant: str, spec: Any, runs: str, threads: int) -> dict[str, A
             "train": spec.train.model_copy(update={"group_by_length": False, "cpu_ops": False,
                                                    "num_threads": threads})})
     else:
-        group = variant != "peftbench_ungrouped" and spec.train.group_by_length
-        spec = spec.model_copy(update={"train": spec.train.model_copy(update={"num_threads": threads,
-                                                                               "group_by_length": group})})
+        group = variant == "peftbench_grouped" or (variant == "peftbench" and spec.train.group_by_length)
+        update = {"num_threads": threads, "group_by_length": group}
+        if group and group_batches:
+            update["length_group_batches"] = group_batches
+        spec = spec.model_copy(update={"train": spec.train.model_copy(update=update)})
     return run_peftbench(spec, runs)
 
 
@@ -75,13 +79,13 @@ def summarize(results: list[dict[str, Any]], reference: str = "seed") -> dict[st
 
 
 def print_summary(summary: dict[str, Any], reference: str = "seed") -> None:
-    print(f"{'variant':16} {'n':>2} {'mean':>6} {'sd':>6} {'Δ pts':>6} {'p':>6}  by seed   (Δ and Welch p vs {reference})")
+    print(f"{'variant':22} {'n':>2} {'mean':>6} {'sd':>6} {'Δ pts':>6} {'p':>6}  by seed   (Δ and Welch p vs {reference})")
     for variant, r in summary.items():
         sd = f"{r['sd']:.3f}" if r["sd"] is not None else "-"
         d = f"{r['delta_points']:+.1f}" if "delta_points" in r else "-"
         p = f"{r['welch_p']:.3f}" if "welch_p" in r else "-"
         seeds = " ".join(f"{s}:{a:.3f}" for s, a in r["by_seed"].items())
-        print(f"{variant:16} {r['n']:2d} {r['mean']:6.3f} {sd:>6} {d:>6} {p:>6}  {seeds}")
+        print(f"{variant:22} {r['n']:2d} {r['mean']:6.3f} {sd:>6} {d:>6} {p:>6}  {seeds}")
 
 
 def main() -> None:
@@ -92,6 +96,8 @@ def main() -> None:
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--length-group-batches", type=int, default=None,
+                    help="batches per length-sorted mega-batch for the grouped variants (peftbench's default: 50)")
     ap.add_argument("--out", default=None, help="JSON file (default: bench/results/accuracy_spread-<time>.json)")
     ap.add_argument("--summarize", nargs="+", metavar="JSON", help="print the summary of earlier outputs")
     ap.add_argument("--reference", default="seed", choices=VARIANTS, help="the variant the others are tested against")
@@ -120,8 +126,10 @@ def main() -> None:
             spec = make_spec(args.dataset, args.method, n_train, n_eval, args.epochs, 16, seed)
             for variant in variants:
                 print(f"[spread] seed {seed}: {variant} ...", file=sys.stderr, flush=True)
-                r = run_variant(variant, spec, runs, args.threads)
-                report["results"].append({"variant": variant, "seed": seed, "accuracy": r["accuracy"],
+                r = run_variant(variant, spec, runs, args.threads, args.length_group_batches)
+                name = (f"{variant}_{args.length_group_batches}" if args.length_group_batches
+                        and variant == "peftbench_grouped" else variant)
+                report["results"].append({"variant": name, "seed": seed, "accuracy": r["accuracy"],
                                           "train_loss": r["train_loss"], "train_time_s": r["train_time_s"],
                                           "steps": r["steps"]})
                 print(f"[spread] seed {seed}: {variant} accuracy {r['accuracy']:.4f}", file=sys.stderr, flush=True)

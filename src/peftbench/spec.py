@@ -83,7 +83,8 @@ class TrainSpec(_Section):
     seed: int = 42
     log_every: int = Field(default=10, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    group_by_length: bool = False
+    group_by_length: bool = False  # faster, but can cost accuracy: see docs/performance.md
+    length_group_batches: int = Field(default=50, gt=1)  # batches per length-sorted mega-batch when grouping
     num_threads: int | None = Field(default=None, gt=0)
     compile: bool = False
     cpu_ops: bool = True  # faster dropout / attention-with-dropout when training on the CPU (cpu_ops.py)
@@ -231,6 +232,8 @@ class RunSpec(_Section):
         """Stable id: readable prefix plus a hash of the resolved spec."""
         resolved = self.resolved().to_dict()
         resolved.pop("report_to", None)  # where a run is logged does not change the run
+        if not resolved["train"].get("group_by_length"):  # unused without grouping: not part of the run
+            resolved["train"].pop("length_group_batches", None)
         # Same path, new content must be a new run: the data files' content is part of the id.
         resolved["_data_sha256"] = {k: file_sha256(v) for k, v in sorted(resolved["data"].items())
                                     if k in DATA_FILE_KEYS and isinstance(v, str)}

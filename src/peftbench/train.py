@@ -23,16 +23,17 @@ from .errors import NanLossError, OutOfMemory, RunCanceled, is_out_of_memory
 
 
 def make_batches(lengths: list[int], batch_size: int, seed: int, shuffle: bool = True,
-                 group_by_length: bool = False) -> list[list[int]]:
-    """Index batches. Length grouping sorts inside shuffled mega-batches, then shuffles the batches,
-    so that order stays random while each batch holds similar lengths."""
+                 group_by_length: bool = False, group_batches: int = 50) -> list[list[int]]:
+    """Index batches. Length grouping sorts inside shuffled mega-batches of `group_batches` batches,
+    then shuffles the batches, so that order stays random while each batch holds similar lengths.
+    Fewer batches per mega-batch keep batches more mixed (more padding, closer to unsorted)."""
     import torch
 
     g = torch.Generator().manual_seed(seed)
     n = len(lengths)
     order = torch.randperm(n, generator=g).tolist() if shuffle else list(range(n))
     if group_by_length:
-        mega = batch_size * 50
+        mega = batch_size * group_batches
         grouped = []
         for i in range(0, n, mega):
             chunk = sorted(order[i:i + mega], key=lambda j: -lengths[j])
@@ -200,7 +201,8 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, An
         for epoch in range(tspec.epochs):
             if step >= total_steps:
                 break
-            batches = make_batches(lengths, tspec.batch_size, tspec.seed + epoch, True, tspec.group_by_length)
+            batches = make_batches(lengths, tspec.batch_size, tspec.seed + epoch, True, tspec.group_by_length,
+                                   tspec.length_group_batches)
             model.train()
             t_epoch = time.perf_counter()
             for micro, idx in enumerate(batches):
