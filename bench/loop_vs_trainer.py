@@ -93,12 +93,14 @@ def main() -> None:
     ap.add_argument("--seeds", default="1,2,3,5,7,42")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out", help="JSON file for the results (required unless --summarize)")
     ap.add_argument("--summarize", nargs="+", metavar="JSON")
     args = ap.parse_args()
     if args.summarize:
         results = [r for f in args.summarize for r in json.loads(Path(f).read_text())["results"]]
     else:
+        if not args.out:
+            ap.error("--out is required unless --summarize is given")
         if not DATA.is_dir():
             sys.exit(f"data folder {DATA} not found (set PEFTBENCH_SHARED_DATA)")
         import torch
