@@ -9,18 +9,18 @@ softmax" pass — over half of the step went to attention with dropout.
 This module keeps every dropout probability and the computation itself; it changes where the
 masks come from and in which dtype attention with dropout runs:
 - `Dropout` keeps each element with probability 1 − p and scales kept ones by 1/(1 − p), as
-  `nn.Dropout` does. The mask comes from numpy's PCG64-DXSM (about 5× faster than `bernoulli_` here), seeded
-  from torch's generator on every call, so `torch.manual_seed` still makes runs repeatable. Mask
-  elements are 16-bit draws, so p is applied in steps of 1/65536 (p=0.1 is applied as 0.100006).
-  numpy writes the mask as ones and zeros in the tensor's dtype, and dropout multiplies by it:
-  on the CPU a multiply costs well under half of a `masked_fill` with a bool mask, forward and
-  backward, at 2 bytes per element of saved mask in bf16 instead of 1.
+  `nn.Dropout` does. The mask comes from numpy's PCG64-DXSM (about 5× faster than `bernoulli_`
+  here), seeded from torch's generator on every call, so `torch.manual_seed` still makes runs
+  repeatable. Mask elements are 16-bit draws, so p is applied in steps of 1/65536 (p=0.1 is
+  applied as 0.100006). numpy writes the mask as ones and zeros in the tensor's dtype, and dropout
+  multiplies by it: on the CPU a multiply costs well under half of a `masked_fill` with a bool
+  mask, forward and backward, at 2 bytes per element of saved mask in bf16 instead of 1.
 - The attention function computes softmax(QKᵀ·scale + mask) (the padding or causal mask added, not
   filled in), drops out with the mask above and multiplies by V in the compute dtype, as
   transformers' "eager" implementation does (softmax accumulates in fp32 on the CPU; the logits
-  are rounded to bf16 as in eager bf16 attention). It is
-  used only while training with attention dropout on the CPU; everything else (evaluation,
-  dropout 0, GPUs, position biases, soft-capping) goes to transformers' SDPA path unchanged.
+  are rounded to bf16 as in eager bf16 attention). It is used only while training with attention
+  dropout on the CPU; everything else (evaluation, dropout 0, GPUs, position biases, soft-capping)
+  goes to transformers' SDPA path unchanged.
 
 On GPUs torch's fused kernels are already fast, so `install` does nothing there.
 """
