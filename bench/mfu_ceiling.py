@@ -29,6 +29,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def gemm_only_step(model: Any, batch: int, length: int, dtype: Any, reps: int) -> dict[str, tuple[float, float]]:
@@ -100,31 +101,20 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
-    from transformers import set_seed
+    from step_time import build
 
-    from peftbench.methods import METHODS
     from peftbench.models import quiet_libraries, resolve_dtype
     from peftbench.perf import gemm_probe, training_flops
-    from peftbench.profile import measure, resolve_model_ref
+    from peftbench.profile import measure
     from peftbench.records import atomic_write_json, environment
-    from peftbench.runner import prepare_model
-    from peftbench.spec import RunSpec
-    from peftbench.tasks import TASKS, placeholder_data
 
     quiet_libraries()
     torch.set_num_threads(args.threads)
     dtype_name = resolve_dtype(args.dtype, "cpu")
     dtype = getattr(torch, dtype_name)
-    spec = RunSpec.from_dict({"task": "classification", "method": {"name": args.method},
-                              "model": {"name_or_path": resolve_model_ref(args.model, "classification"),
-                                        "dtype": dtype_name},
-                              "data": {"max_length": args.length},
-                              "train": {"device": "cpu", "num_threads": args.threads}}).resolved()
+    spec, _, model, *_ = build(args.model, args.method, args.length, args.threads, dtype_name)
     peak_before = gemm_probe(dtype_name)
     row = measure(spec.to_dict(), args.length, args.batch_size, args.steps, warmup=2, latency_calls=1)
-    set_seed(0)
-    task = TASKS.get(spec.task)
-    _, model, *_ = prepare_model(spec, task, METHODS.get(args.method), placeholder_data(("0", "1")), dtype_name, "cpu")
     tokens = args.batch_size * args.length
     step_flops = training_flops(model, tokens, args.batch_size * args.length**2)["flops"]
     with torch.no_grad():

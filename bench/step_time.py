@@ -17,8 +17,31 @@ import resource
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path.cwd() / "src"))  # the checkout it is run from, not the installed copy
+
+
+def build(model_ref: str, method: str, length: int, threads: int, dtype: str = "auto") -> tuple[Any, ...]:
+    """(spec, loaded, model, autocast dtype, precision): a classification model built as a run builds it."""
+    from transformers import set_seed
+
+    from peftbench.methods import METHODS
+    from peftbench.models import resolve_dtype
+    from peftbench.profile import LABELS, resolve_model_ref
+    from peftbench.runner import prepare_model
+    from peftbench.spec import RunSpec
+    from peftbench.tasks import TASKS, placeholder_data
+
+    dtype = resolve_dtype(dtype, "cpu")
+    spec = RunSpec.from_dict({"task": "classification", "method": {"name": method},
+                              "model": {"name_or_path": resolve_model_ref(model_ref, "classification"), "dtype": dtype},
+                              "data": {"max_length": length},
+                              "train": {"device": "cpu", "num_threads": threads}}).resolved()
+    set_seed(0)
+    loaded, model, amp_dtype, precision, _ = prepare_model(spec, TASKS.get("classification"), METHODS.get(method),
+                                                          placeholder_data(LABELS), dtype, "cpu")
+    return spec, loaded, model, amp_dtype, precision
 
 
 def main() -> None:
@@ -35,26 +58,15 @@ def main() -> None:
     import functools
 
     import torch
-    from transformers import set_seed
 
-    from peftbench.methods import METHODS
-    from peftbench.models import quiet_libraries, resolve_dtype
-    from peftbench.profile import resolve_model_ref, synthetic
-    from peftbench.runner import prepare_model
-    from peftbench.spec import RunSpec
-    from peftbench.tasks import TASKS, placeholder_data
+    from peftbench.models import quiet_libraries
+    from peftbench.profile import synthetic
+    from peftbench.tasks import TASKS
 
     quiet_libraries()
     torch.set_num_threads(args.threads)
-    spec = RunSpec.from_dict({"task": "classification", "method": {"name": args.method},
-                              "model": {"name_or_path": resolve_model_ref(args.model, "classification")},
-                              "data": {"max_length": args.length},
-                              "train": {"device": "cpu", "num_threads": args.threads}}).resolved()
-    set_seed(0)
+    _, loaded, model, amp_dtype, precision = build(args.model, args.method, args.length, args.threads)
     task = TASKS.get("classification")
-    loaded, model, amp_dtype, precision, _ = prepare_model(spec, task, METHODS.get(args.method),
-                                                          placeholder_data(("0", "1")), resolve_dtype("auto", "cpu"),
-                                                          "cpu")
     enc = synthetic("classification", loaded.tokenizer, args.batch_size, args.length, 0)
     batch = functools.partial(task.collate, multiple=1)(enc, list(range(args.batch_size)), 0)
     params = [p for p in model.parameters() if p.requires_grad]
