@@ -58,7 +58,8 @@ def run_variant(variant: str, spec: Any, runs: str, threads: int, group_batches:
 
 
 def summarize(results: list[dict[str, Any]], reference: str = "seed") -> dict[str, Any]:
-    from scipy.stats import ttest_ind
+    """Per variant: peftbench's seed summary (mean, sd, 95 % t-interval) and Welch's test against `reference`."""
+    from peftbench.stats import seed_summary, welch_test
 
     by: dict[str, dict[int, float]] = {}
     for r in results:
@@ -67,25 +68,25 @@ def summarize(results: list[dict[str, Any]], reference: str = "seed") -> dict[st
     out: dict[str, Any] = {}
     for variant, accs in by.items():
         vals = list(accs.values())
-        row: dict[str, Any] = {"n": len(vals), "mean": statistics.fmean(vals),
-                               "sd": statistics.stdev(vals) if len(vals) > 1 else None,
-                               "by_seed": dict(sorted(accs.items()))}
-        if variant != reference and len(ref) > 1 and len(vals) > 1:
-            t = ttest_ind(vals, ref, equal_var=False)
+        row = {**seed_summary(vals), "by_seed": dict(sorted(accs.items()))}
+        test = welch_test(vals, ref) if variant != reference else None
+        if test is not None:
             row["delta_points"] = 100 * (row["mean"] - statistics.fmean(ref))
-            row["welch_p"] = float(t.pvalue)
+            row["welch_p"] = test["pvalue"]
         out[variant] = row
     return out
 
 
 def print_summary(summary: dict[str, Any], reference: str = "seed") -> None:
-    print(f"{'variant':22} {'n':>2} {'mean':>6} {'sd':>6} {'Δ pts':>6} {'p':>6}  by seed   (Δ and Welch p vs {reference})")
+    print(f"{'variant':22} {'n':>2} {'mean':>6} {'sd':>6} {'95% CI':>13} {'Δ pts':>6} {'p':>6}  by seed   "
+          f"(Δ and Welch p vs {reference})")
     for variant, r in summary.items():
-        sd = f"{r['sd']:.3f}" if r["sd"] is not None else "-"
+        sd = f"{r['std']:.3f}" if r["std"] is not None else "-"
+        ci = f"{r['ci_low']:.3f}–{r['ci_high']:.3f}" if r["ci_low"] is not None else "-"
         d = f"{r['delta_points']:+.1f}" if "delta_points" in r else "-"
         p = f"{r['welch_p']:.3f}" if "welch_p" in r else "-"
         seeds = " ".join(f"{s}:{a:.3f}" for s, a in r["by_seed"].items())
-        print(f"{variant:22} {r['n']:2d} {r['mean']:6.3f} {sd:>6} {d:>6} {p:>6}  {seeds}")
+        print(f"{variant:22} {r['n']:2d} {r['mean']:6.3f} {sd:>6} {ci:>13} {d:>6} {p:>6}  {seeds}")
 
 
 def main() -> None:
