@@ -172,7 +172,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--out", default=str(REPO / "bench" / "results"))
     ap.add_argument("--seed-threads", choices=("same", "default"), default="same",
-                    help="threads of the seed recipe: the count peftbench picked (isolates padding and dtype), "
+                    help="threads of the seed recipe: the count pinned for peftbench's side (isolates padding and dtype), "
                          "or torch's default of one per core (the seeds' setting; slow on a loaded machine)")
     args = ap.parse_args()
     if not DATA.is_dir():
@@ -207,7 +207,10 @@ def main() -> None:
             sides = ("seed", "peftbench") if k % 2 == 0 else ("peftbench", "seed")
             res: dict[str, Any] = {}
             default_threads = torch.get_num_threads()
-            pb_threads = configure_threads(None, "cpu")  # what peftbench's run will pick now
+            pb_threads = configure_threads(None, "cpu")  # what peftbench's run would pick now
+            # Pinned for the pair: picked again when its side starts, the count would follow the load the
+            # other side left behind (an idle start gave the first side 2 threads and the second 1).
+            spec = spec.model_copy(update={"train": spec.train.model_copy(update={"num_threads": pb_threads})})
             # Probe the peak right next to the run, with its threads: a cached peak may be stale here.
             peak_before = gemm_probe(dtype)
             torch.set_num_threads(default_threads)
