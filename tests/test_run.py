@@ -39,6 +39,7 @@ def test_each_seed_method_trains_and_writes_a_valid_record(method, tiny_bert, se
     assert sum(map(sum, cm)) == 64
     assert abs(rec["metrics"]["accuracy"] - sum(cm[i][i] for i in range(len(cm))) / 64) < 1e-12
     assert rec["train"]["time_s"] > 0 and rec["eval"]["time_s"] > 0
+    assert rec["train"]["optimizer"] == {"name": "AdamW", "fused": True}  # every trainable tensor is fp32 on the CPU
     assert rec["artifact"]["size_bytes"] == sum(
         f.stat().st_size for f in (tmp_path / rec["run_id"] / rec["artifact"]["path"]).rglob("*") if f.is_file())
     if method == "qlora":

@@ -1,6 +1,6 @@
-"""Padding-free packing for causal language models.
+"""Packing several examples into one row, so that the tokens computed are (nearly) all real.
 
-Several examples are laid end to end in one row, with no padding at all. Each example restarts its
+Causal language models (`pack`, `collate_packed`): several examples are laid end to end in one row, with no padding at all. Each example restarts its
 `position_ids` at 0; transformers derives a block-diagonal causal mask from those restarts (SDPA and
 eager on any device, FlashAttention-2 varlen on GPUs), so no token attends across an example
 boundary. The first label of every example is -100: the model shifts labels by one, and that
@@ -10,11 +10,20 @@ The mean token loss then equals the unpacked, padded batch's loss (tests/test_pa
 transformers reads the boundaries only when no attention mask and no KV cache are given: the model
 must run with `use_cache=False` (see `prepare_for_packing`), or the rows silently attend across examples.
 
-Not for bidirectional encoders: they do not read packed boundaries from position ids.
+Encoder classifiers (`collate_packed_classification`, `packed_classification_loss`; `train.packing`):
+a batch's examples are laid first-fit into rows about as wide as its longest example, each with its own
+positions, under a block-diagonal attention mask, and each example is classified from its own first
+token. The batch (which examples, how many) is the unpacked one, so training sees the same batches
+in the same order; only padding goes. Loss and gradients equal the padded batch's
+(tests/test_packing_classification.py). Bidirectional encoders do not read packed boundaries from
+position ids, so the mask is built here and handed to the model ready-made.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 IGNORE_INDEX = -100
@@ -80,3 +89,144 @@ def collate_packed(enc: Any, idx: list[int], pad_id: int = 0, multiple: int = 1)
     `pad_id`/`multiple` are accepted for signature compatibility; a packed row is never padded."""
     token_labels = getattr(enc, "extra", {}).get("labels")
     return pack([enc.input_ids[i] for i in idx], [token_labels[i] for i in idx] if token_labels else None)
+
+
+# ---- encoder classification --------------------------------------------------------------
+
+
+def fill_rows(lengths: list[int], width: int) -> list[list[int]]:
+    """Positions into `lengths`, grouped into rows of at most `width` tokens (first-fit decreasing)."""
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for k in sorted(range(len(lengths)), key=lambda j: -lengths[j]):
+        for r, free in enumerate(room):
+            if lengths[k] <= free:
+                rows[r].append(k)
+                room[r] -= lengths[k]
+                break
+        else:
+            rows.append([k])
+            room.append(width - lengths[k])
+    return rows
+
+
+def packed_rows(lengths: list[int], multiple: int = 1, slack: float = 0.25) -> tuple[int, list[list[int]]]:
+    """(width, rows) with the fewest tokens computed, for widths from the longest example up to
+    `slack` wider (in steps of `multiple`). Rows a little wider than the longest example fill far
+    better: on SST-2 batches of 16, 0.90 of computed tokens are real at the longest, 0.97 at up to
+    1.25 times it, while attention work (rows × width²) grows by a few per cent."""
+    longest = max(lengths)
+    first = int(math.ceil(longest / multiple) * multiple)
+    best: tuple[int, int, list[list[int]]] | None = None
+    for width in range(first, max(first, int(longest * (1 + slack))) + 1, multiple):
+        rows = fill_rows(lengths, width)
+        if best is None or len(rows) * width < best[0]:
+            best = (len(rows) * width, width, rows)
+    assert best is not None
+    return best[1], best[2]
+
+
+def collate_packed_classification(enc: Any, idx: list[int], pad_id: int, multiple: int = 1) -> dict[str, Any]:
+    """`train.collate`-compatible: the examples `idx` packed into rows about as wide as the longest
+    of them (`packed_rows`).
+
+    Besides the model inputs, `segment_ids` (which example each token belongs to, per row; padding is
+    a segment of its own, so no query is left without keys) and `first_token` (each example's first
+    token as a flat index into the rows, in the order of `idx`) tell `packed_classification_loss` where
+    examples start and end. `position_ids` restart at 0 for each example."""
+    import torch
+
+    lengths = [len(enc.input_ids[i]) for i in idx]
+    width, rows = packed_rows(lengths, multiple)
+    shape = (len(rows), width)
+    ids = torch.full(shape, pad_id, dtype=torch.long)
+    positions = torch.zeros(shape, dtype=torch.long)
+    segments = torch.full(shape, -1, dtype=torch.long)
+    extras = {k: torch.zeros(shape, dtype=torch.long) for k in enc.extra}
+    first = torch.zeros(len(idx), dtype=torch.long)
+    for r, row in enumerate(rows):
+        start = 0
+        for s, k in enumerate(row):
+            i, n = idx[k], lengths[k]
+            span = slice(start, start + n)
+            ids[r, span] = torch.tensor(enc.input_ids[i])
+            positions[r, span] = torch.arange(n)
+            segments[r, span] = s
+            for key, t in extras.items():
+                t[r, span] = torch.tensor(enc.extra[key][i])
+            first[k] = r * width + start
+            start += n
+    return {"input_ids": ids, "position_ids": positions, "segment_ids": segments, **extras,
+            "first_token": first, "labels": torch.tensor([enc.labels[i] for i in idx], dtype=torch.long)}
+
+
+@dataclass(frozen=True)
+class PackedHead:
+    """How one family's classifier reads its first-token states, and where its positions start."""
+
+    logits: Callable[[Any, Any], Any]  # (the transformers classifier, first-token states (n, hidden)) -> logits
+    position_offset: Callable[[Any], int] = lambda config: 0
+
+
+def _bert_logits(hf: Any, first: Any) -> Any:
+    return hf.classifier(hf.dropout(hf.bert.pooler(first[:, None])))
+
+
+def _roberta_logits(hf: Any, first: Any) -> Any:
+    return hf.classifier(first[:, None])
+
+
+def _distilbert_logits(hf: Any, first: Any) -> Any:
+    import torch
+
+    return hf.classifier(hf.dropout(torch.relu(hf.pre_classifier(first))))
+
+
+def _roberta_positions(config: Any) -> int:
+    return config.pad_token_id + 1  # RoBERTa numbers positions from padding_idx + 1
+
+
+# model_type -> head; each mirrors the family's `...ForSequenceClassification.forward` after the encoder.
+PACKED_HEADS: dict[str, PackedHead] = {
+    "bert": PackedHead(_bert_logits),
+    "roberta": PackedHead(_roberta_logits, _roberta_positions),
+    "xlm-roberta": PackedHead(_roberta_logits, _roberta_positions),
+    "distilbert": PackedHead(_distilbert_logits),
+}
+
+
+def packing_problem(model: Any) -> str | None:
+    """Why `model` cannot train on packed classification batches, or None when it can."""
+    peft_config = getattr(model, "peft_config", {}).get("default")
+    if peft_config is not None and peft_config.is_prompt_learning:
+        return f"{peft_config.peft_type.value.lower()} adds virtual tokens, which packed rows cannot hold"
+    hf = model.get_base_model() if hasattr(model, "get_base_model") else model
+    model_type = hf.config.model_type
+    if model_type not in PACKED_HEADS:
+        return f"packing is built for {', '.join(sorted(PACKED_HEADS))} classifiers, not {model_type}"
+    attn = getattr(hf.config, "_attn_implementation", None)
+    if attn and "flash" in attn:
+        return f"attention '{attn}' takes no ready-made block-diagonal mask"
+    return None
+
+
+def packed_classification_loss(model: Any, batch: dict[str, Any]) -> Any:
+    """Cross-entropy of a packed batch (`collate_packed_classification`), as the classifier's own
+    forward computes it for the padded batch."""
+    import torch
+    from transformers.masking_utils import create_bidirectional_mask, packed_sequence_mask_function
+
+    hf = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head = PACKED_HEADS[hf.config.model_type]
+    encoder = getattr(hf, hf.base_model_prefix)
+    ids = batch["input_ids"]
+    # Only shape, dtype and device of the embeddings are read: the mask is built in their dtype.
+    like = torch.empty((*ids.shape, 1), dtype=encoder.get_input_embeddings().weight.dtype, device=ids.device)
+    mask = create_bidirectional_mask(encoder.config, like, None,
+                                     and_mask_function=packed_sequence_mask_function(batch["segment_ids"]),
+                                     allow_is_bidirectional_skip=False)
+    inputs = {k: v for k, v in batch.items() if k not in ("segment_ids", "first_token", "labels", "position_ids")}
+    position_ids = batch["position_ids"] + head.position_offset(hf.config)
+    hidden = encoder(**inputs, attention_mask=mask, position_ids=position_ids).last_hidden_state
+    logits = head.logits(hf, hidden.flatten(0, 1)[batch["first_token"]])
+    return torch.nn.functional.cross_entropy(logits.view(-1, hf.config.num_labels), batch["labels"].view(-1))

@@ -114,6 +114,18 @@ def prepare_model(spec: RunSpec, task: Any, method: Any, prepared: Any, compute_
     return loaded, model, amp_dtype, precision, cpu_ops
 
 
+def training_batches(spec: RunSpec, model: Any, task: Any) -> tuple[Any, Any]:
+    """(collate, loss function) for training: the task's own, or packed rows with `train.packing`."""
+    if not spec.train.packing:
+        return task.collate, None
+    from .packing import collate_packed_classification, packed_classification_loss, packing_problem
+
+    problem = packing_problem(model)
+    if problem:
+        raise SpecError(f"train.packing cannot be used here: {problem}", hint="set train.packing: false")
+    return collate_packed_classification, packed_classification_loss
+
+
 def save_artifact(model: Any, spec: RunSpec, run_dir: Path) -> dict[str, Any]:
     """Save what the method produces (adapter or full model) and measure its size on disk."""
     if not is_main_process():  # rank 0 saves the (identical) weights
@@ -209,6 +221,7 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
         say(f"[peftbench] {run_id}: loading {spec.model.name_or_path} for {spec.method.name}")
         loaded, model, amp_dtype, precision, cpu_ops = prepare_model(spec, task, method, prepared, compute_dtype,
                                                                      device)
+        collate_fn, loss_fn = training_batches(spec, model, task)
         trainable, total = count_params(model)
         if trainable == 0:
             raise SpecError(f"method '{method.name}' left no trainable parameters",
@@ -251,7 +264,8 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
         say(f"[peftbench] {run_id}: training {len(train_enc)} examples, {spec.train.epochs} epoch(s), "
             f"{record['params']['trainable_pct']:.3f}% trainable, {precision['compute_dtype']} on {device}")
         outcome = train(model, train_enc, selection, spec.train, device=device, autocast_dtype=amp_dtype,
-                        pad_id=pad_id, progress=progress, collate_fn=task.collate, on_log=tracker.log_point)
+                        pad_id=pad_id, progress=progress, collate_fn=collate_fn, loss_fn=loss_fn,
+                        on_log=tracker.log_point)
         final, selected = selection.finish(model)
         predictions = final.pop("predictions", None)
         last_loss = outcome.loss_curve[-1]["loss"] if outcome.loss_curve else None
@@ -266,6 +280,7 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
             "overhead_share": max(0.0, 1 - outcome.compute_time_s / t) if t else None,
             "memory": outcome.memory, "peak_memory_bytes": outcome.memory.get("peak_bytes"),
             "loss_curve": outcome.loss_curve, "final_loss": last_loss, "cpu_ops": cpu_ops,
+            "optimizer": outcome.optimizer,
         }
         record["train"].update(perf_fields(model, outcome, device=device, compute_dtype=compute_dtype,
                                            peak_tflops=spec.train.peak_tflops, threads=threads,

@@ -85,6 +85,7 @@ class TrainSpec(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     group_by_length: bool = False  # faster, but can cost accuracy: see docs/performance.md
     length_group_batches: int = Field(default=50, gt=1)  # batches per length-sorted mega-batch when grouping
+    packing: bool = False  # encoder classification: each batch packed into fewer rows, no padding (packing.py)
     num_threads: int | None = Field(default=None, gt=0)
     compile: bool = False
     cpu_ops: bool = True  # faster dropout / attention-with-dropout when training on the CPU (cpu_ops.py)
@@ -180,6 +181,7 @@ class RunSpec(_Section):
         spec.check_method_keys()
         spec.check_selection_split()
         spec.check_retention()
+        spec.check_packing()
         return spec
 
     @classmethod
@@ -217,6 +219,11 @@ class RunSpec(_Section):
                             hint="remove the retention section; forgetting is measured for classification "
                                  "and instruction runs")
 
+    def check_packing(self) -> None:
+        if self.train.packing and self.task != "classification":
+            raise SpecError(f"train.packing is built for task 'classification', not '{self.task}'",
+                            hint="set train.packing: false")
+
     def resolved(self) -> RunSpec:
         """Fill every default a method brings (its own learning rate included)."""
         from .methods import METHODS
@@ -234,6 +241,8 @@ class RunSpec(_Section):
         resolved.pop("report_to", None)  # where a run is logged does not change the run
         if not resolved["train"].get("group_by_length"):  # unused without grouping: not part of the run
             resolved["train"].pop("length_group_batches", None)
+        if not resolved["train"].get("packing"):  # off: ids stay those of runs made before the option existed
+            resolved["train"].pop("packing", None)
         # Same path, new content must be a new run: the data files' content is part of the id.
         resolved["_data_sha256"] = {k: file_sha256(v) for k, v in sorted(resolved["data"].items())
                                     if k in DATA_FILE_KEYS and isinstance(v, str)}
