@@ -13,9 +13,9 @@ each): pass `--variants` to split them, then `--summarize` the JSON files togeth
 
 Variants: `seed` (HF Trainer, padding to max_length, fp32: the seed studies' recipe), `trainer_dynamic`
 (the same Trainer with dynamic padding), `peftbench` (a peftbench run as `vs_seed_recipe.py` runs it),
-`peftbench_grouped` / `peftbench_ungrouped` (the same with / without length-grouped batches; with
-`--length-group-batches N` the grouped variant sorts within mega-batches of N batches and is named
-`peftbench_grouped_N`),
+`peftbench_grouped` / `peftbench_ungrouped` (the same with / without length-grouped batches, neither
+packed; with `--length-group-batches N` the grouped variant sorts within mega-batches of N batches and is
+named `peftbench_grouped_N`), `peftbench_packed` (not grouped, packed: `train.packing`),
 `peftbench_fp32` (the same in fp32 without length grouping or the CPU ops: the seed recipe's arithmetic
 with peftbench's loop).
 """
@@ -35,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from vs_seed_recipe import DATA, REPO, SIZES, make_spec, run_peftbench, run_seed_recipe
 
-VARIANTS = ("seed", "trainer_dynamic", "peftbench", "peftbench_grouped", "peftbench_ungrouped", "peftbench_fp32")
+VARIANTS = ("seed", "trainer_dynamic", "peftbench", "peftbench_grouped", "peftbench_ungrouped", "peftbench_packed",
+            "peftbench_fp32")
 
 
 def run_variant(variant: str, spec: Any, runs: str, threads: int, group_batches: int | None = None) -> dict[str, Any]:
@@ -46,11 +47,12 @@ def run_variant(variant: str, spec: Any, runs: str, threads: int, group_batches:
     if variant == "peftbench_fp32":
         spec = spec.model_copy(update={
             "model": spec.model.model_copy(update={"dtype": "float32"}),
-            "train": spec.train.model_copy(update={"group_by_length": False, "cpu_ops": False,
+            "train": spec.train.model_copy(update={"group_by_length": False, "cpu_ops": False, "packing": False,
                                                    "num_threads": threads})})
     else:
         group = variant == "peftbench_grouped" or (variant == "peftbench" and spec.train.group_by_length)
-        update = {"num_threads": threads, "group_by_length": group}
+        packing = variant == "peftbench_packed" or (variant == "peftbench" and spec.train.packing)
+        update = {"num_threads": threads, "group_by_length": group, "packing": packing}
         if group and group_batches:
             update["length_group_batches"] = group_batches
         spec = spec.model_copy(update={"train": spec.train.model_copy(update=update)})
