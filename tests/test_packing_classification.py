@@ -1,7 +1,8 @@
-"""Packed encoder-classification batches give the logits' loss and gradients of the padded batch.
+"""Packed classification batches give the loss and gradients of the padded batch.
 
-Tiny BERT, RoBERTa and DistilBERT classifiers built from configs, full fine-tuning and LoRA; the
-attention runs through SDPA, eager and peftbench's CPU attention (in training mode)."""
+Tiny BERT, RoBERTa, DistilBERT (first-token pooling, bidirectional) and GPT-2, GPT-NeoX, Llama
+(last-token pooling, causal) classifiers built from configs, full fine-tuning and LoRA; the attention
+runs through SDPA, eager and peftbench's CPU attention (in training mode)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,14 @@ LENGTHS = [9, 3, 17, 5, 12, 4, 2, 16, 7]
 
 
 def _config(family: str, attn: str) -> object:
-    from transformers import BertConfig, DistilBertConfig, RobertaConfig
+    from transformers import (
+        BertConfig,
+        DistilBertConfig,
+        GPT2Config,
+        GPTNeoXConfig,
+        LlamaConfig,
+        RobertaConfig,
+    )
 
     # Larger initial weights than the default 0.02 make the first-token states depend clearly on context.
     common = {"vocab_size": VOCAB, "num_labels": 3, "attn_implementation": attn, "initializer_range": 0.3}
@@ -34,7 +42,19 @@ def _config(family: str, attn: str) -> object:
     if family == "roberta":
         return RobertaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
                              pad_token_id=1, max_position_embeddings=40, **common)
-    return DistilBertConfig(dim=32, n_layers=2, n_heads=4, hidden_dim=64, **common)
+    if family == "distilbert":
+        return DistilBertConfig(dim=32, n_layers=2, n_heads=4, hidden_dim=64, **common)
+    if family == "gpt2":
+        return GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=40, pad_token_id=0, **common)
+    if family == "gpt_neox":
+        return GPTNeoXConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                             max_position_embeddings=40, pad_token_id=0, **common)
+    return LlamaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                       intermediate_size=64, max_position_embeddings=40, pad_token_id=0, **common)
+
+
+LORA_TARGETS = {"distilbert": ["q_lin", "v_lin"], "gpt2": ["c_attn"], "gpt_neox": ["query_key_value"],
+                "llama": ["q_proj", "v_proj"]}
 
 
 def _model(family: str, attn: str = "sdpa", lora: bool = False) -> object:
@@ -45,8 +65,9 @@ def _model(family: str, attn: str = "sdpa", lora: bool = False) -> object:
     if lora:
         from peft import LoraConfig, get_peft_model
 
-        targets = ["q_lin", "v_lin"] if family == "distilbert" else ["query", "value"]
-        model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=4, target_modules=targets, init_lora_weights=False))
+        targets = LORA_TARGETS.get(family, ["query", "value"])
+        model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=4, target_modules=targets,
+                                                 init_lora_weights=False))
     return model
 
 
@@ -80,7 +101,7 @@ def _check_equal(model: object, enc: Encoded, pad_id: int, batch: dict | None = 
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("family", ["bert", "roberta", "distilbert"])
+@pytest.mark.parametrize("family", ["bert", "roberta", "distilbert", "gpt2", "gpt_neox", "llama"])
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
 def test_packed_loss_and_grads_equal_padded(family: str, attn: str, lora: bool) -> None:
@@ -126,25 +147,33 @@ def test_packing_removes_padding_and_keeps_every_example_once() -> None:
     assert all(sum(LENGTHS[k] for k in row) <= 17 for row in fill_rows(LENGTHS, 17))
 
 
-def test_packing_without_the_block_mask_or_positions_differs() -> None:
-    """The equality above depends on the mask and the positions: the same check fails without either."""
-    model = _model("bert").eval()
-    enc = _encoded(pairs=True)
+@pytest.mark.parametrize("family", ["bert", "gpt2"])
+def test_packing_without_the_block_mask_or_positions_differs(family: str) -> None:
+    """The equality above depends on the mask and the positions: the same check fails without either
+    (and, for decoders, when pooling the first token instead of the last)."""
+    model = _model(family).eval()
+    enc = _encoded(pairs=family == "bert")
     no_mask = collate_packed_classification(enc, IDX, 0)
     no_mask["segment_ids"] = torch.zeros_like(no_mask["segment_ids"])  # one segment per row
     no_restart = collate_packed_classification(enc, IDX, 0)
     no_restart["position_ids"] = torch.arange(no_restart["input_ids"].shape[1]).expand_as(no_restart["input_ids"])
-    for broken in (no_mask, no_restart):
+    broken = [no_mask, no_restart]
+    if family == "gpt2":
+        first = collate_packed_classification(enc, IDX, 0)
+        first["last_token"] = first["first_token"]
+        broken.append(first)
+    for batch in broken:
         with pytest.raises(AssertionError):
-            _check_equal(model, enc, 0, broken)
+            _check_equal(model, enc, 0, batch)
 
 
 def test_packing_problems_are_named() -> None:
     from peft import PromptTuningConfig, get_peft_model
-    from transformers import GPT2Config, GPT2ForSequenceClassification
+    from transformers import OPTConfig, OPTForSequenceClassification
 
-    gpt2 = GPT2ForSequenceClassification(GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=1, n_head=2))
-    assert "not gpt2" in packing_problem(gpt2)
+    opt = OPTForSequenceClassification(OPTConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=1,
+                                                 num_attention_heads=2, ffn_dim=64, word_embed_proj_dim=32))
+    assert "not opt" in packing_problem(opt)
     prompt = get_peft_model(_model("bert"), PromptTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=4))
     assert "virtual tokens" in packing_problem(prompt)
 

@@ -10,13 +10,15 @@ The mean token loss then equals the unpacked, padded batch's loss (tests/test_pa
 transformers reads the boundaries only when no attention mask and no KV cache are given: the model
 must run with `use_cache=False` (see `prepare_for_packing`), or the rows silently attend across examples.
 
-Encoder classifiers (`collate_packed_classification`, `packed_classification_loss`; `train.packing`):
-a batch's examples are laid first-fit into rows about as wide as its longest example, each with its own
-positions, under a block-diagonal attention mask, and each example is classified from its own first
-token. The batch (which examples, how many) is the unpacked one, so training sees the same batches
-in the same order; only padding goes. Loss and gradients equal the padded batch's
-(tests/test_packing_classification.py). Bidirectional encoders do not read packed boundaries from
-position ids, so the mask is built here and handed to the model ready-made.
+Classifiers (`collate_packed_classification`, `packed_classification_loss`; `train.packing`): a
+batch's examples are laid first-fit into rows about as wide as its longest example, each with its own
+positions, under a block-diagonal attention mask (causal within each example for decoders), and each
+example is classified from its own first token (encoders: `[CLS]`, `<s>`) or last token (decoders).
+The batch (which examples, how many) is the unpacked one, so training sees the same batches in the
+same order; only padding goes. Loss and gradients equal the padded batch's
+(tests/test_packing_classification.py). The mask is built here, for the model's attention
+implementation, and handed to the model ready-made: encoders do not read packed boundaries from
+position ids, and rows that end in padding would hide them from decoders.
 """
 
 from __future__ import annotations
@@ -131,9 +133,10 @@ def collate_packed_classification(enc: Any, idx: list[int], pad_id: int, multipl
     of them (`packed_rows`).
 
     Besides the model inputs, `segment_ids` (which example each token belongs to, per row; padding is
-    a segment of its own, so no query is left without keys) and `first_token` (each example's first
-    token as a flat index into the rows, in the order of `idx`) tell `packed_classification_loss` where
-    examples start and end. `position_ids` restart at 0 for each example."""
+    a segment of its own, so no query is left without keys), `first_token` and `last_token` (each
+    example's first and last token as flat indices into the rows, in the order of `idx`) tell
+    `packed_classification_loss` where examples start and end. `position_ids` restart at 0 for each
+    example."""
     import torch
 
     lengths = [len(enc.input_ids[i]) for i in idx]
@@ -144,6 +147,7 @@ def collate_packed_classification(enc: Any, idx: list[int], pad_id: int, multipl
     segments = torch.full(shape, -1, dtype=torch.long)
     extras = {k: torch.zeros(shape, dtype=torch.long) for k in enc.extra}
     first = torch.zeros(len(idx), dtype=torch.long)
+    last = torch.zeros(len(idx), dtype=torch.long)
     for r, row in enumerate(rows):
         start = 0
         for s, k in enumerate(row):
@@ -155,17 +159,19 @@ def collate_packed_classification(enc: Any, idx: list[int], pad_id: int, multipl
             for key, t in extras.items():
                 t[r, span] = torch.tensor(enc.extra[key][i])
             first[k] = r * width + start
+            last[k] = r * width + start + n - 1
             start += n
     return {"input_ids": ids, "position_ids": positions, "segment_ids": segments, **extras,
-            "first_token": first, "labels": torch.tensor([enc.labels[i] for i in idx], dtype=torch.long)}
+            "first_token": first, "last_token": last, "labels": torch.tensor([enc.labels[i] for i in idx], dtype=torch.long)}
 
 
 @dataclass(frozen=True)
 class PackedHead:
-    """How one family's classifier reads its first-token states, and where its positions start."""
+    """How one family's classifier reads its pooled states, and where its positions start."""
 
-    logits: Callable[[Any, Any], Any]  # (the transformers classifier, first-token states (n, hidden)) -> logits
+    logits: Callable[[Any, Any], Any]  # (the transformers classifier, pooled states (n, hidden)) -> logits
     position_offset: Callable[[Any], int] = lambda config: 0
+    causal: bool = False  # decoders: causal attention within each example, pooled at its last token
 
 
 def _bert_logits(hf: Any, first: Any) -> Any:
@@ -182,6 +188,10 @@ def _distilbert_logits(hf: Any, first: Any) -> Any:
     return hf.classifier(hf.dropout(torch.relu(hf.pre_classifier(first))))
 
 
+def _score_logits(hf: Any, last: Any) -> Any:
+    return hf.score(last)  # decoder heads score every position, then keep the last real token's
+
+
 def _roberta_positions(config: Any) -> int:
     return config.pad_token_id + 1  # RoBERTa numbers positions from padding_idx + 1
 
@@ -192,6 +202,9 @@ PACKED_HEADS: dict[str, PackedHead] = {
     "roberta": PackedHead(_roberta_logits, _roberta_positions),
     "xlm-roberta": PackedHead(_roberta_logits, _roberta_positions),
     "distilbert": PackedHead(_distilbert_logits),
+    "gpt2": PackedHead(_score_logits, causal=True),
+    "gpt_neox": PackedHead(_score_logits, causal=True),
+    "llama": PackedHead(_score_logits, causal=True),
 }
 
 
@@ -214,19 +227,31 @@ def packed_classification_loss(model: Any, batch: dict[str, Any]) -> Any:
     """Cross-entropy of a packed batch (`collate_packed_classification`), as the classifier's own
     forward computes it for the padded batch."""
     import torch
-    from transformers.masking_utils import create_bidirectional_mask, packed_sequence_mask_function
+    from transformers.masking_utils import (
+        create_bidirectional_mask,
+        create_causal_mask,
+        packed_sequence_mask_function,
+    )
 
     hf = model.get_base_model() if hasattr(model, "get_base_model") else model
     head = PACKED_HEADS[hf.config.model_type]
-    encoder = getattr(hf, hf.base_model_prefix)
+    backbone = getattr(hf, hf.base_model_prefix)
     ids = batch["input_ids"]
     # Only shape, dtype and device of the embeddings are read: the mask is built in their dtype.
-    like = torch.empty((*ids.shape, 1), dtype=encoder.get_input_embeddings().weight.dtype, device=ids.device)
-    mask = create_bidirectional_mask(encoder.config, like, None,
-                                     and_mask_function=packed_sequence_mask_function(batch["segment_ids"]),
-                                     allow_is_bidirectional_skip=False)
-    inputs = {k: v for k, v in batch.items() if k not in ("segment_ids", "first_token", "labels", "position_ids")}
+    like = torch.empty((*ids.shape, 1), dtype=backbone.get_input_embeddings().weight.dtype, device=ids.device)
+    same_example = packed_sequence_mask_function(batch["segment_ids"])
+    if head.causal:
+        mask = create_causal_mask(backbone.config, like, None, None, and_mask_function=same_example,
+                                  allow_is_causal_skip=False)
+    else:
+        mask = create_bidirectional_mask(backbone.config, like, None, and_mask_function=same_example,
+                                         allow_is_bidirectional_skip=False)
+    extra = ("segment_ids", "first_token", "last_token", "labels", "position_ids")
+    inputs = {k: v for k, v in batch.items() if k not in extra}
     position_ids = batch["position_ids"] + head.position_offset(hf.config)
-    hidden = encoder(**inputs, attention_mask=mask, position_ids=position_ids).last_hidden_state
-    logits = head.logits(hf, hidden.flatten(0, 1)[batch["first_token"]])
+    if head.causal:
+        inputs["use_cache"] = False  # training: no key/value cache to fill
+    hidden = backbone(**inputs, attention_mask=mask, position_ids=position_ids).last_hidden_state
+    pooled = hidden.flatten(0, 1)[batch["last_token" if head.causal else "first_token"]]
+    logits = head.logits(hf, pooled)
     return torch.nn.functional.cross_entropy(logits.view(-1, hf.config.num_labels), batch["labels"].view(-1))

@@ -64,6 +64,7 @@ def _step(spec_dict: dict[str, Any], batch_size: int, max_length: int, device: s
     from .models import quiet_libraries, resolve_dtype
     from .runner import prepare_model
     from .tasks import TASKS, placeholder_data
+    from .train import can_fuse_adamw
 
     quiet_libraries()
     spec = RunSpec.from_dict(spec_dict).resolved()
@@ -73,7 +74,7 @@ def _step(spec_dict: dict[str, Any], batch_size: int, max_length: int, device: s
                                               placeholder_data(), compute_dtype, device)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=spec.train.lr)
+    opt = torch.optim.AdamW(params, lr=spec.train.lr, fused=can_fuse_adamw(params))  # as train.train builds it
     vocab = int(getattr(model.config, "vocab_size", 1000) or 1000)
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(1000 if vocab > 2000 else 1, vocab, (batch_size, max_length), generator=g)
