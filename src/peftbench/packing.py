@@ -47,6 +47,12 @@ def pack_batches(lengths: list[int], max_tokens: int, seed: int, shuffle: bool =
 
     n = len(lengths)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist() if shuffle else list(range(n))
+    return first_fit(lengths, order, max_tokens)
+
+
+def first_fit(lengths: list[int], order: list[int], width: int) -> list[list[int]]:
+    """The indices in `order`, each put in the first row with room for it (rows of `width` tokens);
+    one longer than `width` gets a row of its own."""
     rows: list[list[int]] = []
     room: list[int] = []
     for i in order:
@@ -58,7 +64,7 @@ def pack_batches(lengths: list[int], max_tokens: int, seed: int, shuffle: bool =
                 break
         else:
             rows.append([i])
-            room.append(max(0, max_tokens - need))
+            room.append(max(0, width - need))
     return rows
 
 
@@ -93,23 +99,12 @@ def collate_packed(enc: Any, idx: list[int], pad_id: int = 0, multiple: int = 1)
     return pack([enc.input_ids[i] for i in idx], [token_labels[i] for i in idx] if token_labels else None)
 
 
-# ---- encoder classification --------------------------------------------------------------
+# ---- classification --------------------------------------------------------------------
 
 
 def fill_rows(lengths: list[int], width: int) -> list[list[int]]:
     """Positions into `lengths`, grouped into rows of at most `width` tokens (first-fit decreasing)."""
-    rows: list[list[int]] = []
-    room: list[int] = []
-    for k in sorted(range(len(lengths)), key=lambda j: -lengths[j]):
-        for r, free in enumerate(room):
-            if lengths[k] <= free:
-                rows[r].append(k)
-                room[r] -= lengths[k]
-                break
-        else:
-            rows.append([k])
-            room.append(width - lengths[k])
-    return rows
+    return first_fit(lengths, sorted(range(len(lengths)), key=lambda j: -lengths[j]), width)
 
 
 def packed_rows(lengths: list[int], multiple: int = 1, slack: float = 0.25) -> tuple[int, list[list[int]]]:
@@ -161,8 +156,9 @@ def collate_packed_classification(enc: Any, idx: list[int], pad_id: int, multipl
             first[k] = r * width + start
             last[k] = r * width + start + n - 1
             start += n
+    labels = torch.tensor([enc.labels[i] for i in idx], dtype=torch.long)
     return {"input_ids": ids, "position_ids": positions, "segment_ids": segments, **extras,
-            "first_token": first, "last_token": last, "labels": torch.tensor([enc.labels[i] for i in idx], dtype=torch.long)}
+            "first_token": first, "last_token": last, "labels": labels}
 
 
 @dataclass(frozen=True)
@@ -196,7 +192,7 @@ def _roberta_positions(config: Any) -> int:
     return config.pad_token_id + 1  # RoBERTa numbers positions from padding_idx + 1
 
 
-# model_type -> head; each mirrors the family's `...ForSequenceClassification.forward` after the encoder.
+# model_type -> head; each mirrors the family's `...ForSequenceClassification.forward` after the backbone.
 PACKED_HEADS: dict[str, PackedHead] = {
     "bert": PackedHead(_bert_logits),
     "roberta": PackedHead(_roberta_logits, _roberta_positions),
