@@ -105,3 +105,12 @@ def test_malformed_yaml_names_the_line(tmp_path):
     p.write_text("method:\n  name: [lora\n")
     with pytest.raises(SpecError, match=r"malformed YAML .* line"):
         RunSpec.from_yaml(p)
+
+
+def test_error_messages_stay_on_one_line_whatever_the_input_holds():
+    """Messages and hints quote user input (keys, values), which may hold any kind of line break."""
+    from peftbench.errors import SpecError
+
+    err = SpecError("key 'grid.\na' is wrong\r\n", hint="write 'grid.\x85a\u2028: [a, b]'")
+    assert len(str(err).splitlines()) == 1
+    assert str(err) == "key 'grid. a' is wrong (fix: write 'grid. a : [a, b]')"

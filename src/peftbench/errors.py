@@ -19,9 +19,10 @@ class PeftbenchError(Exception):
         super().__init__(self.one_line())
 
     def one_line(self) -> str:
-        text = self.message.strip().replace("\n", " ")
+        # Both parts may quote user input (a key, a value) that holds line breaks of any kind.
+        text = " ".join(self.message.strip().splitlines())
         if self.hint:
-            text = f"{text} (fix: {self.hint.strip()})"
+            text = f"{text} (fix: {' '.join(self.hint.strip().splitlines())})"
         return text
 
 
