@@ -208,3 +208,19 @@ def test_packing_is_checked_before_training(tiny_bert, sentiment_files, tmp_path
     spec = RunSpec.from_dict(tiny_spec(tiny_bert, sentiment_files, "prompt_tuning", packing=True))
     with pytest.raises(SpecError, match="virtual tokens"):
         run(spec, tmp_path, progress=False)
+
+
+def test_packing_refuses_multi_process_runs(tiny_bert, sentiment_files, monkeypatch) -> None:
+    """The packed loss goes past DistributedDataParallel's forward, whose hooks average gradients."""
+    from conftest import tiny_spec
+    from peftbench.errors import SpecError
+    from peftbench.runner import training_batches
+    from peftbench.spec import RunSpec
+    from peftbench.tasks import TASKS
+
+    spec = RunSpec.from_dict(tiny_spec(tiny_bert, sentiment_files, "full", packing=True))
+    task = TASKS.get("classification")
+    assert training_batches(spec, _model("bert"), task)[1] is packed_classification_loss
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SpecError, match="one process, this run has 2"):
+        training_batches(spec, _model("bert"), task)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .checks import preflight
-from .distributed import bind_device, describe, is_main_process
+from .distributed import bind_device, describe, is_main_process, world_size
 from .errors import (
     OutOfMemory,
     PeftbenchError,
@@ -120,7 +120,10 @@ def training_batches(spec: RunSpec, model: Any, task: Any) -> tuple[Any, Any]:
         return task.collate, None
     from .packing import collate_packed_classification, packed_classification_loss, packing_problem
 
-    problem = packing_problem(model)
+    # The packed loss calls the classifier's parts directly, past a DistributedDataParallel wrapper's forward,
+    # whose hooks average the gradients: one process only.
+    problem = (f"packed batches train in one process, this run has {world_size()}" if world_size() > 1
+               else packing_problem(model))
     if problem:
         raise SpecError(f"train.packing cannot be used here: {problem}", hint="set train.packing: false")
     return collate_packed_classification, packed_classification_loss

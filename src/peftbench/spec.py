@@ -85,7 +85,7 @@ class TrainSpec(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     group_by_length: bool = False  # faster, but can cost accuracy: see docs/performance.md
     length_group_batches: int = Field(default=50, gt=1)  # batches per length-sorted mega-batch when grouping
-    packing: bool = False  # encoder classification: each batch packed into fewer rows, no padding (packing.py)
+    packing: bool = False  # classification: each batch packed into fewer rows, almost no padding (packing.py)
     num_threads: int | None = Field(default=None, gt=0)
     compile: bool = False
     cpu_ops: bool = True  # faster dropout / attention-with-dropout when training on the CPU (cpu_ops.py)
