@@ -205,6 +205,8 @@ def test_packing_is_checked_before_training(tiny_bert, sentiment_files, tmp_path
                                                                                      "packing": False}}).run_id()
     with pytest.raises(SpecError, match=r"train\.packing is built for task 'classification', not 'summarization'"):
         RunSpec.from_dict({**base, "task": "summarization", "train": {"packing": True}})
+    with pytest.raises(SpecError, match="cannot be combined"):
+        RunSpec.from_dict({**base, "train": {"packing": True, "compile": True}})
     spec = RunSpec.from_dict(tiny_spec(tiny_bert, sentiment_files, "prompt_tuning", packing=True))
     with pytest.raises(SpecError, match="virtual tokens"):
         run(spec, tmp_path, progress=False)

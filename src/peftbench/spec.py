@@ -223,6 +223,9 @@ class RunSpec(_Section):
         if self.train.packing and self.task != "classification":
             raise SpecError(f"train.packing is built for task 'classification', not '{self.task}'",
                             hint="set train.packing: false")
+        if self.train.packing and self.train.compile:  # the packed loss calls the model's parts, not its forward
+            raise SpecError("train.packing and train.compile cannot be combined: compiling wraps the model's "
+                            "forward, which packed batches do not call", hint="set one of them to false")
 
     def resolved(self) -> RunSpec:
         """Fill every default a method brings (its own learning rate included)."""
