@@ -135,7 +135,7 @@ def test_killed_run_is_recorded_then_ctrl_c_cancels_and_lock_refuses_second_swee
         # Ctrl-C in a terminal signals the whole foreground group: the sweep and its run processes.
         for p in [sweep, *sweep.children(recursive=True)]:
             p.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=120) == 130
+        assert proc.wait(timeout=120) == 130, log.read_text(errors="replace")[-3000:]
     finally:
         if proc.poll() is None:
             proc.kill()
