@@ -196,6 +196,11 @@ def linear_module_names(model: torch.nn.Module) -> list[str]:
     return sorted(names)
 
 
+def transformers_model(model: Any) -> Any:
+    """The transformers model under a peft wrapper (adapter layers injected), or `model` itself."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def count_params(model: torch.nn.Module) -> tuple[int, int]:
     """(trainable, total), counting 4-bit packed weights by their logical element count."""
     trainable = total = 0

@@ -1,9 +1,9 @@
 """Packing several examples into one row, so that the tokens computed are (nearly) all real.
 
-Causal language models (`pack`, `collate_packed`): several examples are laid end to end in one row, with no padding at all. Each example restarts its
-`position_ids` at 0; transformers derives a block-diagonal causal mask from those restarts (SDPA and
-eager on any device, FlashAttention-2 varlen on GPUs), so no token attends across an example
-boundary. The first label of every example is -100: the model shifts labels by one, and that
+Causal language models (`pack`, `collate_packed`): several examples are laid end to end in one row,
+with no padding at all. Each example restarts its `position_ids` at 0; transformers derives a
+block-diagonal causal mask from those restarts (SDPA and eager on any device, FlashAttention-2 varlen
+on GPUs), so no token attends across an example boundary. The first label of every example is -100: the model shifts labels by one, and that
 position would otherwise ask the previous example's last token to predict this example's first.
 The mean token loss then equals the unpacked, padded batch's loss (tests/test_packing.py).
 
@@ -206,10 +206,12 @@ PACKED_HEADS: dict[str, PackedHead] = {
 
 def packing_problem(model: Any) -> str | None:
     """Why `model` cannot train on packed classification batches, or None when it can."""
+    from .models import transformers_model
+
     peft_config = getattr(model, "peft_config", {}).get("default")
     if peft_config is not None and peft_config.is_prompt_learning:
         return f"{peft_config.peft_type.value.lower()} adds virtual tokens, which packed rows cannot hold"
-    hf = model.get_base_model() if hasattr(model, "get_base_model") else model
+    hf = transformers_model(model)
     model_type = hf.config.model_type
     if model_type not in PACKED_HEADS:
         return f"packing is built for {', '.join(sorted(PACKED_HEADS))} classifiers, not {model_type}"
@@ -229,7 +231,9 @@ def packed_classification_loss(model: Any, batch: dict[str, Any]) -> Any:
         packed_sequence_mask_function,
     )
 
-    hf = model.get_base_model() if hasattr(model, "get_base_model") else model
+    from .models import transformers_model
+
+    hf = transformers_model(model)
     head = PACKED_HEADS[hf.config.model_type]
     backbone = getattr(hf, hf.base_model_prefix)
     ids = batch["input_ids"]

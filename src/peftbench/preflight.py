@@ -196,8 +196,10 @@ def check_4bit(model: Any) -> dict[str, Any]:
         from bitsandbytes.nn import Linear4bit
     except ImportError:
         return {"name": "quantized_4bit", "passed": False, "message": "bitsandbytes is not installed"}
+    from .models import transformers_model
+
     # Modules the model itself keeps in full precision (T5's `wo`) or the config skips are meant to stay.
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = transformers_model(model)
     kept = set(getattr(base, "_keep_in_fp32_modules", None) or [])
     qconfig = getattr(getattr(base, "config", None), "quantization_config", None)
     skip = getattr(qconfig, "llm_int8_skip_modules", None) if qconfig is not None and not isinstance(qconfig, dict) \
