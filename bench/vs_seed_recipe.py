@@ -14,6 +14,7 @@ the order alternating between pairs; read the ratios, not the absolute times.
 
     python bench/vs_seed_recipe.py            # IMDB 2,000/1,000 and SST-2 2,000/872, LoRA and full, 2 epochs
     python bench/vs_seed_recipe.py --quick    # small subsets, 1 epoch: minutes, not hours
+    python bench/vs_seed_recipe.py --threads 1   # both sides pinned to one thread, leaving other cores free
 
 Results: printed as a table and saved to bench/results/vs_seed_recipe-<time>.json after each pair.
 """
@@ -176,6 +177,9 @@ def main() -> None:
     ap.add_argument("--seed-threads", choices=("same", "default"), default="same",
                     help="threads of the seed recipe: the count pinned for peftbench's side (isolates padding and dtype), "
                          "or torch's default of one per core (the seeds' setting; slow on a loaded machine)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="intra-op threads for every pair (default: peftbench's rule, one per idle core, read at each "
+                         "pair's start); pin it to keep a core free for other work during a long run")
     args = ap.parse_args()
     if not DATA.is_dir():
         sys.exit(f"data folder {DATA} not found (set PEFTBENCH_SHARED_DATA)")
@@ -209,7 +213,7 @@ def main() -> None:
             sides = ("seed", "peftbench") if k % 2 == 0 else ("peftbench", "seed")
             res: dict[str, Any] = {}
             default_threads = torch.get_num_threads()
-            pb_threads = configure_threads(None, "cpu")  # what peftbench's run would pick now
+            pb_threads = configure_threads(args.threads, "cpu")  # what peftbench's run would pick now
             # Pinned for the pair: picked again when its side starts, the count would follow the load the
             # other side left behind (an idle start gave the first side 2 threads and the second 1).
             spec = spec.model_copy(update={"train": spec.train.model_copy(update={"num_threads": pb_threads})})
