@@ -201,6 +201,7 @@ def main() -> None:
                     torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
                     "load_avg_start": os.getloadavg(), **environment()},
         "settings": {"quick": args.quick, "epochs": epochs, "batch_size": args.batch_size, "seed": args.seed,
+                     "threads": args.threads,
                      "hyper_parameters": METHOD_HP, "peftbench_dtype": dtype},
         "pairs": [],
     }
@@ -213,7 +214,7 @@ def main() -> None:
             sides = ("seed", "peftbench") if k % 2 == 0 else ("peftbench", "seed")
             res: dict[str, Any] = {}
             default_threads = torch.get_num_threads()
-            pb_threads = configure_threads(args.threads, "cpu")  # what peftbench's run would pick now
+            pb_threads = configure_threads(args.threads, "cpu")  # --threads, else what a run would pick now
             # Pinned for the pair: picked again when its side starts, the count would follow the load the
             # other side left behind (an idle start gave the first side 2 threads and the second 1).
             spec = spec.model_copy(update={"train": spec.train.model_copy(update={"num_threads": pb_threads})})
