@@ -24,10 +24,18 @@ from sweep_helpers import check_complete, cli_cmd, cli_env, record_files, tiny_s
 pytestmark = pytest.mark.reliability
 
 
+def _sigint_as_in_a_terminal() -> None:
+    """A sweep typed at a terminal gets Ctrl-C; one started under `cmd &` or nohup inherits SIGINT ignored,
+    and Python then never installs its KeyboardInterrupt handler. The test plays the terminal, so it restores
+    the default whatever the shell that started pytest did."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(spec_file: Path, out: Path, log: Path, *extra: str) -> subprocess.Popen:
     with log.open("ab") as fh:
         return subprocess.Popen(cli_cmd("sweep", str(spec_file), "--out", str(out), "--quiet", *extra),
-                                stdout=fh, stderr=subprocess.STDOUT, env=cli_env())
+                                stdout=fh, stderr=subprocess.STDOUT, env=cli_env(),
+                                preexec_fn=_sigint_as_in_a_terminal)
 
 
 def _wait_for(log: Path, pattern: str, proc: subprocess.Popen, timeout: float = 240) -> None:
