@@ -4,6 +4,8 @@ The model is built as a run builds it (`runner.prepare_model`: dtype policy, CPU
 forward, backward, clipping and AdamW on one synthetic batch without padding. Prints each step's
 time and the peak RSS; `--profile` prints torch.profiler's operator table, grouped by input shape.
 
+`--heap default` leaves glibc's thresholds alone (a run retains freed blocks while training: cpu_heap.py).
+
 To compare two versions of the code, run it from each checkout in turn, alternating, in one shell:
 
     for i in 1 2 3; do (cd ../old && python bench/step_time.py); python bench/step_time.py; done
@@ -53,12 +55,15 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--heap", choices=("retained", "default"), default="retained",
+                    help="glibc thresholds as a run sets them while training (cpu_heap.py), or glibc's own")
     args = ap.parse_args()
 
     import functools
 
     import torch
 
+    from peftbench.cpu_heap import retained_heap
     from peftbench.models import quiet_libraries
     from peftbench.profile import synthetic
     from peftbench.tasks import TASKS
@@ -82,6 +87,8 @@ def main() -> None:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
+    heap = contextlib.ExitStack()
+    heap.enter_context(retained_heap("cpu", args.heap == "retained"))
     for _ in range(2):  # warm-up: first-call allocations and kernel selection
         step()
     if args.profile:
@@ -98,7 +105,8 @@ def main() -> None:
         step()
         times.append(time.perf_counter() - t0)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"{args.method} {args.batch_size}x{args.length} {precision['compute_dtype']}: step s "
+    heap.close()
+    print(f"{args.method} {args.batch_size}x{args.length} {precision['compute_dtype']} heap {args.heap}: step s "
           f"{' '.join(f'{t:.3f}' for t in times)} (min {min(times):.3f}); peak RSS {rss_mb:.0f} MB")
 
 

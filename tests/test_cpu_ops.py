@@ -121,6 +121,12 @@ def test_bf16_attention_stays_close_to_fp32() -> None:
     assert err < 0.02 * ref.abs().mean().item()
 
 
+def _has_glibc() -> bool:
+    from peftbench.cpu_heap import _glibc
+
+    return _glibc() is not None
+
+
 def test_runs_record_what_was_swapped(tiny_bert: Path, sentiment_files: tuple[Path, Path], tmp_path: Path) -> None:
     from peftbench.runner import run
     from peftbench.spec import RunSpec
@@ -133,11 +139,17 @@ def test_runs_record_what_was_swapped(tiny_bert: Path, sentiment_files: tuple[Pa
     assert ops == {"enabled": True, "dropout_modules": 8, "attention_configs": 1, "attention": "peftbench_cpu",
                    "mask_levels": 65536}
     assert rec["train"]["attn_implementation"] == "peftbench_cpu"
+    if _has_glibc():
+        assert rec["train"]["cpu_heap"] == {"retained": True, "mmap_threshold_bytes": 1 << 30,
+                                            "trim_threshold_bytes": 2**31 - 1, "restored": True}
+    else:
+        assert rec["train"]["cpu_heap"]["retained"] is False and "glibc" in rec["train"]["cpu_heap"]["reason"]
     saved = [p for p in (tmp_path / "on").rglob("config.json")]
     assert saved and all("peftbench_cpu" not in p.read_text() for p in saved)
     off = run(RunSpec.from_dict(tiny_spec(tiny_bert, sentiment_files, "lora", cpu_ops=False)), out_dir=tmp_path / "off")
     assert off["train"]["cpu_ops"]["enabled"] is False
     assert off["train"]["attn_implementation"] == "sdpa"
+    assert off["train"]["cpu_heap"] == {"retained": False, "reason": "train.cpu_ops is false"}
     assert json.dumps(off["train"]["cpu_ops"])
 
 

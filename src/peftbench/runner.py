@@ -283,7 +283,7 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
             "overhead_share": max(0.0, 1 - outcome.compute_time_s / t) if t else None,
             "memory": outcome.memory, "peak_memory_bytes": outcome.memory.get("peak_bytes"),
             "loss_curve": outcome.loss_curve, "final_loss": last_loss, "cpu_ops": cpu_ops,
-            "optimizer": outcome.optimizer,
+            "cpu_heap": outcome.cpu_heap, "optimizer": outcome.optimizer,
         }
         record["train"].update(perf_fields(model, outcome, device=device, compute_dtype=compute_dtype,
                                            peak_tflops=spec.train.peak_tflops, threads=threads,

@@ -11,10 +11,11 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
+from .cpu_heap import retained_heap
 from .data import Encoded
 from .distributed import DataParallel, accelerator_options
 from .errors import NanLossError, OutOfMemory, RunCanceled, is_out_of_memory
@@ -167,6 +168,7 @@ class TrainOutcome:
     memory: dict[str, Any] = field(default_factory=dict)
     final_eval: dict[str, Any] = field(default_factory=dict)
     optimizer: dict[str, Any] = field(default_factory=dict)
+    cpu_heap: dict[str, Any] = field(default_factory=dict)
 
 
 def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, Any]], tspec: Any, *,
@@ -208,6 +210,8 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, An
     running = torch.zeros((), device=accelerator.device)
     running_n = 0
     step = 0
+    scopes = ExitStack()
+    out.cpu_heap = scopes.enter_context(retained_heap(device, getattr(tspec, "cpu_ops", True)))
     mem.start()
     try:
         for epoch in range(tspec.epochs):
@@ -286,6 +290,7 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, An
     finally:
         bar.close()
         out.memory = mem.stop()
+        scopes.close()
     out.steps = step
     dp.finish(out)
     return out
