@@ -9,8 +9,10 @@ batches (SST-2 only: `train.packing`, the same batches in fewer rows), the dtype
 attention-with-dropout of `peftbench.cpu_ops` (same dropout probabilities). Both sides train for the
 same number of optimizer steps. Only training wall time is compared (evaluation is timed apart on both sides).
 
-The machine may be shared: both sides run in the same process, one after the other per pair, with
-the order alternating between pairs; read the ratios, not the absolute times.
+The machine may be shared: the two sides of a pair run one after the other, with the order
+alternating between pairs; read the ratios, not the absolute times. Each side runs in a fresh process
+(spawned), so that neither inherits what the other left behind: the heap (a peftbench run keeps
+freed blocks while it trains, `peftbench.cpu_heap`), caches, thread pools.
 
     python bench/vs_seed_recipe.py            # IMDB 2,000/1,000 and SST-2 2,000/872, LoRA and full, 2 epochs
     python bench/vs_seed_recipe.py --quick    # small subsets, 1 epoch: minutes, not hours
@@ -160,6 +162,28 @@ def run_peftbench(spec: Any, out_dir: str) -> dict[str, Any]:
             "precision": rec["precision"], "threads": t["threads"]}
 
 
+def _side(side: str, spec: Any, seed_threads: int | None, runs: str) -> dict[str, Any]:
+    """One side of a pair, in the process it was spawned for; with the threads it ran on."""
+    import torch
+
+    from peftbench.models import quiet_libraries
+
+    quiet_libraries()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    res = run_seed_recipe(spec, seed_threads) if side == "seed" else run_peftbench(spec, runs)
+    res["threads"] = torch.get_num_threads()
+    return res
+
+
+def run_side(side: str, spec: Any, seed_threads: int | None, runs: str) -> dict[str, Any]:
+    """`_side` in a fresh process: the seed recipe must not train on a heap that peftbench's run shaped."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_side, side, spec, seed_threads, runs).result()
+
+
 # ---- driver ------------------------------------------------------------------------------------
 
 
@@ -201,7 +225,7 @@ def main() -> None:
                     torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
                     "load_avg_start": os.getloadavg(), **environment()},
         "settings": {"quick": args.quick, "epochs": epochs, "batch_size": args.batch_size, "seed": args.seed,
-                     "threads": args.threads,
+                     "threads": args.threads, "isolation": "a fresh process per side",
                      "hyper_parameters": METHOD_HP, "peftbench_dtype": dtype},
         "pairs": [],
     }
@@ -224,10 +248,8 @@ def main() -> None:
             seed_threads = pb_threads if args.seed_threads == "same" else None
             for side in sides:
                 print(f"[bench] {ds} {method}: {side} ...", file=sys.stderr, flush=True)
-                res[side] = run_seed_recipe(spec, seed_threads) if side == "seed" else run_peftbench(spec, runs)
-                res[side]["threads"] = torch.get_num_threads()
+                res[side] = run_side(side, spec, seed_threads, runs)
                 res[side]["load_avg_after"] = os.getloadavg()[0]
-                torch.set_num_threads(default_threads)
             torch.set_num_threads(pb_threads)
             peak = max(peak_before, gemm_probe(dtype))
             torch.set_num_threads(default_threads)
