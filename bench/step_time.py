@@ -87,27 +87,25 @@ def main() -> None:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    heap = contextlib.ExitStack()
-    heap.enter_context(retained_heap("cpu", args.heap == "retained"))
-    for _ in range(2):  # warm-up: first-call allocations and kernel selection
-        step()
-    if args.profile:
-        from torch.profiler import ProfilerActivity, profile
+    with retained_heap("cpu", args.heap == "retained"):  # as train.train scopes it
+        for _ in range(2):  # warm-up: first-call allocations and kernel selection
+            step()
+        if args.profile:
+            from torch.profiler import ProfilerActivity, profile
 
-        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
-            for _ in range(args.steps):
-                step()
-        print(prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=30))
-        return
-    times = []
-    for _ in range(args.steps):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    heap.close()
-    print(f"{args.method} {args.batch_size}x{args.length} {precision['compute_dtype']} heap {args.heap}: step s "
-          f"{' '.join(f'{t:.3f}' for t in times)} (min {min(times):.3f}); peak RSS {rss_mb:.0f} MB")
+            with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+                for _ in range(args.steps):
+                    step()
+            print(prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=30))
+            return
+        times = []
+        for _ in range(args.steps):
+            t0 = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t0)
+        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"{args.method} {args.batch_size}x{args.length} {precision['compute_dtype']} heap {args.heap}: step s "
+              f"{' '.join(f'{t:.3f}' for t in times)} (min {min(times):.3f}); peak RSS {rss_mb:.0f} MB")
 
 
 if __name__ == "__main__":
