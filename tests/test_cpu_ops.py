@@ -94,6 +94,61 @@ def test_training_attention_matches_math_with_the_same_mask(case: str) -> None:
         assert torch.allclose(g.double(), r.double(), atol=1e-5)
 
 
+def test_blocks_cover_every_batch_and_head_once_within_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    from peftbench import cpu_ops
+
+    monkeypatch.setattr(cpu_ops, "BLOCK_BYTES", 3 * 16 * 16 * 4)  # three heads of 16×16 fp32 scores
+    for batch, heads in ((5, 1), (2, 6), (3, 4), (2, 5)):
+        seen = torch.zeros(batch, heads, dtype=torch.int64)
+        for bs, hs in cpu_ops.blocks(batch, heads, 16, 16, 4):
+            seen[bs, hs] += 1
+            n = (bs.stop - bs.start) * (hs.stop - hs.start)
+            assert n * 16 * 16 * 4 <= cpu_ops.BLOCK_BYTES
+        assert torch.equal(seen, torch.ones_like(seen)), (batch, heads)
+    # 6 heads: blocks of three heads; 4 heads: two (the largest divisor that fits); 5 heads: one.
+    assert len(cpu_ops.blocks(2, 6, 16, 16, 4)) == 4 and len(cpu_ops.blocks(3, 4, 16, 16, 4)) == 6
+    assert len(cpu_ops.blocks(2, 5, 16, 16, 4)) == 10 and len(cpu_ops.blocks(5, 1, 16, 16, 4)) == 2
+
+
+@pytest.mark.parametrize("block_heads", [1, 2, 9])
+def test_blocked_attention_matches_math_across_blocks(monkeypatch: pytest.MonkeyPatch, block_heads: int) -> None:
+    """Blocks of one or two heads, or two whole batch elements: each block draws its own mask, in order."""
+    from peftbench import cpu_ops
+
+    monkeypatch.setattr(cpu_ops, "BLOCK_BYTES", block_heads * 7 * 7 * 4)
+    # (batch, token, head, dim) projections viewed as (batch, head, token, dim), as models pass them
+    q, k, v = (t.detach().view(4, 7, 4, 8).transpose(1, 2).requires_grad_() for t in _qkv(b=4, h=4))
+    keys = torch.ones(4, 7, dtype=torch.bool)
+    keys[1, 5:] = keys[3, 2:] = False
+    mask = keys[:, None, None, :]
+    module = SimpleNamespace(training=True, is_causal=False)
+    torch.manual_seed(7)
+    out, _ = cpu_ops.attention(module, q, k, v, mask, dropout=0.3)
+    torch.manual_seed(7)
+    dropped = torch.zeros(4, 4, 7, 7, dtype=torch.bool)
+    for bs, hs in cpu_ops.blocks(4, 4, 7, 7, 4):
+        dropped[bs, hs] = cpu_ops.drop_mask(dropped[bs, hs].shape, 0.3)
+    assert len(cpu_ops.blocks(4, 4, 7, 7, 4)) == {1: 16, 2: 8, 9: 2}[block_heads]
+    ref = _reference(q, k, v, mask, dropped, 0.3)
+    assert torch.allclose(out.double(), ref, atol=1e-5)
+    weights = torch.randn(out.shape, dtype=torch.float64)  # not all-ones: the softmax gradient is then non-trivial
+    grads = torch.autograd.grad((out.double() * weights).sum(), (q, k, v))
+    ref_grads = torch.autograd.grad((ref * weights).sum(), (q, k, v))
+    for g, r in zip(grads, ref_grads, strict=True):
+        assert torch.allclose(g.double(), r.double(), atol=1e-5)
+
+
+def test_attention_computes_only_the_gradients_asked_for() -> None:
+    from peftbench.cpu_ops import attention
+
+    q, k, v = _qkv()
+    k = k.detach()  # a frozen key projection under LoRA on query and value
+    module = SimpleNamespace(training=True, is_causal=False)
+    out, _ = attention(module, q, k, v, None, dropout=0.1)
+    dq, dv = torch.autograd.grad(out.sum(), (q, v))
+    assert dq.abs().sum() > 0 and dv.abs().sum() > 0
+
+
 def test_evaluation_and_zero_dropout_go_to_sdpa_unchanged() -> None:
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 

@@ -18,7 +18,8 @@ masks come from and in which dtype attention with dropout runs:
 - The attention function computes softmax(QKᵀ·scale + mask) (the padding or causal mask added, not
   filled in), drops out with the mask above and multiplies by V in the compute dtype, as
   transformers' "eager" implementation does (softmax accumulates in fp32 on the CPU; the logits
-  are rounded to bf16 as in eager bf16 attention). It is used only while training with attention
+  are rounded to bf16 as in eager bf16 attention), one block of about `BLOCK_BYTES` of scores at a
+  time, so that the passes over the scores run in cache. It is used only while training with attention
   dropout on the CPU; everything else (evaluation, dropout 0, GPUs, position biases, soft-capping)
   goes to transformers' SDPA path unchanged.
 
@@ -123,21 +124,102 @@ def attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any
         key, value = key[:, :, :q_len], value[:, :, :q_len]
         attention_mask = torch.ones(q_len, q_len, dtype=torch.bool, device=query.device).tril()
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-    scores = torch.matmul(query * scale, key.transpose(2, 3))
+    bias = None
     if attention_mask is not None:
-        # An additive mask, added in place: a bool masked_fill (and its backward) costs several
-        # times more on the CPU, and the matmul's backward does not need its output.
+        # An additive mask: a bool masked_fill costs several times an add on the CPU.
         if attention_mask.dtype == torch.bool:
-            bias = torch.zeros(attention_mask.shape, dtype=scores.dtype, device=scores.device)
-            bias.masked_fill_(~attention_mask, torch.finfo(scores.dtype).min)
+            bias = torch.zeros(attention_mask.shape, dtype=query.dtype, device=query.device)
+            bias.masked_fill_(~attention_mask, torch.finfo(query.dtype).min)
         else:
-            bias = attention_mask[..., : key.shape[2]].to(scores.dtype)
-        scores = scores.add_(bias)
-    # CPU softmax accumulates bf16 inputs in fp32. The 1/(1-p) of dropout is applied to the (much
-    # smaller) output instead of the probabilities: (P ⊙ keep / (1-p)) V = ((P ⊙ keep) V) / (1-p).
-    probs = torch.softmax(scores, dim=-1) * keep_mask(scores.shape, dropout, scores.dtype)
-    out = torch.matmul(probs, value).mul_(1.0 / (1.0 - dropout))
+            bias = attention_mask[..., : key.shape[2]].to(query.dtype)
+        bias = bias.reshape((1,) * (4 - bias.dim()) + tuple(bias.shape))
+    out = _blocked_attention()(query, key, value, bias, dropout, scale)
     return out.transpose(1, 2).contiguous(), None
+
+
+BLOCK_BYTES = 1 << 20  # scores per block: within a core's L2 (plus the L3 share) on current x86 CPUs
+
+
+def blocks(batch: int, heads: int, q_len: int, k_len: int, itemsize: int) -> list[tuple[slice, slice]]:
+    """(batch, head) slices that cover the scores in blocks of about `BLOCK_BYTES`, in drawing order.
+
+    Whole batch elements when one fits, else the largest divisor of the heads that fits (at least one)."""
+    per_head = q_len * k_len * itemsize
+    if heads * per_head <= BLOCK_BYTES:
+        step = max(1, BLOCK_BYTES // (heads * per_head))
+        return [(slice(b, min(batch, b + step)), slice(0, heads)) for b in range(0, batch, step)]
+    hc = max([d for d in range(1, heads + 1) if heads % d == 0 and d * per_head <= BLOCK_BYTES], default=1)
+    return [(slice(b, b + 1), slice(h, h + hc)) for b in range(batch) for h in range(0, heads, hc)]
+
+
+def _rows(t: Any, bs: slice, hs: slice) -> Any:
+    """A broadcastable (batch, head, …) tensor's part for one block."""
+    return t[bs if t.shape[0] > 1 else slice(None), hs if t.shape[1] > 1 else slice(None)]
+
+
+@cache
+def _blocked_attention() -> Any:
+    """softmax(QKᵀ·scale + bias) with dropout, ×V, one block of scores at a time (torch imported lazily).
+
+    Every pass over the scores — softmax, mask, dropout, and their gradients — then runs on a block that
+    stays in cache, instead of streaming 16×12×256×256-element tensors through memory ten times per layer.
+    Kept for the backward pass: the probabilities P and the dropped probabilities P⊙keep, as autograd
+    would keep them. The 1/(1 − p) of dropout is applied to the (small) output and input gradients."""
+    import torch
+
+    class BlockedAttention(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, q: Any, k: Any, v: Any, bias: Any, p: float, scale: float) -> Any:
+            b, h, lq, _ = q.shape
+            lk = k.shape[2]
+            # (batch, head, token, dim) views of (batch, token, head·dim) projections: made contiguous
+            # once (they are small) so that every block's matmuls read them without a copy.
+            q, k, v = q * scale, k.contiguous(), v.contiguous()
+            probs = torch.empty(b, h, lq, lk, dtype=q.dtype)
+            kept = torch.empty_like(probs)
+            out = torch.empty(b, h, lq, v.shape[-1], dtype=q.dtype)
+            for bs, hs in blocks(b, h, lq, lk, q.element_size()):
+                scores = torch.matmul(q[bs, hs], k[bs, hs].transpose(2, 3))
+                if bias is not None:
+                    scores.add_(_rows(bias, bs, hs))
+                torch.softmax(scores, dim=-1, out=probs[bs, hs])
+                torch.mul(probs[bs, hs], keep_mask(scores.shape, p, q.dtype), out=kept[bs, hs])
+                torch.matmul(kept[bs, hs], v[bs, hs], out=out[bs, hs])
+            out.mul_(1.0 / (1.0 - p))
+            ctx.save_for_backward(q, k, v, probs, kept, out)
+            ctx.p, ctx.scale = p, scale
+            return out
+
+        @staticmethod
+        @torch.autograd.function.once_differentiable
+        def backward(ctx: Any, grad: Any) -> Any:
+            q, k, v, probs, kept, out = ctx.saved_tensors
+            want_q, want_k, want_v = ctx.needs_input_grad[:3]
+            inv_keep = 1.0 / (1.0 - ctx.p)
+            grad = grad.contiguous()
+            # Softmax backward: dS = P ⊙ (dP − D) with D = rowsum(dP ⊙ P) = rowsum(dO ⊙ O), and
+            # dP = keep ⊙ (dO Vᵀ) / (1 − p); so dS·(1 − p) = kept ⊙ (dO Vᵀ) − P ⊙ D·(1 − p).
+            d = (grad.float() * out.float()).sum(-1, keepdim=True).mul_(1.0 - ctx.p).to(q.dtype)
+            dq = torch.empty_like(q) if want_q else None
+            dk = torch.empty_like(k) if want_k else None
+            dv = torch.empty_like(v) if want_v else None
+            for bs, hs in blocks(*probs.shape, q.element_size()):
+                g = grad[bs, hs]
+                if want_v:
+                    torch.matmul(kept[bs, hs].transpose(2, 3), g, out=dv[bs, hs])
+                if want_q or want_k:
+                    ds = torch.matmul(g, v[bs, hs].transpose(2, 3)).mul_(kept[bs, hs])
+                    ds.addcmul_(probs[bs, hs], d[bs, hs], value=-1.0)
+                    if want_q:
+                        torch.matmul(ds, k[bs, hs], out=dq[bs, hs])
+                    if want_k:
+                        torch.matmul(ds.transpose(2, 3), q[bs, hs], out=dk[bs, hs])
+            for t, factor in ((dq, inv_keep * ctx.scale), (dk, inv_keep), (dv, inv_keep)):
+                if t is not None:
+                    t.mul_(factor)
+            return dq, dk, dv, None, None, None
+
+    return BlockedAttention.apply
 
 
 def _register() -> None:
