@@ -37,12 +37,14 @@ def gemm_only_step(model: Any, batch: int, length: int, dtype: Any, reps: int) -
     parts: 'linear' (weights), 'attention' (QKᵀ, AV) and 'all'."""
     import torch
 
-    from peftbench.perf import attention_dims, linear_flop_terms
+    from peftbench.head_token import installed
+    from peftbench.perf import attention_dims, linear_flop_terms, runs_per_sequence
 
-    tokens = batch * length
+    per_sequence = runs_per_sequence(model)  # the last layer's head-token-only weights: one row per sequence
     ops: list[tuple[Any, Any, Any]] = []  # (a, b, out) for torch.matmul(a, b, out=out)
     flops = 0.0
     for name, n, per_token in linear_flop_terms(model):
+        tokens = batch if per_sequence(name) else batch * length
         w = model.get_submodule(name).weight
         d_out, d_in = w.shape if w.numel() == n else (w.quant_state.shape[0], w.quant_state.shape[1])
         c = per_token // n
@@ -64,15 +66,17 @@ def gemm_only_step(model: Any, batch: int, length: int, dtype: Any, reps: int) -
     q = torch.randn(bh, length, dh, dtype=dtype)
     kt = torch.randn(bh, dh, length, dtype=dtype)
     p = torch.randn(bh, length, length, dtype=dtype)
-    for _ in range(layers):
+    full_layers = layers - 1 if installed(model) else layers  # the head-token-only layer: one query row
+    for rows in [length] * full_layers + [1] * (layers - full_layers):
         # forward: S = Q Kᵀ, O = P V; backward: dP = dO Vᵀ, dV = Pᵀ dO, dQ = dS K, dK = dSᵀ Q
-        ops.append((q, kt, torch.empty(bh, length, length, dtype=dtype)))
-        ops.append((p, q, torch.empty(bh, length, dh, dtype=dtype)))
-        ops.append((q, kt, torch.empty(bh, length, length, dtype=dtype)))
-        ops.append((p.transpose(1, 2), q, torch.empty(bh, length, dh, dtype=dtype)))
-        ops.append((p, q, torch.empty(bh, length, dh, dtype=dtype)))
-        ops.append((p.transpose(1, 2), q, torch.empty(bh, length, dh, dtype=dtype)))
-    attention_flops = 12 * layers * hidden * batch * length**2
+        qr, pr = q[:, :rows], p[:, :rows]
+        ops.append((qr, kt, torch.empty(bh, rows, length, dtype=dtype)))
+        ops.append((pr, q, torch.empty(bh, rows, dh, dtype=dtype)))
+        ops.append((qr, kt, torch.empty(bh, rows, length, dtype=dtype)))
+        ops.append((pr.transpose(1, 2), qr, torch.empty(bh, length, dh, dtype=dtype)))
+        ops.append((pr, q, torch.empty(bh, rows, dh, dtype=dtype)))
+        ops.append((pr.transpose(1, 2), qr, torch.empty(bh, length, dh, dtype=dtype)))
+    attention_flops = 12 * hidden * batch * length * (full_layers * length + (layers - full_layers))
 
     def timed(todo: list[tuple[Any, Any, Any]]) -> float:
         def once() -> float:
@@ -116,7 +120,7 @@ def main() -> None:
     peak_before = gemm_probe(dtype_name)
     row = measure(spec.to_dict(), args.length, args.batch_size, args.steps, warmup=2, latency_calls=1)
     tokens = args.batch_size * args.length
-    step_flops = training_flops(model, tokens, args.batch_size * args.length**2)["flops"]
+    step_flops = training_flops(model, tokens, args.batch_size * args.length**2, args.batch_size)["flops"]
     with torch.no_grad():
         parts = gemm_only_step(model, args.batch_size, args.length, dtype, reps=5)
     gemm_s, gemm_flops = parts["all"]

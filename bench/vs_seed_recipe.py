@@ -159,7 +159,7 @@ def run_peftbench(spec: Any, out_dir: str) -> dict[str, Any]:
             "padding_efficiency": t["padding_efficiency"], "overhead_share": t["overhead_share"],
             "tokens_per_s": t["tokens_per_s"], "samples_per_s": t["samples_per_s"],
             "flops": t["flops"], "achieved_tflops": t["achieved_tflops"], "mfu_cached_peak": t["mfu"],
-            "precision": rec["precision"], "threads": t["threads"]}
+            "precision": rec["precision"], "threads": t["threads"], "head_token": t.get("head_token")}
 
 
 def _side(side: str, spec: Any, seed_threads: int | None, runs: str) -> dict[str, Any]:

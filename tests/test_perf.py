@@ -100,7 +100,7 @@ def test_perf_fields_mfu_consistent(tiny_bert: Path, monkeypatch: pytest.MonkeyP
     from peftbench import perf
 
     model = _tiny_bert_classifier(tiny_bert)
-    outcome = SimpleNamespace(real_tokens=2000, real_sq_tokens=40000, train_time_s=2.0)
+    outcome = SimpleNamespace(real_tokens=2000, real_sq_tokens=40000, samples=100, train_time_s=2.0)
     monkeypatch.setattr(perf, "cpu_peak_flops", lambda dtype: (1e11, "gemm_probe"))
     f = perf.perf_fields(model, outcome, device="cpu", compute_dtype="float32", peak_tflops=None,
                          threads=2, compiled=False)

@@ -72,13 +72,14 @@ def _features(model: Any, enc: Any, pad_id: int, device: str, autocast_dtype: An
 
     import torch
 
+    from .head_token import every_position
     from .train import collate
 
     was_training = model.training
     model.eval()
     amp = torch.autocast(device_type=device, dtype=autocast_dtype) if autocast_dtype is not None else nullcontext()
     out = []
-    with torch.inference_mode(), amp:
+    with torch.inference_mode(), amp, every_position(model):  # mean-pooled: every position is read
         for start in range(0, len(enc), batch_size):
             idx = list(range(start, min(start + batch_size, len(enc))))
             batch = {k: v.to(device) for k, v in collate(enc, idx, pad_id).items() if k != "labels"}

@@ -15,6 +15,9 @@ Training FLOPs are counted per matmul weight, from the real (non-padding) tokens
   head is an `nn.Linear` and is counted.
 - Attention (QKᵀ and AV, which hold no weights): 4·L²·d per layer and sequence forward, twice that
   backward, so 12·L²·d. The causal half is not subtracted (as in the PaLM MFU definition).
+- When the last layer computes only the token the head reads (head_token.py), its query, attention-output
+  and feed-forward weights count once per sequence (`T` = sequences), and its attention 12·L·d (one
+  query row): only the work done is counted.
 
 MFU = FLOPs / training wall time / peak FLOP/s. The peak comes from `train.peak_tflops`, else a table
 of common GPUs (dense bf16/fp16, fp32 without TF32), else, on a CPU, a short GEMM probe in the run's
@@ -100,17 +103,38 @@ def attention_dims(model: Any) -> tuple[int, int]:
     return int(layers), int(hidden)
 
 
-def training_flops(model: Any, real_tokens: int, sum_sq_lengths: int) -> dict[str, Any]:
-    """Estimated training FLOPs of the run (see the module docstring for the formula)."""
+def runs_per_sequence(model: Any) -> Any:
+    """A predicate on linear-layer names: True for those that run once per sequence (head_token.py)."""
+    from .head_token import installed
+
+    prefixes = (installed(model) or {}).get("per_sequence", [])
+    return lambda name: any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def training_flops(model: Any, real_tokens: int, sum_sq_lengths: int, sequences: int | None = None) -> dict[str, Any]:
+    """Estimated training FLOPs of the run (see the module docstring for the formula).
+
+    `sequences` (the examples trained on) is needed when the last layer computes the head's token only."""
+    from .head_token import installed
+
     terms = linear_flop_terms(model)
-    per_token = sum(t for _, _, t in terms)
     layers, hidden = attention_dims(model)
-    linear = per_token * real_tokens
-    attention = 12 * layers * hidden * sum_sq_lengths
+    head = installed(model)
+    if head is not None and sequences is None:
+        raise ValueError("training_flops: the model computes the head's token only; pass `sequences`")
+    per_sequence = runs_per_sequence(model)
+    per_token = sum(t for name, _, t in terms if not per_sequence(name))
+    once = sum(t for name, _, t in terms if per_sequence(name))
+    linear = per_token * real_tokens + once * (sequences or 0)
+    attention = 12 * hidden * (layers * sum_sq_lengths if head is None
+                               else (layers - 1) * sum_sq_lengths + real_tokens)
+    formula = ("sum_linear(c*W)*real_tokens + 12*layers*d_model*sum(L^2); c=6 trainable, "
+               "4 frozen with gradient through, 2 frozen below all trainable")
+    if head is not None:
+        formula += ("; last layer on the head's token only: its query, attention output and feed-forward "
+                    "weights * sequences, its attention 12*d_model*sum(L)")
     return {"flops": float(linear + attention), "linear_flops": float(linear), "attention_flops": float(attention),
-            "flops_per_token_linear": per_token,
-            "formula": "sum_linear(c*W)*real_tokens + 12*layers*d_model*sum(L^2); c=6 trainable, "
-                       "4 frozen with gradient through, 2 frozen below all trainable"}
+            "flops_per_token_linear": per_token, "formula": formula}
 
 
 # ---- peak FLOP/s --------------------------------------------------------------------------------
@@ -235,7 +259,7 @@ def maybe_compile(model: Any, enabled: bool) -> Any:
 def perf_fields(model: Any, outcome: Any, *, device: str, compute_dtype: str,
                 peak_tflops: float | None, threads: int, compiled: bool) -> dict[str, Any]:
     """Record fields: FLOP estimate, achieved FLOP/s and MFU, with the peak's source and settings."""
-    est = training_flops(model, outcome.real_tokens, outcome.real_sq_tokens)
+    est = training_flops(model, outcome.real_tokens, outcome.real_sq_tokens, outcome.samples)
     t = outcome.train_time_s
     achieved = est["flops"] / t if t else None
     peak, source = peak_flops(device, compute_dtype, peak_tflops)

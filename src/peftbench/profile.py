@@ -218,8 +218,9 @@ def measure(spec_dict: dict[str, Any], length: int, batch_size: int, steps: int,
     threads = configure_threads(spec.train.num_threads, device)
     set_seed(spec.train.seed)
     task = TASKS.get(spec.task)
-    loaded, model, amp_dtype, precision, cpu_ops = prepare_model(spec, task, METHODS.get(spec.method.name),
-                                                                 placeholder_data(LABELS), compute_dtype, device)
+    loaded, model, amp_dtype, precision, ops = prepare_model(spec, task, METHODS.get(spec.method.name),
+                                                             placeholder_data(LABELS), compute_dtype, device)
+    cpu_ops = ops["cpu_ops"]
     trainable, total = count_params(model)
     pad_id = loaded.tokenizer.pad_token_id or 0
     enc = synthetic(spec.task, loaded.tokenizer, batch_size * (warmup + steps), length, spec.train.seed)

@@ -95,8 +95,9 @@ def apply_dtype_policy(model: Any, method_name: str, compute_dtype: str) -> tupl
 def prepare_model(spec: RunSpec, task: Any, method: Any, prepared: Any, compute_dtype: str,
                   device: str) -> tuple[Any, Any, Any, dict[str, Any], dict[str, Any]]:
     """Load the task's model, apply the method, the dtype policy and the CPU ops, move it to `device`;
-    return (loaded, model, autocast dtype, precision, cpu_ops). One place, so that `peftbench profile`
-    measures the very model a run trains."""
+    return (loaded, model, autocast dtype, precision, ops): `ops` holds the record's `cpu_ops` and
+    `head_token` sections. One place, so that `peftbench profile` measures the very model a run trains."""
+    from . import head_token
     from .cpu_ops import install as install_cpu_ops
     from .perf import maybe_compile
 
@@ -110,8 +111,9 @@ def prepare_model(spec: RunSpec, task: Any, method: Any, prepared: Any, compute_
     model.to(device)
     cpu_ops = (install_cpu_ops(model, device) if spec.train.cpu_ops
                else {"enabled": False, "reason": "train.cpu_ops is false"})
+    head = head_token.install(model, enabled=spec.train.head_token_only, packing=spec.train.packing)
     maybe_compile(model, spec.train.compile)
-    return loaded, model, amp_dtype, precision, cpu_ops
+    return loaded, model, amp_dtype, precision, {"cpu_ops": cpu_ops, "head_token": head}
 
 
 def training_batches(spec: RunSpec, model: Any, task: Any) -> tuple[Any, Any]:
@@ -222,8 +224,7 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
     try:
         set_seed(spec.train.seed)
         say(f"[peftbench] {run_id}: loading {spec.model.name_or_path} for {spec.method.name}")
-        loaded, model, amp_dtype, precision, cpu_ops = prepare_model(spec, task, method, prepared, compute_dtype,
-                                                                     device)
+        loaded, model, amp_dtype, precision, ops = prepare_model(spec, task, method, prepared, compute_dtype, device)
         collate_fn, loss_fn = training_batches(spec, model, task)
         trainable, total = count_params(model)
         if trainable == 0:
@@ -282,7 +283,7 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
                                    if outcome.computed_tokens else None),
             "overhead_share": max(0.0, 1 - outcome.compute_time_s / t) if t else None,
             "memory": outcome.memory, "peak_memory_bytes": outcome.memory.get("peak_bytes"),
-            "loss_curve": outcome.loss_curve, "final_loss": last_loss, "cpu_ops": cpu_ops,
+            "loss_curve": outcome.loss_curve, "final_loss": last_loss, **ops,
             "cpu_heap": outcome.cpu_heap, "optimizer": outcome.optimizer,
         }
         record["train"].update(perf_fields(model, outcome, device=device, compute_dtype=compute_dtype,

@@ -88,6 +88,7 @@ class TrainSpec(_Section):
     packing: bool = False  # classification: each batch packed into fewer rows, almost no padding (packing.py)
     num_threads: int | None = Field(default=None, gt=0)
     compile: bool = False
+    head_token_only: bool = True  # classification: the last layer computes only the token the head reads (head_token.py)
     cpu_ops: bool = True  # CPU training: faster dropout / attention-with-dropout (cpu_ops.py), retained heap (cpu_heap.py)
     peak_tflops: float | None = Field(default=None, gt=0)
 
