@@ -67,10 +67,10 @@ def _first_token_forward(self: Any, hidden_states: Any, attention_mask: Any = No
     sa = self.attention.self
     batch = hidden_states.shape[0]
     first = hidden_states[:, :1]
-    heads = (batch, -1, sa.attention_head_size)
-    query = sa.query(first).view(batch, 1, *heads[1:]).transpose(1, 2)
-    key = sa.key(hidden_states).view(batch, hidden_states.shape[1], *heads[1:]).transpose(1, 2)
-    value = sa.value(hidden_states).view(batch, hidden_states.shape[1], *heads[1:]).transpose(1, 2)
+    per_head = (-1, sa.attention_head_size)
+    query = sa.query(first).view(batch, 1, *per_head).transpose(1, 2)
+    key = sa.key(hidden_states).view(*hidden_states.shape[:2], *per_head).transpose(1, 2)
+    value = sa.value(hidden_states).view(*hidden_states.shape[:2], *per_head).transpose(1, 2)
     if attention_mask is not None and attention_mask.dim() == 4 and attention_mask.shape[-2] > 1:
         attention_mask = attention_mask[:, :, :1]
     eager = sys.modules[type(sa).__module__].eager_attention_forward  # the model file's own, as it uses it
@@ -89,7 +89,8 @@ def install(model: Any, *, enabled: bool = True, packing: bool = False) -> dict[
     if not enabled:
         return {"first_token_only": False, "reason": "train.head_token_only is false"}
     if cls not in FIRST_TOKEN_HEADS:
-        return {"first_token_only": False, "reason": f"{cls} is not a first-token classifier"}
+        return {"first_token_only": False, "reason": f"{cls} is not among the classifiers known to read the first "
+                                                     "token only (FIRST_TOKEN_HEADS)"}
     if packing:
         return {"first_token_only": False, "reason": "packed rows: each example has its own first token"}
     if found is None or not hasattr(sys.modules[type(found[1].attention.self).__module__], "eager_attention_forward"):
