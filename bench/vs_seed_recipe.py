@@ -24,6 +24,7 @@ Results: printed as a table and saved to bench/results/vs_seed_recipe-<time>.jso
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -175,12 +176,22 @@ def _side(side: str, spec: Any, seed_threads: int | None, runs: str) -> dict[str
     return res
 
 
+def _end_with_driver() -> None:
+    """Side processes get SIGTERM when the driver ends (Linux), so a stopped benchmark leaves no side
+    training on, competing for the core with the next run."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # 1 = PR_SET_PDEATHSIG
+
+
 def run_side(side: str, spec: Any, seed_threads: int | None, runs: str) -> dict[str, Any]:
     """`_side` in a fresh process: the seed recipe must not train on a heap that peftbench's run shaped."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_end_with_driver) as pool:
         return pool.submit(_side, side, spec, seed_threads, runs).result()
 
 
