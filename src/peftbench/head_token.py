@@ -85,7 +85,6 @@ def install(model: Any, *, enabled: bool = True, packing: bool = False) -> dict[
     """Swap in the first-token last layer where it is exact; the record's `head_token` section."""
     base = _base(model)
     cls = type(base).__name__
-    found = _last_layer(base)
     if not enabled:
         return {"first_token_only": False, "reason": "train.head_token_only is false"}
     if cls not in FIRST_TOKEN_HEADS:
@@ -93,6 +92,7 @@ def install(model: Any, *, enabled: bool = True, packing: bool = False) -> dict[
                                                      "token only (FIRST_TOKEN_HEADS)"}
     if packing:
         return {"first_token_only": False, "reason": "packed rows: each example has its own first token"}
+    found = _last_layer(base)
     if found is None or not hasattr(sys.modules[type(found[1].attention.self).__module__], "eager_attention_forward"):
         return {"first_token_only": False, "reason": f"{cls}: its last layer does not have BERT's structure"}
     name, layer = found
