@@ -18,9 +18,10 @@ def _classifier(family: str, attn: str = "sdpa", dropout: float = 0.0) -> torch.
     from peftbench.tiny import tiny_model_path
 
     torch.manual_seed(0)
+    names = (("dropout", "attention_dropout", "seq_classif_dropout") if family == "distilbert"
+             else ("hidden_dropout_prob", "attention_probs_dropout_prob"))
     return AutoModelForSequenceClassification.from_pretrained(
-        str(tiny_model_path(family)), num_labels=3, attn_implementation=attn,
-        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+        str(tiny_model_path(family)), num_labels=3, attn_implementation=attn, **dict.fromkeys(names, dropout))
 
 
 def _batch(vocab: int) -> dict[str, torch.Tensor]:
@@ -41,7 +42,9 @@ def _loss_and_grads(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> t
 
 
 @pytest.mark.parametrize(("family", "attn", "method"), [("bert", "sdpa", "full"), ("bert", "eager", "full"),
-                                                        ("roberta", "sdpa", "full"), ("bert", "sdpa", "lora")])
+                                                        ("roberta", "sdpa", "full"), ("bert", "sdpa", "lora"),
+                                                        ("distilbert", "sdpa", "full"),
+                                                        ("distilbert", "eager", "lora")])
 def test_logits_loss_and_every_gradient_equal_the_whole_layer(family: str, attn: str, method: str) -> None:
     from peftbench import head_token
 
@@ -49,13 +52,13 @@ def test_logits_loss_and_every_gradient_equal_the_whole_layer(family: str, attn:
     if method == "lora":
         from peft import LoraConfig, get_peft_model
 
-        model = get_peft_model(model, LoraConfig(r=4, target_modules=["query", "value"],
-                                                 modules_to_save=["classifier"]))
+        targets = ["q_lin", "v_lin"] if family == "distilbert" else ["query", "value"]
+        model = get_peft_model(model, LoraConfig(r=4, target_modules=targets, modules_to_save=["classifier"]))
     model.train()  # dropout is 0: training mode, and still deterministic
     batch = _batch(model.config.vocab_size)
     ref_logits, ref_grads = _loss_and_grads(model, batch)
     section = head_token.install(model)
-    assert section["first_token_only"] is True and section["layer"].endswith("encoder.layer.1")
+    assert section["first_token_only"] is True and section["layer"].endswith(".layer.1")
     logits, grads = _loss_and_grads(model, batch)
     assert torch.allclose(logits, ref_logits, atol=1e-6)
     assert grads.keys() == ref_grads.keys() and len(grads) > 4
@@ -77,17 +80,19 @@ def test_the_masked_keys_matter_so_a_wrong_mask_would_show() -> None:
     assert (a[1] - b[1]).abs().max() > 50 * 1e-6  # far above the atol of the equality test
 
 
-def test_training_with_dropout_runs_through_the_cpu_attention() -> None:
+@pytest.mark.parametrize("family", ["bert", "distilbert"])
+def test_training_with_dropout_runs_through_the_cpu_attention(family: str) -> None:
     from peftbench import cpu_ops, head_token
 
-    model = _classifier("bert", dropout=0.1)
+    model = _classifier(family, dropout=0.1)
     cpu_ops.install(model, "cpu")
     head_token.install(model)
     model.train()
     out = model(**_batch(model.config.vocab_size))
     out.loss.backward()
     assert torch.isfinite(out.loss) and out.logits.shape == (4, 3)
-    assert model.bert.encoder.layer[-1].attention.self.query.weight.grad.abs().sum() > 0
+    query = model.get_submodule(head_token.installed(model)["per_sequence"][0])  # the last layer's query
+    assert query.weight.grad.abs().sum() > 0
 
 
 def test_every_position_gives_the_whole_last_layer_back() -> None:
@@ -140,13 +145,14 @@ def test_the_layer_runs_whole_when_asked_for_more_than_the_head_reads() -> None:
         assert layer(hidden, cache=DynamicCache(config=model.config)).shape == (2, 5, model.config.hidden_size)
 
 
-def test_flops_count_the_last_layer_once_per_sequence() -> None:
+@pytest.mark.parametrize("family", ["bert", "distilbert"])
+def test_flops_count_the_last_layer_once_per_sequence(family: str) -> None:
     from peftbench import head_token
     from peftbench.perf import training_flops
 
-    model = _classifier("bert")
+    model = _classifier(family)
     cfg = model.config
-    d, inner = cfg.hidden_size, cfg.intermediate_size
+    d, inner = cfg.hidden_size, getattr(cfg, "intermediate_size", None) or cfg.hidden_dim
     tokens, sq, seqs = 1000, 40_000, 50
     whole = training_flops(model, tokens, sq)
     head_token.install(model)
@@ -165,6 +171,7 @@ def test_runs_record_it_and_can_switch_it_off(tiny_bert: Path, sentiment_files: 
                                               tmp_path: Path) -> None:
     from peftbench.runner import run
     from peftbench.spec import RunSpec
+    from peftbench.tiny import tiny_model_path
 
     on = run(RunSpec.from_dict(tiny_spec(tiny_bert, sentiment_files, "full")), out_dir=tmp_path / "on")
     assert on["status"] == "success"
@@ -177,4 +184,8 @@ def test_runs_record_it_and_can_switch_it_off(tiny_bert: Path, sentiment_files: 
     packed = run(RunSpec.from_dict(tiny_spec(tiny_bert, sentiment_files, "lora", packing=True)),
                  out_dir=tmp_path / "packed")
     assert packed["train"]["head_token"]["first_token_only"] is False
+    distil = run(RunSpec.from_dict(tiny_spec(tiny_model_path("distilbert"), sentiment_files, "lora")),
+                 out_dir=tmp_path / "distil")
+    assert distil["status"] == "success"
+    assert distil["train"]["head_token"]["layer"] == "distilbert.transformer.layer.1"
     assert json.dumps(on["train"]["head_token"])

@@ -1,6 +1,6 @@
 """The last encoder layer computes only the token the classification head reads.
 
-BERT-style classifiers (BERT, RoBERTa, XLM-R, ELECTRA, MiniLM…) read one position of the last hidden
+BERT-style classifiers (BERT, RoBERTa, XLM-R, ELECTRA, MiniLM, DistilBERT…) read one position of the last hidden
 state: the first token (`[CLS]`/`<s>`) through the pooler or the classification head. Every other
 position of the last layer — its queries, attention rows, attention-output projection, feed-forward
 block — feeds nothing, yet costs 1/n_layers of the forward and backward passes. The last layer's keys
@@ -20,15 +20,9 @@ from __future__ import annotations
 import contextlib
 import sys
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
-
-# Sequence-classification classes whose head reads position 0 of the last hidden state only.
-FIRST_TOKEN_HEADS = ("BertForSequenceClassification", "RobertaForSequenceClassification",
-                     "XLMRobertaForSequenceClassification", "ElectraForSequenceClassification",
-                     "CamembertForSequenceClassification")
-# Within the last layer, the modules that then run on one token per sequence (the rest: every token).
-PER_SEQUENCE_PARTS = ("attention.self.query", "attention.output.dense", "intermediate.dense", "output.dense")
 
 
 def _base(model: Any) -> Any:
@@ -37,27 +31,32 @@ def _base(model: Any) -> Any:
     return get() if callable(get) else model
 
 
-def _last_layer(base: Any) -> tuple[str, Any] | None:
-    """(qualified name, module) of the encoder's last layer, if it has the BERT layer structure."""
-    encoder = getattr(getattr(base, getattr(base, "base_model_prefix", ""), None), "encoder", None)
-    layers = getattr(encoder, "layer", None)
-    if not layers:
-        return None
-    layer = layers[-1]
-    sa = getattr(getattr(layer, "attention", None), "self", None)
-    if not all(hasattr(sa, a) for a in ("query", "key", "value", "attention_head_size", "scaling")) or not all(
-            hasattr(layer, a) for a in ("feed_forward_chunk", "chunk_size_feed_forward")):
-        return None
-    if getattr(layer, "add_cross_attention", False) or getattr(sa, "is_causal", False):
-        return None
-    return f"{base.base_model_prefix}.encoder.layer.{len(layers) - 1}", layer
+def _first_row(attention_mask: Any) -> Any:
+    """The additive/boolean mask's row for the first query (a 4-D mask has one row per query)."""
+    if attention_mask is not None and attention_mask.dim() == 4 and attention_mask.shape[-2] > 1:
+        return attention_mask[:, :, :1]
+    return attention_mask
 
 
-def _first_token_forward(self: Any, hidden_states: Any, attention_mask: Any = None,
-                         encoder_hidden_states: Any = None, encoder_attention_mask: Any = None,
-                         cache: Any = None, **kwargs: Any) -> Any:
-    """BertLayer.forward for the first position only; the layer's own forward where that is not safe."""
+def _attend(sa: Any, query: Any, key: Any, value: Any, attention_mask: Any, **kwargs: Any) -> Any:
+    """The model's configured attention function (SDPA, eager, peftbench's CPU one…), as its own layer calls it."""
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    eager = sys.modules[type(sa).__module__].eager_attention_forward  # the model file's own, as it uses it
+    attend = ALL_ATTENTION_FUNCTIONS.get_interface(sa.config._attn_implementation, eager)
+    context, _ = attend(sa, query, key, value, _first_row(attention_mask),
+                        dropout=sa.dropout.p if sa.training else 0.0, scaling=sa.scaling, **kwargs)
+    return context.reshape(query.shape[0], 1, -1).contiguous()
+
+
+def _heads(x: Any, head_size: int) -> Any:
+    return x.view(*x.shape[:2], -1, head_size).transpose(1, 2)
+
+
+def _bert_first_token(self: Any, hidden_states: Any, attention_mask: Any = None,
+                      encoder_hidden_states: Any = None, encoder_attention_mask: Any = None,
+                      cache: Any = None, **kwargs: Any) -> Any:
+    """BertLayer.forward for the first position only; the layer's own forward where that is not safe."""
     from transformers.pytorch_utils import apply_chunking_to_forward
 
     if (cache is not None or kwargs.get("past_key_values") is not None or encoder_hidden_states is not None
@@ -65,20 +64,88 @@ def _first_token_forward(self: Any, hidden_states: Any, attention_mask: Any = No
         return type(self).forward(self, hidden_states, attention_mask, encoder_hidden_states,
                                   encoder_attention_mask, cache=cache, **kwargs)
     sa = self.attention.self
-    batch = hidden_states.shape[0]
     first = hidden_states[:, :1]
-    per_head = (-1, sa.attention_head_size)
-    query = sa.query(first).view(batch, 1, *per_head).transpose(1, 2)
-    key = sa.key(hidden_states).view(*hidden_states.shape[:2], *per_head).transpose(1, 2)
-    value = sa.value(hidden_states).view(*hidden_states.shape[:2], *per_head).transpose(1, 2)
-    if attention_mask is not None and attention_mask.dim() == 4 and attention_mask.shape[-2] > 1:
-        attention_mask = attention_mask[:, :, :1]
-    eager = sys.modules[type(sa).__module__].eager_attention_forward  # the model file's own, as it uses it
-    attend = ALL_ATTENTION_FUNCTIONS.get_interface(sa.config._attn_implementation, eager)
-    context, _ = attend(sa, query, key, value, attention_mask, dropout=sa.dropout.p if sa.training else 0.0,
-                        scaling=sa.scaling, **kwargs)
-    attention_output = self.attention.output(context.reshape(batch, 1, -1).contiguous(), first)
+    context = _attend(sa, _heads(sa.query(first), sa.attention_head_size),
+                      _heads(sa.key(hidden_states), sa.attention_head_size),
+                      _heads(sa.value(hidden_states), sa.attention_head_size), attention_mask, **kwargs)
+    attention_output = self.attention.output(context, first)
     return apply_chunking_to_forward(self.feed_forward_chunk, self.chunk_size_feed_forward, 1, attention_output)
+
+
+def _distilbert_first_token(self: Any, hidden_states: Any, attention_mask: Any = None, **kwargs: Any) -> Any:
+    """DistilBERT's TransformerBlock.forward for the first position only."""
+    if kwargs.get("output_attentions"):
+        return type(self).forward(self, hidden_states, attention_mask, **kwargs)
+    sa = self.attention
+    first = hidden_states[:, :1]
+    context = _attend(sa, _heads(sa.q_lin(first), sa.attention_head_size),
+                      _heads(sa.k_lin(hidden_states), sa.attention_head_size),
+                      _heads(sa.v_lin(hidden_states), sa.attention_head_size), attention_mask, **kwargs)
+    attention_output = self.sa_layer_norm(sa.out_lin(context) + first)
+    return self.output_layer_norm(self.ffn(attention_output) + attention_output)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a family keeps its layers and which of the last layer's parts then run once per sequence."""
+
+    stack: str  # the layer list, under the base model's prefix module
+    attention: str  # the self-attention module, within a layer
+    needs: tuple[str, ...]  # what the first-token forward uses, as paths within the layer
+    per_sequence: tuple[str, ...]  # linear layers (within the layer) that then see one token per sequence
+    forward: Callable[..., Any]
+
+
+_BERT = Layout(
+    stack="encoder.layer", attention="attention.self",
+    needs=("attention.self.query", "attention.self.key", "attention.self.value", "attention.self.attention_head_size",
+           "attention.self.scaling", "attention.self.dropout", "attention.output", "feed_forward_chunk",
+           "chunk_size_feed_forward"),
+    per_sequence=("attention.self.query", "attention.output.dense", "intermediate.dense", "output.dense"),
+    forward=_bert_first_token)
+_DISTILBERT = Layout(
+    stack="transformer.layer", attention="attention",
+    needs=("attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.out_lin",
+           "attention.attention_head_size", "attention.scaling", "attention.dropout", "sa_layer_norm", "ffn",
+           "output_layer_norm"),
+    per_sequence=("attention.q_lin", "attention.out_lin", "ffn.lin1", "ffn.lin2"),
+    forward=_distilbert_first_token)
+
+# Sequence-classification classes whose head reads position 0 of the last hidden state only; adding a
+# family with the same layer structure is one entry.
+FIRST_TOKEN_HEADS: dict[str, Layout] = {
+    "BertForSequenceClassification": _BERT, "RobertaForSequenceClassification": _BERT,
+    "XLMRobertaForSequenceClassification": _BERT, "ElectraForSequenceClassification": _BERT,
+    "CamembertForSequenceClassification": _BERT, "DistilBertForSequenceClassification": _DISTILBERT,
+}
+
+
+def _last_layer(base: Any, layout: Layout) -> tuple[str, Any] | None:
+    """(qualified name, module) of the encoder's last layer, if it has the layout's structure."""
+    prefix = getattr(base, "base_model_prefix", "")
+    try:
+        layers = getattr(base, prefix).get_submodule(layout.stack)
+    except AttributeError:  # also what get_submodule raises for a missing path
+        return None
+    if not layers:
+        return None
+    layer = layers[-1]
+    if not all(_has_path(layer, need) for need in layout.needs):
+        return None
+    sa = layer.get_submodule(layout.attention)
+    if getattr(layer, "add_cross_attention", False) or getattr(sa, "is_causal", False):
+        return None
+    if not hasattr(sys.modules[type(sa).__module__], "eager_attention_forward"):
+        return None
+    return f"{prefix}.{layout.stack}.{len(layers) - 1}", layer
+
+
+def _has_path(obj: Any, dotted: str) -> bool:
+    for part in dotted.split("."):
+        if not hasattr(obj, part):
+            return False
+        obj = getattr(obj, part)
+    return True
 
 
 def install(model: Any, *, enabled: bool = True, packing: bool = False) -> dict[str, Any]:
@@ -92,14 +159,16 @@ def install(model: Any, *, enabled: bool = True, packing: bool = False) -> dict[
                                                      "token only (FIRST_TOKEN_HEADS)"}
     if packing:
         return {"first_token_only": False, "reason": "packed rows: each example has its own first token"}
-    found = _last_layer(base)
-    if found is None or not hasattr(sys.modules[type(found[1].attention.self).__module__], "eager_attention_forward"):
-        return {"first_token_only": False, "reason": f"{cls}: its last layer does not have BERT's structure"}
+    layout = FIRST_TOKEN_HEADS[cls]
+    found = _last_layer(base, layout)
+    if found is None:
+        return {"first_token_only": False, "reason": f"{cls}: its last layer ({layout.stack}[-1]) does not "
+                                                     "have the structure head_token.py expects"}
     name, layer = found
-    layer.forward = types.MethodType(_first_token_forward, layer)
+    layer.forward = types.MethodType(layout.forward, layer)
     prefix = "" if base is model else _prefix_of(model, base)
     model._peftbench_head_token = {"layer": f"{prefix}{name}",
-                                   "per_sequence": [f"{prefix}{name}.{part}" for part in PER_SEQUENCE_PARTS]}
+                                   "per_sequence": [f"{prefix}{name}.{part}" for part in layout.per_sequence]}
     return {"first_token_only": True, "layer": name, "model_class": cls}
 
 
