@@ -9,6 +9,9 @@ time and the peak RSS; `--profile` prints torch.profiler's operator table, group
 To compare two versions of the code, run it from each checkout in turn, alternating, in one shell:
 
     for i in 1 2 3; do (cd ../old && python bench/step_time.py); python bench/step_time.py; done
+
+`--ab head-token` instead alternates steps with and without the first-token last layer (head_token.py)
+in one process, and prints both medians and their ratio.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--heap", choices=("retained", "default"), default="retained",
                     help="glibc thresholds as a run sets them while training (cpu_heap.py), or glibc's own")
+    ap.add_argument("--ab", choices=("head-token",), help="alternate steps with this change on and off")
     args = ap.parse_args()
 
     import functools
@@ -98,6 +102,9 @@ def main() -> None:
                     step()
             print(prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=30))
             return
+        if args.ab == "head-token":
+            _alternate_head_token(model, step, args.steps)
+            return
         times = []
         for _ in range(args.steps):
             t0 = time.perf_counter()
@@ -106,6 +113,31 @@ def main() -> None:
         rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"{args.method} {args.batch_size}x{args.length} {precision['compute_dtype']} heap {args.heap}: step s "
               f"{' '.join(f'{t:.3f}' for t in times)} (min {min(times):.3f}); peak RSS {rss_mb:.0f} MB")
+
+
+def _alternate_head_token(model: Any, step: Any, rounds: int) -> None:
+    """Steps with the first-token last layer and with the whole layer, alternating: one machine state for both."""
+    import statistics
+
+    from peftbench import head_token
+
+    if head_token.installed(model) is None:
+        sys.exit(f"step_time: the head-token layer is not in use for this model ({type(model).__name__})")
+    on: list[float] = []
+    off: list[float] = []
+    for _ in range(rounds):
+        for times in (on, off):
+            if times is off:
+                head_token.remove(model)
+            t0 = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t0)
+            if times is off:
+                head_token.install(model)
+    a, b = statistics.median(off), statistics.median(on)
+    print(f"whole last layer: step s {' '.join(f'{t:.3f}' for t in off)} (median {a:.3f})")
+    print(f"head token only:  step s {' '.join(f'{t:.3f}' for t in on)} (median {b:.3f})")
+    print(f"ratio {a / b:.3f}x")
 
 
 if __name__ == "__main__":
