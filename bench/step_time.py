@@ -123,17 +123,19 @@ def _alternate_head_token(model: Any, step: Any, rounds: int) -> None:
 
     if head_token.installed(model) is None:
         sys.exit(f"step_time: the head-token layer is not in use for this model ({type(model).__name__})")
+
+    def timed() -> float:
+        t0 = time.perf_counter()
+        step()
+        return time.perf_counter() - t0
+
     on: list[float] = []
     off: list[float] = []
     for _ in range(rounds):
-        for times in (on, off):
-            if times is off:
-                head_token.remove(model)
-            t0 = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - t0)
-            if times is off:
-                head_token.install(model)
+        on.append(timed())
+        head_token.remove(model)
+        off.append(timed())
+        head_token.install(model)
     a, b = statistics.median(off), statistics.median(on)
     print(f"whole last layer: step s {' '.join(f'{t:.3f}' for t in off)} (median {a:.3f})")
     print(f"head token only:  step s {' '.join(f'{t:.3f}' for t in on)} (median {b:.3f})")
