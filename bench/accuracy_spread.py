@@ -61,7 +61,7 @@ def run_variant(variant: str, spec: Any, runs: str, threads: int, group_batches:
 
 def summarize(results: list[dict[str, Any]], reference: str = "seed") -> dict[str, Any]:
     """Per variant: peftbench's seed summary (mean, sd, 95 % t-interval) and Welch's test against `reference`."""
-    from peftbench.stats import seed_summary, welch_test
+    from peftbench.reports.stats import seed_summary, welch_test
 
     by: dict[str, dict[int, float]] = {}
     for r in results:
@@ -116,8 +116,8 @@ def main() -> None:
     if unknown:
         sys.exit(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
 
-    from peftbench.models import quiet_libraries
-    from peftbench.records import atomic_write_json, environment
+    from peftbench.models.loading import quiet_libraries
+    from peftbench.records.io import atomic_write_json, environment
 
     quiet_libraries()
     n_train, n_eval = SIZES["full"][args.dataset]

@@ -26,7 +26,7 @@ def build(method: str, policy: str):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForSequenceClassification
 
-    from peftbench.models import embedded_model_path
+    from peftbench.models.loading import embedded_model_path
 
     m = AutoModelForSequenceClassification.from_pretrained(str(embedded_model_path()), num_labels=2)
     if method == "lora":
@@ -43,7 +43,7 @@ def build(method: str, policy: str):
 def main() -> None:
     import torch
 
-    from peftbench.models import quiet_libraries
+    from peftbench.models.loading import quiet_libraries
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--length", type=int, default=256)

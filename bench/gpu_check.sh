@@ -3,7 +3,7 @@
 #
 # A randomly initialised Llama-shaped model of ~1.1B parameters (TinyLlama's shape, built from a
 # config: no download) trains on random tokens, bf16 weights, SDPA attention, for STEPS optimizer
-# steps after WARMUP untimed ones. FLOPs and MFU come from peftbench.perf (6·N·T for full FT,
+# steps after WARMUP untimed ones. FLOPs and MFU come from peftbench.perf.flops (6·N·T for full FT,
 # 4·N·T + adapter terms for LoRA, plus attention), against the GPU's table peak (or PEAK_TFLOPS).
 # Target: LoRA MFU >= 45% on an H100 in bf16. Runs in about 2-4 minutes on an H100.
 #
@@ -22,7 +22,7 @@ import json, os, time
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from peftbench.perf import peak_flops, training_flops
+from peftbench.perf.flops import peak_flops, training_flops
 
 tiny = os.environ["TINY"] == "1"
 steps, warmup = int(os.environ["STEPS"]), int(os.environ["WARMUP"])

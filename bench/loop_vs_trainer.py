@@ -31,9 +31,10 @@ def one_seed(dataset: str, method_name: str, seed: int, epochs: int) -> dict[str
     import torch
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
 
-    from peftbench.methods import METHODS, MethodContext
-    from peftbench.tasks import TASKS
-    from peftbench.train import make_batches, train
+    from peftbench.core.train import train
+    from peftbench.data.batching import make_batches
+    from peftbench.methods.base import METHODS, MethodContext
+    from peftbench.tasks.base import TASKS
 
     n_train, n_eval = SIZES["full"][dataset]
     spec = make_spec(dataset, method_name, n_train, n_eval, epochs, 16, seed)
@@ -105,7 +106,7 @@ def main() -> None:
             sys.exit(f"data folder {DATA} not found (set PEFTBENCH_SHARED_DATA)")
         import torch
 
-        from peftbench.models import quiet_libraries
+        from peftbench.models.loading import quiet_libraries
 
         quiet_libraries()
         torch.set_num_threads(args.threads)

@@ -3,7 +3,7 @@
 MFU (model FLOPs utilization) is the step's estimated FLOPs over its time and the GEMM peak. This
 script measures, for one model, method and batch shape:
 
-- `peak`: the square-GEMM probe of `peftbench.perf` (what records divide by), in the step's dtype;
+- `peak`: the square-GEMM probe of `peftbench.perf.flops` (what records divide by), in the step's dtype;
 - `step`: a real training step (`runner.prepare_model` + `train.train`, through `profile.measure`:
   no padding, warm-up steps not timed), and its MFU with the records' FLOP formula;
 - `gemm only`: the same step's matmuls and nothing else — every linear layer's forward, activation
@@ -37,8 +37,8 @@ def gemm_only_step(model: Any, batch: int, length: int, dtype: Any, reps: int) -
     parts: 'linear' (weights), 'attention' (QKᵀ, AV) and 'all'."""
     import torch
 
-    from peftbench.head_token import installed
-    from peftbench.perf import attention_dims, linear_flop_terms, runs_per_sequence
+    from peftbench.perf.flops import attention_dims, linear_flop_terms, runs_per_sequence
+    from peftbench.perf.head_token import installed
 
     per_sequence = runs_per_sequence(model)  # the last layer's head-token-only weights: one row per sequence
     ops: list[tuple[Any, Any, Any]] = []  # (a, b, out) for torch.matmul(a, b, out=out)
@@ -107,10 +107,11 @@ def main() -> None:
     import torch
     from step_time import build
 
-    from peftbench.models import quiet_libraries, resolve_dtype
-    from peftbench.perf import gemm_probe, training_flops
-    from peftbench.profile import measure
-    from peftbench.records import atomic_write_json, environment
+    from peftbench.models.loading import quiet_libraries
+    from peftbench.perf.flops import gemm_probe, training_flops
+    from peftbench.profiling.profile import measure
+    from peftbench.records.io import atomic_write_json, environment
+    from peftbench.runtime.device import resolve_dtype
 
     quiet_libraries()
     torch.set_num_threads(args.threads)

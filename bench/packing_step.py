@@ -39,10 +39,9 @@ def main() -> None:
 
     import torch
 
-    from peftbench.data import Encoded
-    from peftbench.models import quiet_libraries
-    from peftbench.packing import collate_packed_classification, packed_classification_loss
-    from peftbench.train import collate, make_batches
+    from peftbench.data.batching import Encoded, collate, make_batches
+    from peftbench.models.loading import quiet_libraries
+    from peftbench.perf.packing import collate_packed_classification, packed_classification_loss
 
     quiet_libraries()
     torch.set_num_threads(args.threads)

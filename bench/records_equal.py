@@ -93,7 +93,7 @@ def _diff(a: Any, b: Any, path: str, found: list[str]) -> None:
             else:
                 _diff(a[key], b[key], f"{path}.{key}", found)
     elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        for i, (x, y) in enumerate(zip(a, b)):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
             _diff(x, y, f"{path}[{i}]", found)
     elif a != b:
         found.append(f"{path}: {json.dumps(a)[:120]} != {json.dumps(b)[:120]}")

@@ -31,12 +31,12 @@ def build(model_ref: str, method: str, length: int, threads: int, dtype: str = "
     """(spec, loaded, model, autocast dtype, precision): a classification model built as a run builds it."""
     from transformers import set_seed
 
-    from peftbench.methods import METHODS
-    from peftbench.models import resolve_dtype
-    from peftbench.profile import LABELS, resolve_model_ref
-    from peftbench.runner import prepare_model
-    from peftbench.spec import RunSpec
-    from peftbench.tasks import TASKS, placeholder_data
+    from peftbench.config.spec import RunSpec
+    from peftbench.core.runner import prepare_model
+    from peftbench.methods.base import METHODS
+    from peftbench.profiling.profile import LABELS, resolve_model_ref
+    from peftbench.runtime.device import resolve_dtype
+    from peftbench.tasks.base import TASKS, placeholder_data
 
     dtype = resolve_dtype(dtype, "cpu")
     spec = RunSpec.from_dict({"task": "classification", "method": {"name": method},
@@ -67,10 +67,10 @@ def main() -> None:
 
     import torch
 
-    from peftbench.cpu_heap import retained_heap
-    from peftbench.models import quiet_libraries
-    from peftbench.profile import synthetic
-    from peftbench.tasks import TASKS
+    from peftbench.models.loading import quiet_libraries
+    from peftbench.perf.cpu_heap import retained_heap
+    from peftbench.profiling.profile import synthetic
+    from peftbench.tasks.base import TASKS
 
     quiet_libraries()
     torch.set_num_threads(args.threads)
@@ -119,7 +119,7 @@ def _alternate_head_token(model: Any, step: Any, rounds: int) -> None:
     """Steps with the first-token last layer and with the whole layer, alternating: one machine state for both."""
     import statistics
 
-    from peftbench import head_token
+    from peftbench.perf import head_token
 
     if head_token.installed(model) is None:
         sys.exit(f"step_time: the head-token layer is not in use for this model ({type(model).__name__})")

@@ -6,13 +6,13 @@ model, data subset, method configuration, learning rate, epochs, batch size, war
 clipping and seed, with its defaults: dynamic padding, length-grouped batches (IMDB only), packed
 batches (SST-2 only: `train.packing`, the same batches in fewer rows), the dtype policy
 (bf16 where the CPU has native bf16), SDPA attention, and on the CPU the faster dropout /
-attention-with-dropout of `peftbench.cpu_ops` (same dropout probabilities). Both sides train for the
+attention-with-dropout of `peftbench.perf.cpu_ops` (same dropout probabilities). Both sides train for the
 same number of optimizer steps. Only training wall time is compared (evaluation is timed apart on both sides).
 
 The machine may be shared: the two sides of a pair run one after the other, with the order
 alternating between pairs; read the ratios, not the absolute times. Each side runs in a fresh process
 (spawned), so that neither inherits what the other left behind: the heap (a peftbench run keeps
-freed blocks while it trains, `peftbench.cpu_heap`), caches, thread pools.
+freed blocks while it trains, `peftbench.perf.cpu_heap`), caches, thread pools.
 
     python bench/vs_seed_recipe.py            # IMDB 2,000/1,000 and SST-2 2,000/872, LoRA and full, 2 epochs
     python bench/vs_seed_recipe.py --quick    # small subsets, 1 epoch: minutes, not hours
@@ -65,7 +65,7 @@ SIZES = {"full": {"imdb": (2000, 1000), "sst2": (2000, 872)}, "quick": {"imdb": 
 
 
 def make_spec(dataset: str, method: str, n_train: int, n_eval: int, epochs: int, batch: int, seed: int) -> Any:
-    from peftbench.spec import RunSpec
+    from peftbench.config.spec import RunSpec
 
     d = DATASETS[dataset]
     return RunSpec.from_dict({
@@ -94,8 +94,8 @@ def run_seed_recipe(spec: Any, threads: int | None, padding: str = "max_length")
     if threads:
         torch.set_num_threads(threads)
 
-    from peftbench.methods import METHODS, MethodContext
-    from peftbench.tasks import TASKS
+    from peftbench.methods.base import METHODS, MethodContext
+    from peftbench.tasks.base import TASKS
 
     task = TASKS.get(spec.task)
     method = METHODS.get(spec.method.name)
@@ -151,7 +151,7 @@ def _seed_padding(texts: list[str], tok: Any, ml: int) -> float:
 
 
 def run_peftbench(spec: Any, out_dir: str) -> dict[str, Any]:
-    from peftbench.runner import run
+    from peftbench.core.runner import run
 
     rec = run(spec, out_dir, progress=False, force=True, log=lambda m: None)
     t = rec["train"]
@@ -167,7 +167,7 @@ def _side(side: str, spec: Any, seed_threads: int | None, runs: str) -> dict[str
     """One side of a pair, in the process it was spawned for; with the threads it ran on."""
     import torch
 
-    from peftbench.models import quiet_libraries
+    from peftbench.models.loading import quiet_libraries
 
     quiet_libraries()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -221,9 +221,10 @@ def main() -> None:
 
     import torch
 
-    from peftbench.models import cpu_has_native_bf16, quiet_libraries, resolve_dtype
-    from peftbench.perf import configure_threads, cpu_peak_flops, gemm_probe
-    from peftbench.records import atomic_write_json, environment
+    from peftbench.models.loading import quiet_libraries
+    from peftbench.perf.flops import configure_threads, cpu_peak_flops, gemm_probe
+    from peftbench.records.io import atomic_write_json, environment
+    from peftbench.runtime.device import cpu_has_native_bf16, resolve_dtype
 
     quiet_libraries()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -30,10 +30,10 @@ def main() -> None:
 
     import torch
 
-    from peftbench.generative import evaluate_untrained
-    from peftbench.models import quiet_libraries
-    from peftbench.runner import run
-    from peftbench.spec import RunSpec
+    from peftbench.config.spec import RunSpec
+    from peftbench.core.runner import run
+    from peftbench.models.loading import quiet_libraries
+    from peftbench.tasks.generative import evaluate_untrained
 
     quiet_libraries()
     torch.set_num_threads(args.threads)
@@ -69,7 +69,7 @@ def main() -> None:
         "examples_after": record["predictions"]["pred"][:5], "references": record["predictions"]["gold"][:5],
         "device": "cpu", "threads": args.threads,
     }
-    from peftbench.records import atomic_write_json
+    from peftbench.records.io import atomic_write_json
 
     atomic_write_json(Path(args.out) / "embedded_seq2seq_rouge.json", summary)
     for k in keys:

@@ -20,7 +20,7 @@ def _cache(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 @pytest.fixture(scope="session")
 def tiny_bert() -> Path:
-    from peftbench.tiny import tiny_model_path
+    from peftbench.models.tiny import tiny_model_path
 
     return tiny_model_path("bert")
 
@@ -28,7 +28,7 @@ def tiny_bert() -> Path:
 @pytest.fixture(scope="session")
 def sentiment_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A small generated sentiment train/eval pair (CSV, text/label)."""
-    from peftbench.synthetic import generate, write_csv
+    from peftbench.data.synthetic import generate, write_csv
 
     root = tmp_path_factory.mktemp("sentiment")
     train, eval_ = generate(160, 64, seed=3)

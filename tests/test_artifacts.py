@@ -6,10 +6,10 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import tiny_spec
-from peftbench.artifacts import evaluate_run, load_trained, merge_run
-from peftbench.cli import cli
-from peftbench.runner import run
-from peftbench.spec import RunSpec
+from peftbench.cli.app import cli
+from peftbench.config.spec import RunSpec
+from peftbench.core.artifacts import evaluate_run, load_trained, merge_run
+from peftbench.core.runner import run
 
 METHODS = ["lora", "dora", "ia3", "qlora"]
 
@@ -31,7 +31,7 @@ def trained_runs(tiny_bert, sentiment_files, tmp_path_factory) -> dict[str, str]
 
 @pytest.mark.parametrize("method", METHODS)
 def test_eval_round_trip_matches_the_record(trained_runs, method) -> None:
-    from peftbench.records import read_record
+    from peftbench.records.io import read_record
 
     run_dir = trained_runs[method]
     recorded = read_record(run_dir)

@@ -15,7 +15,7 @@ def _padding_efficiency(batches: list[list[int]], lengths: list[int]) -> float:
 
 
 def test_grouping_strength_follows_the_mega_batch_size() -> None:
-    from peftbench.train import make_batches
+    from peftbench.data.batching import make_batches
 
     rng = random.Random(0)
     lengths = [rng.choice([4, 8, 60]) + rng.randrange(4) for _ in range(1000)]
@@ -30,7 +30,7 @@ def test_grouping_strength_follows_the_mega_batch_size() -> None:
 
 
 def test_mega_batch_size_is_part_of_the_run_only_when_grouping(tmp_path) -> None:
-    from peftbench.spec import RunSpec
+    from peftbench.config.spec import RunSpec
 
     f = tmp_path / "t.csv"
     f.write_text("text,label\na,0\nb,1\n")

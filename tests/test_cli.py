@@ -20,14 +20,14 @@ def peftbench_inproc(*args: str) -> subprocess.CompletedProcess:
     """The same CLI invoked in-process (no interpreter start-up): same exit codes and streams."""
     from click.testing import CliRunner
 
-    from peftbench.cli import cli
+    from peftbench.cli.app import cli
 
     r = CliRunner().invoke(cli, list(args), prog_name="peftbench")
     return subprocess.CompletedProcess(args, r.exit_code, r.stdout, r.stderr)
 
 
 def test_help_does_not_import_torch_or_transformers():
-    code = ("import sys; from peftbench.cli import cli; from click.testing import CliRunner; "
+    code = ("import sys; from peftbench.cli.app import cli; from click.testing import CliRunner; "
             "r = CliRunner().invoke(cli, ['--help']); assert r.exit_code == 0, r.output; "
             "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -10,14 +10,14 @@ import pytest
 
 pytest.importorskip("torch")
 
-from peftbench.cpu_heap import _glibc, retained_heap
+from peftbench.perf.cpu_heap import _glibc, retained_heap
 
 # In a fresh process, so that the heap holds nothing left over from other tests. Blocks above
 # glibc's largest mmap threshold (32 MiB), as the attention tensors of a real training step are;
 # each a little smaller than the last, so that it fits in the block freed before it.
 CHURN = """
 import json, resource, torch
-from peftbench.cpu_heap import retained_heap
+from peftbench.perf.cpu_heap import retained_heap
 
 def churn(sizes_mib):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -53,7 +53,7 @@ def test_not_used_off_the_cpu_or_when_switched_off(monkeypatch: pytest.MonkeyPat
         assert section == {"retained": False, "reason": "not used on cuda"}
     with retained_heap("cpu", enabled=False) as section:
         assert section == {"retained": False, "reason": "train.cpu_ops is false"}
-    import peftbench.cpu_heap as cpu_heap
+    import peftbench.perf.cpu_heap as cpu_heap
 
     monkeypatch.setattr(cpu_heap.platform, "libc_ver", lambda: ("musl", "1.2"))
     with retained_heap("cpu") as section:

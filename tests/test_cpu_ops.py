@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 
 
 def test_drop_mask_rate_and_seeding() -> None:
-    from peftbench.cpu_ops import drop_mask
+    from peftbench.perf.cpu_ops import drop_mask
 
     torch.manual_seed(0)
     a = drop_mask((500, 400), 0.1)
@@ -30,7 +30,7 @@ def test_drop_mask_rate_and_seeding() -> None:
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float32", "float64"])
 def test_keep_mask_is_the_complement_of_the_drop_mask_in_the_dtype(dtype: str) -> None:
-    from peftbench.cpu_ops import drop_mask, keep_mask
+    from peftbench.perf.cpu_ops import drop_mask, keep_mask
 
     torch.manual_seed(3)
     keep = keep_mask((40, 7, 9), 0.3, getattr(torch, dtype))
@@ -42,7 +42,7 @@ def test_keep_mask_is_the_complement_of_the_drop_mask_in_the_dtype(dtype: str) -
 
 
 def test_dropout_scales_kept_elements_and_is_identity_in_eval() -> None:
-    from peftbench.cpu_ops import _dropout_class
+    from peftbench.perf.cpu_ops import _dropout_class
 
     layer = _dropout_class()(0.25)
     x = torch.rand(300, 200) + 0.5
@@ -71,7 +71,7 @@ def _reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch
 
 @pytest.mark.parametrize("case", ["padding", "causal"])
 def test_training_attention_matches_math_with_the_same_mask(case: str) -> None:
-    from peftbench.cpu_ops import attention, drop_mask
+    from peftbench.perf.cpu_ops import attention, drop_mask
 
     q, k, v = _qkv()
     module = SimpleNamespace(training=True, is_causal=case == "causal")
@@ -95,7 +95,7 @@ def test_training_attention_matches_math_with_the_same_mask(case: str) -> None:
 
 
 def test_blocks_cover_every_batch_and_head_once_within_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
-    from peftbench import cpu_ops
+    from peftbench.perf import cpu_ops
 
     monkeypatch.setattr(cpu_ops, "BLOCK_BYTES", 3 * 16 * 16 * 4)  # three heads of 16×16 fp32 scores
     for batch, heads in ((5, 1), (2, 6), (3, 4), (2, 5)):
@@ -113,7 +113,7 @@ def test_blocks_cover_every_batch_and_head_once_within_the_budget(monkeypatch: p
 @pytest.mark.parametrize("block_heads", [1, 2, 9])
 def test_blocked_attention_matches_math_across_blocks(monkeypatch: pytest.MonkeyPatch, block_heads: int) -> None:
     """Blocks of one or two heads, or two whole batch elements: each block draws its own mask, in order."""
-    from peftbench import cpu_ops
+    from peftbench.perf import cpu_ops
 
     monkeypatch.setattr(cpu_ops, "BLOCK_BYTES", block_heads * 7 * 7 * 4)
     # (batch, token, head, dim) projections viewed as (batch, head, token, dim), as models pass them
@@ -139,7 +139,7 @@ def test_blocked_attention_matches_math_across_blocks(monkeypatch: pytest.Monkey
 
 
 def test_attention_computes_only_the_gradients_asked_for() -> None:
-    from peftbench.cpu_ops import attention
+    from peftbench.perf.cpu_ops import attention
 
     q, k, v = _qkv()
     k = k.detach()  # a frozen key projection under LoRA on query and value
@@ -152,7 +152,7 @@ def test_attention_computes_only_the_gradients_asked_for() -> None:
 def test_evaluation_and_zero_dropout_go_to_sdpa_unchanged() -> None:
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    from peftbench.cpu_ops import attention
+    from peftbench.perf.cpu_ops import attention
 
     q, k, v = _qkv()
     for training, p in ((False, 0.1), (True, 0.0)):
@@ -164,7 +164,7 @@ def test_evaluation_and_zero_dropout_go_to_sdpa_unchanged() -> None:
 
 def test_bf16_attention_stays_close_to_fp32() -> None:
     """Logits rounded to bf16 (as eager bf16 attention): small error, far below a wrong mask's."""
-    from peftbench.cpu_ops import attention, drop_mask
+    from peftbench.perf.cpu_ops import attention, drop_mask
 
     q, k, v = _qkv(q=64, d=32)
     module = SimpleNamespace(training=True, is_causal=False)
@@ -177,14 +177,14 @@ def test_bf16_attention_stays_close_to_fp32() -> None:
 
 
 def _has_glibc() -> bool:
-    from peftbench.cpu_heap import _glibc
+    from peftbench.perf.cpu_heap import _glibc
 
     return _glibc() is not None
 
 
 def test_runs_record_what_was_swapped(tiny_bert: Path, sentiment_files: tuple[Path, Path], tmp_path: Path) -> None:
-    from peftbench.runner import run
-    from peftbench.spec import RunSpec
+    from peftbench.config.spec import RunSpec
+    from peftbench.core.runner import run
 
     rec = run(RunSpec.from_dict({**tiny_spec(tiny_bert, sentiment_files, "full"), "save": "merged"}),
               out_dir=tmp_path / "on")
@@ -209,7 +209,7 @@ def test_runs_record_what_was_swapped(tiny_bert: Path, sentiment_files: tuple[Pa
 
 
 def test_causal_lm_with_attention_dropout_trains(tmp_path: Path) -> None:
-    from peftbench.tiny import tiny_model_path
+    from peftbench.models.tiny import tiny_model_path
 
     gpt2 = tiny_model_path("gpt2")
     config = json.loads((gpt2 / "config.json").read_text())
@@ -217,8 +217,8 @@ def test_causal_lm_with_attention_dropout_trains(tmp_path: Path) -> None:
     rows = [{"instruction": f"say {w}", "response": f"{w} {w}"} for w in ("red", "blue", "green", "gold") * 8]
     data = tmp_path / "inst.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in rows))
-    from peftbench.runner import run
-    from peftbench.spec import RunSpec
+    from peftbench.config.spec import RunSpec
+    from peftbench.core.runner import run
 
     rec = run(RunSpec.from_dict({
         "task": "instruction", "model": {"name_or_path": str(gpt2), "dtype": "float32"},

@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from peftbench.data import load_classification, read_table, stratified_subsample
+from peftbench.config.spec import DataSpec
+from peftbench.data.classification import load_classification, read_table, stratified_subsample
 from peftbench.errors import DataError
-from peftbench.spec import DataSpec
 
 
 def _write(path, rows, header=("text", "label"), sep=","):

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from peftbench.models import load_classifier
-from peftbench.spec import ModelSpec
+from peftbench.config.spec import ModelSpec
+from peftbench.models.loading import load_classifier
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +17,7 @@ def no_pad_gpt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny GPT-2 whose tokenizer, like GPT-2's own, has an EOS token but no pad token."""
     from transformers import AutoTokenizer
 
-    from peftbench.tiny import tiny_model_path
+    from peftbench.models.tiny import tiny_model_path
 
     target = tmp_path_factory.mktemp("nopad") / "gpt2"
     shutil.copytree(tiny_model_path("gpt2"), target)
@@ -39,9 +39,9 @@ def test_missing_pad_token_is_set_to_eos(no_pad_gpt2: Path) -> None:
 def test_last_token_pooling_ignores_padding(family: str, request: pytest.FixtureRequest) -> None:
     import torch
 
-    from peftbench.data import encode_classification
-    from peftbench.tiny import tiny_model_path
-    from peftbench.train import collate
+    from peftbench.data.batching import collate
+    from peftbench.data.classification import encode_classification
+    from peftbench.models.tiny import tiny_model_path
 
     path = request.getfixturevalue("no_pad_gpt2") if family == "gpt2-pad-is-eos" else tiny_model_path(family)
     loaded = load_classifier(ModelSpec(name_or_path=str(path)), 2, ["neg", "pos"])

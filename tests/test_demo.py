@@ -19,7 +19,7 @@ def test_demo_runs_all_six_methods(tmp_path, capsys):
 
 
 def test_synthetic_data_is_deterministic_and_balanced_enough():
-    from peftbench.synthetic import generate
+    from peftbench.data.synthetic import generate
 
     a = generate(300, 100, seed=5)
     assert a == generate(300, 100, seed=5)

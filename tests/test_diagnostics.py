@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from conftest import tiny_spec
-from peftbench.diagnostics import diagnose, effective_rank, layer_stats
-from peftbench.runner import run
-from peftbench.spec import RunSpec
+from peftbench.config.spec import RunSpec
+from peftbench.core.runner import run
+from peftbench.trust.diagnostics import diagnose, effective_rank, layer_stats
 
 
 def test_effective_rank_of_known_spectra():

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from conftest import REPO, tiny_spec
-from peftbench.distributed import split_batch
+from peftbench.core.distributed import split_batch
 
 
 @pytest.mark.parametrize("world", [1, 2, 3])
@@ -54,8 +54,8 @@ def _spec(model: Path, files: tuple[Path, Path]) -> dict:
 
 def test_two_process_gloo_run_matches_one_process(no_dropout_bert: Path, sentiment_files: tuple[Path, Path],
                                                   tmp_path: Path) -> None:
-    from peftbench.runner import run
-    from peftbench.spec import RunSpec
+    from peftbench.config.spec import RunSpec
+    from peftbench.core.runner import run
 
     spec = _spec(no_dropout_bert, sentiment_files)
     one = run(RunSpec.from_dict(spec), tmp_path / "one", progress=False, log=lambda _m: None)
@@ -96,8 +96,8 @@ def test_two_process_gloo_run_matches_one_process(no_dropout_bert: Path, sentime
 
 def test_only_rank_zero_writes(tiny_bert: Path, sentiment_files: tuple[Path, Path], tmp_path: Path,
                                monkeypatch: pytest.MonkeyPatch) -> None:
-    from peftbench.runner import run
-    from peftbench.spec import RunSpec
+    from peftbench.config.spec import RunSpec
+    from peftbench.core.runner import run
 
     monkeypatch.setenv("RANK", "1")
     spec = tiny_spec(tiny_bert, sentiment_files, "lora", device="cpu")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from peftbench.generative import evaluate_untrained
-from peftbench.runner import run
-from peftbench.spec import RunSpec
+from peftbench.config.spec import RunSpec
+from peftbench.core.runner import run
+from peftbench.tasks.generative import evaluate_untrained
 
 
 def _samsum_slice(src: Path, dst: Path, n: int, offset: int = 0) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from peftbench.cli import cli
+from peftbench.cli.app import cli
 
 pytestmark = pytest.mark.reliability
 
@@ -141,7 +141,7 @@ def _instructions(ctx: Ctx) -> str:
 
 
 def _tiny_gpt2(ctx: Ctx) -> str:
-    from peftbench.tiny import tiny_model_path
+    from peftbench.models.tiny import tiny_model_path
 
     return str(tiny_model_path("gpt2"))
 

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import tiny_spec
 from peftbench.errors import SpecError
-from peftbench.executors import Job, LocalExecutor, get_executor, run_job
+from peftbench.sweeps.executors import Job, LocalExecutor, get_executor, run_job
 
 
 def _jobs(model: Path, files: tuple[Path, Path], out: Path) -> list[Job]:
@@ -60,7 +60,7 @@ def test_local_executor_runs_each_job_in_its_own_process(tiny_bert: Path, sentim
     local = _by_id(list(LocalExecutor().map(chosen)))
     _same(local, {k: v for k, v in reference.items() if k in local})
     assert len(local) == 2
-    from peftbench.records import load_records
+    from peftbench.records.io import load_records
 
     assert sorted(r["status"] for r in load_records(tmp_path)) == ["failed", "success"]
 
@@ -71,9 +71,9 @@ def test_ray_four_runs_equal_local_records(tiny_bert: Path, sentiment_files: tup
         pytest.skip("ray is not installed (pip install 'peftbench[ray]')")
     import ray
 
-    from peftbench.records import load_records
-    from peftbench.spec import RunSpec
-    from peftbench.sweeps import SweepSpec, run_sweep
+    from peftbench.config.spec import RunSpec
+    from peftbench.records.io import load_records
+    from peftbench.sweeps.engine import SweepSpec, run_sweep
 
     plan = SweepSpec(explicit=[RunSpec.from_dict(job.spec) for job in _jobs(tiny_bert, sentiment_files, tmp_path)],
                      cpus_per_run=1)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from peftbench.runner import run
-from peftbench.spec import RunSpec
+from peftbench.config.spec import RunSpec
+from peftbench.core.runner import run
 
 SEED_METHODS = ("full", "partial", "lora", "qlora", "ia3", "dora")
 FAMILY_TASK = {"t5": "summarization", "gpt2": "instruction", "gpt_neox": "instruction", "llama": "instruction",
@@ -47,7 +47,7 @@ def short_spec(model: Path, task: str, files: tuple[Path, Path], method: str, **
 @pytest.mark.parametrize("family", list(FAMILY_TASK))
 @pytest.mark.parametrize("method", SEED_METHODS)
 def test_method_on_family(family: str, method: str, task_files: dict, tmp_path: Path) -> None:
-    from peftbench.tiny import tiny_model_path
+    from peftbench.models.tiny import tiny_model_path
 
     task = FAMILY_TASK[family]
     record = run(short_spec(tiny_model_path(family), task, task_files[task], method), tmp_path, progress=False)
@@ -81,9 +81,9 @@ def test_partial_trains_the_top_block_of_each_family(family: str, top_block: str
     """`partial` with layers=1 finds the family's block list (T5/BART: encoder then decoder blocks)."""
     import transformers
 
-    from peftbench.methods import METHODS, MethodContext
-    from peftbench.models import family_for
-    from peftbench.tiny import tiny_model_path
+    from peftbench.methods.base import METHODS, MethodContext
+    from peftbench.models.loading import family_for
+    from peftbench.models.tiny import tiny_model_path
 
     path = tiny_model_path(family)
     model = transformers.AutoModelForSeq2SeqLM.from_pretrained(path) if family in ("t5", "bart") else \
@@ -101,7 +101,7 @@ def test_partial_trains_the_top_block_of_each_family(family: str, top_block: str
 @pytest.mark.parametrize("method", ["lora", "ia3", "partial"])
 def test_generic_fallback_for_unknown_architectures(method: str, task_files: dict, tmp_path: Path) -> None:
     """family: generic (what an unregistered architecture gets): all linear layers but the head."""
-    from peftbench.tiny import tiny_model_path
+    from peftbench.models.tiny import tiny_model_path
 
     spec = short_spec(tiny_model_path("llama"), "instruction", task_files["instruction"], method)
     spec = spec.with_overrides(["model.family=generic"])

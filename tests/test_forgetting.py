@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from conftest import tiny_spec
+from peftbench.config.spec import RunSpec
+from peftbench.core.runner import run
 from peftbench.errors import DataError, SpecError
-from peftbench.runner import run
-from peftbench.spec import RunSpec
 
 
 def _run(tiny_bert, files, out, retention, method="full", **train):
@@ -106,7 +106,7 @@ def _manual_lm_loss(model, tok, texts, max_length):
 def test_causal_lm_retention_is_the_loss_increase(method, causal_files, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from peftbench.tiny import tiny_model_path
+    from peftbench.models.tiny import tiny_model_path
     from test_run import validate
 
     base = tiny_model_path("llama")

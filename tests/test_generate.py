@@ -13,8 +13,8 @@ import csv
 import pytest
 from click.testing import CliRunner
 
-from peftbench.cli import cli
-from peftbench.records import atomic_write_json
+from peftbench.cli.app import cli
+from peftbench.records.io import atomic_write_json
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def gpt2_base(tmp_path_factory):
     import torch
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-    from peftbench.models import embedded_model_path
+    from peftbench.models.loading import embedded_model_path
 
     path = tmp_path_factory.mktemp("tiny-gpt2")
     tok = AutoTokenizer.from_pretrained(str(embedded_model_path()))

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from peftbench.config.spec import DataSpec, RunSpec
+from peftbench.data.batching import IGNORE_INDEX
 from peftbench.errors import DataError, ModelError, SpecError
-from peftbench.generative import (
-    IGNORE_INDEX,
+from peftbench.tasks.generative import (
     collate_lm,
     dolly_prompt,
     encode_causal,
@@ -17,14 +18,13 @@ from peftbench.generative import (
     load_text_pairs,
     rouge_scores,
 )
-from peftbench.spec import DataSpec, RunSpec
 
 
 @pytest.fixture(scope="module")
 def tokenizer():  # the tiny models' tokenizer (MiniLM WordPiece)
     from transformers import AutoTokenizer
 
-    from peftbench.tiny import tiny_model_path
+    from peftbench.models.tiny import tiny_model_path
 
     return AutoTokenizer.from_pretrained(str(tiny_model_path("gpt2")))
 
@@ -35,7 +35,7 @@ def test_prompt_tokens_carry_no_loss(tokenizer) -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from peftbench.tiny import tiny_model_path
+    from peftbench.models.tiny import tiny_model_path
 
     prompts = [dolly_prompt("Add 2 and 3."), dolly_prompt("Name a colour.", "Pick one.")]
     responses = ["It is 5.", "Blue."]
@@ -132,7 +132,7 @@ def test_instruction_layouts(tmp_path: Path) -> None:
 
 
 def _spec(task: str, family: str, files: tuple[str, str], method: str = "lora") -> RunSpec:
-    from peftbench.tiny import tiny_model_path
+    from peftbench.models.tiny import tiny_model_path
 
     return RunSpec.from_dict({"task": task, "model": {"name_or_path": str(tiny_model_path(family)), "dtype": "float32"},
                               "data": {"train": files[0], "eval": files[1], "max_length": 32},
@@ -147,7 +147,7 @@ def _spec(task: str, family: str, files: tuple[str, str], method: str = "lora") 
 ])
 def test_task_family_mismatch_is_a_clear_error(task: str, family: str, match: str, tmp_path: Path,
                                                sentiment_files: tuple[Path, Path]) -> None:
-    from peftbench.runner import run
+    from peftbench.core.runner import run
 
     rows = [{"dialogue": "A: hi", "summary": "hi", "prompt": "p", "completion": "c"}] * 2
     files = (str(sentiment_files[0]), str(sentiment_files[1])) if task == "classification" else \
@@ -157,7 +157,7 @@ def test_task_family_mismatch_is_a_clear_error(task: str, family: str, match: st
 
 
 def test_method_that_cannot_apply_is_a_clear_error(tmp_path: Path, sentiment_files: tuple[Path, Path]) -> None:
-    from peftbench.runner import run
+    from peftbench.core.runner import run
 
     files = (str(sentiment_files[0]), str(sentiment_files[1]))
     with pytest.raises(ModelError, match="prefix_tuning' does not apply to encoder models"):
@@ -168,7 +168,7 @@ def test_method_that_cannot_apply_is_a_clear_error(tmp_path: Path, sentiment_fil
 
 def test_generation_settings_reach_generate(tmp_path: Path) -> None:
     """Tiny random T5 repeats one word; no_repeat_ngram_size=1 must forbid any repeated token."""
-    from peftbench.runner import run
+    from peftbench.core.runner import run
 
     rows = [{"dialogue": f"A: I have {i} cats.\nB: ok", "summary": f"A has {i} cats."} for i in range(6)]
     data = _write(tmp_path / "s.jsonl", rows)

@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 def _classifier(family: str, attn: str = "sdpa", dropout: float = 0.0) -> torch.nn.Module:
     from transformers import AutoModelForSequenceClassification
 
-    from peftbench.tiny import tiny_model_path
+    from peftbench.models.tiny import tiny_model_path
 
     torch.manual_seed(0)
     names = (("dropout", "attention_dropout", "seq_classif_dropout") if family == "distilbert"
@@ -46,7 +46,7 @@ def _loss_and_grads(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> t
                                                         ("distilbert", "sdpa", "full"),
                                                         ("distilbert", "eager", "lora")])
 def test_logits_loss_and_every_gradient_equal_the_whole_layer(family: str, attn: str, method: str) -> None:
-    from peftbench import head_token
+    from peftbench.perf import head_token
 
     model = _classifier(family, attn)
     if method == "lora":
@@ -82,7 +82,7 @@ def test_the_masked_keys_matter_so_a_wrong_mask_would_show() -> None:
 
 @pytest.mark.parametrize("family", ["bert", "distilbert"])
 def test_training_with_dropout_runs_through_the_cpu_attention(family: str) -> None:
-    from peftbench import cpu_ops, head_token
+    from peftbench.perf import cpu_ops, head_token
 
     model = _classifier(family, dropout=0.1)
     cpu_ops.install(model, "cpu")
@@ -96,7 +96,7 @@ def test_training_with_dropout_runs_through_the_cpu_attention(family: str) -> No
 
 
 def test_every_position_gives_the_whole_last_layer_back() -> None:
-    from peftbench import head_token
+    from peftbench.perf import head_token
 
     model = _classifier("bert").eval()
     batch = _batch(model.config.vocab_size)
@@ -115,8 +115,8 @@ def test_every_position_gives_the_whole_last_layer_back() -> None:
 def test_it_stands_aside_where_it_would_not_be_exact() -> None:
     from transformers import AutoModelForSequenceClassification
 
-    from peftbench import head_token
-    from peftbench.tiny import tiny_model_path
+    from peftbench.models.tiny import tiny_model_path
+    from peftbench.perf import head_token
 
     bert = _classifier("bert")
     assert head_token.install(bert, packing=True) == {
@@ -132,7 +132,7 @@ def test_the_layer_runs_whole_when_asked_for_more_than_the_head_reads() -> None:
     """A KV cache (prefix methods), cross-attention or attention weights: the layer's own forward runs."""
     from transformers import DynamicCache
 
-    from peftbench import head_token
+    from peftbench.perf import head_token
 
     model = _classifier("bert").eval()
     head_token.install(model)
@@ -147,8 +147,8 @@ def test_the_layer_runs_whole_when_asked_for_more_than_the_head_reads() -> None:
 
 @pytest.mark.parametrize("family", ["bert", "distilbert"])
 def test_flops_count_the_last_layer_once_per_sequence(family: str) -> None:
-    from peftbench import head_token
-    from peftbench.perf import training_flops
+    from peftbench.perf import head_token
+    from peftbench.perf.flops import training_flops
 
     model = _classifier(family)
     cfg = model.config
@@ -169,9 +169,9 @@ def test_flops_count_the_last_layer_once_per_sequence(family: str) -> None:
 
 def test_runs_record_it_and_can_switch_it_off(tiny_bert: Path, sentiment_files: tuple[Path, Path],
                                               tmp_path: Path) -> None:
-    from peftbench.runner import run
-    from peftbench.spec import RunSpec
-    from peftbench.tiny import tiny_model_path
+    from peftbench.config.spec import RunSpec
+    from peftbench.core.runner import run
+    from peftbench.models.tiny import tiny_model_path
 
     on = run(RunSpec.from_dict(tiny_spec(tiny_bert, sentiment_files, "full")), out_dir=tmp_path / "on")
     assert on["status"] == "success"

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from peftbench.cli import cli
+from peftbench.cli.app import cli
+from peftbench.config.spec import RunSpec
 from peftbench.errors import SpecError
-from peftbench.methods import METHODS
-from peftbench.spec import RunSpec
+from peftbench.methods.base import METHODS
 
 
 def test_methods_command_lists_at_least_16_with_families() -> None:
@@ -26,8 +26,8 @@ def test_methods_command_lists_at_least_16_with_families() -> None:
 
 
 def test_peft_kwargs_pass_through(tmp_path: Path, sentiment_files: tuple[Path, Path]) -> None:
-    from peftbench.runner import run
-    from peftbench.tiny import tiny_model_path
+    from peftbench.core.runner import run
+    from peftbench.models.tiny import tiny_model_path
 
     spec = RunSpec.from_dict({
         "model": {"name_or_path": str(tiny_model_path("roberta")), "dtype": "float32"},
@@ -53,8 +53,8 @@ def test_more_peft_methods_train(method: str, family: str, task: str, tmp_path: 
                                  sentiment_files: tuple[Path, Path]) -> None:
     import json
 
-    from peftbench.runner import run
-    from peftbench.tiny import tiny_model_path
+    from peftbench.core.runner import run
+    from peftbench.models.tiny import tiny_model_path
 
     files = (str(sentiment_files[0]), str(sentiment_files[1]))
     if task != "classification":

@@ -1,4 +1,4 @@
-from peftbench.metrics import classification_metrics
+from peftbench.tasks.metrics import classification_metrics
 
 
 def test_classification_metrics_on_a_known_case():

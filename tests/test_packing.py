@@ -6,7 +6,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from peftbench.packing import IGNORE_INDEX, collate_packed, pack, pack_batches, prepare_for_packing  # noqa: E402
+from peftbench.data.batching import IGNORE_INDEX  # noqa: E402
+from peftbench.perf.packing import collate_packed, pack, pack_batches, prepare_for_packing  # noqa: E402
 
 VOCAB = 97
 
@@ -100,7 +101,7 @@ def test_pack_batches_fit_budget_and_cover_every_example() -> None:
 
 
 def test_collate_packed_reads_encoded_examples() -> None:
-    from peftbench.data import Encoded
+    from peftbench.data.batching import Encoded
 
     enc = Encoded(input_ids=[[3, 4, 5], [6, 7], [8, 9, 10, 11]], labels=[0, 0, 0])
     out = collate_packed(enc, [2, 0])

@@ -10,15 +10,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from peftbench.data import Encoded  # noqa: E402
-from peftbench.packing import (  # noqa: E402
+from peftbench.data.batching import Encoded, collate  # noqa: E402
+from peftbench.perf.packing import (  # noqa: E402
     collate_packed_classification,
     fill_rows,
     packed_classification_loss,
     packed_rows,
     packing_problem,
 )
-from peftbench.train import collate  # noqa: E402
 
 VOCAB = 120
 LENGTHS = [9, 3, 17, 5, 12, 4, 2, 16, 7]
@@ -115,7 +114,7 @@ def test_packed_loss_and_grads_equal_padded(family: str, attn: str, lora: bool) 
 def test_packed_equal_through_cpu_attention_in_training_mode() -> None:
     """peftbench's CPU attention runs only in training mode with attention dropout: a dropout too small
     to drop anything (p is applied in steps of 1/65536) exercises it on the block-diagonal mask."""
-    from peftbench.cpu_ops import install
+    from peftbench.perf.cpu_ops import install
 
     model = _model("bert")
     model.config.attention_probs_dropout_prob = 1e-9
@@ -180,8 +179,8 @@ def test_packing_problems_are_named() -> None:
 
 def test_packed_run_trains_on_the_same_batches_with_less_padding(tiny_bert, sentiment_files, tmp_path) -> None:
     from conftest import tiny_spec
-    from peftbench.runner import run
-    from peftbench.spec import RunSpec
+    from peftbench.config.spec import RunSpec
+    from peftbench.core.runner import run
 
     recs = {packing: run(RunSpec.from_dict(tiny_spec(tiny_bert, sentiment_files, "lora", packing=packing)),
                          tmp_path / str(packing), progress=False) for packing in (False, True)}
@@ -196,9 +195,9 @@ def test_packed_run_trains_on_the_same_batches_with_less_padding(tiny_bert, sent
 
 def test_packing_is_checked_before_training(tiny_bert, sentiment_files, tmp_path) -> None:
     from conftest import tiny_spec
+    from peftbench.config.spec import RunSpec
+    from peftbench.core.runner import run
     from peftbench.errors import SpecError
-    from peftbench.runner import run
-    from peftbench.spec import RunSpec
 
     base = tiny_spec(tiny_bert, sentiment_files, "lora")
     assert RunSpec.from_dict(base).run_id() == RunSpec.from_dict({**base, "train": {**base["train"],
@@ -215,10 +214,10 @@ def test_packing_is_checked_before_training(tiny_bert, sentiment_files, tmp_path
 def test_packing_refuses_multi_process_runs(tiny_bert, sentiment_files, monkeypatch) -> None:
     """The packed loss goes past DistributedDataParallel's forward, whose hooks average gradients."""
     from conftest import tiny_spec
+    from peftbench.config.spec import RunSpec
+    from peftbench.core.runner import training_batches
     from peftbench.errors import SpecError
-    from peftbench.runner import training_batches
-    from peftbench.spec import RunSpec
-    from peftbench.tasks import TASKS
+    from peftbench.tasks.base import TASKS
 
     spec = RunSpec.from_dict(tiny_spec(tiny_bert, sentiment_files, "full", packing=True))
     task = TASKS.get("classification")

@@ -26,7 +26,7 @@ def _block_linear_params(model: object) -> int:
 
 
 def test_full_finetuning_is_six_n_per_token_plus_attention(tiny_bert: Path) -> None:
-    from peftbench.perf import training_flops
+    from peftbench.perf.flops import training_flops
 
     model = _tiny_bert_classifier(tiny_bert)
     n = _block_linear_params(model)
@@ -38,7 +38,7 @@ def test_full_finetuning_is_six_n_per_token_plus_attention(tiny_bert: Path) -> N
 def test_lora_counts_frozen_base_at_four_and_adapters_at_six(tiny_bert: Path) -> None:
     from peft import LoraConfig, get_peft_model
 
-    from peftbench.perf import linear_flop_terms
+    from peftbench.perf.flops import linear_flop_terms
 
     model = get_peft_model(_tiny_bert_classifier(tiny_bert),
                            LoraConfig(r=4, target_modules=["query", "value"], task_type="SEQ_CLS"))
@@ -55,7 +55,7 @@ def test_lora_counts_frozen_base_at_four_and_adapters_at_six(tiny_bert: Path) ->
 
 
 def test_gpu_table_and_override() -> None:
-    from peftbench.perf import gpu_peak_tflops, peak_flops
+    from peftbench.perf.flops import gpu_peak_tflops, peak_flops
 
     assert gpu_peak_tflops("NVIDIA H100 80GB HBM3", "bfloat16") == 989.0
     assert gpu_peak_tflops("NVIDIA H100 PCIe", "bfloat16") == 756.0
@@ -65,7 +65,7 @@ def test_gpu_table_and_override() -> None:
 
 
 def test_cpu_probe_is_cached_per_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from peftbench import perf
+    from peftbench.perf import flops as perf
 
     monkeypatch.setenv("PEFTBENCH_CACHE", str(tmp_path))
     calls = []
@@ -80,13 +80,13 @@ def test_cpu_probe_is_cached_per_machine(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_gemm_probe_measures_something() -> None:
-    from peftbench.perf import gemm_probe
+    from peftbench.perf.flops import gemm_probe
 
     assert gemm_probe("float32", seconds=0.05, shape=(128, 128, 128)) > 1e6
 
 
 def test_configure_threads_honours_request() -> None:
-    from peftbench.perf import configure_threads
+    from peftbench.perf.flops import configure_threads
 
     before = torch.get_num_threads()
     try:
@@ -97,7 +97,7 @@ def test_configure_threads_honours_request() -> None:
 
 
 def test_perf_fields_mfu_consistent(tiny_bert: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from peftbench import perf
+    from peftbench.perf import flops as perf
 
     model = _tiny_bert_classifier(tiny_bert)
     outcome = SimpleNamespace(real_tokens=2000, real_sq_tokens=40000, samples=100, train_time_s=2.0)
@@ -111,8 +111,8 @@ def test_perf_fields_mfu_consistent(tiny_bert: Path, monkeypatch: pytest.MonkeyP
 
 def test_run_record_has_measurement_fields(tiny_bert: Path, sentiment_files: tuple[Path, Path],
                                            tmp_path: Path) -> None:
-    from peftbench.runner import run
-    from peftbench.spec import RunSpec
+    from peftbench.config.spec import RunSpec
+    from peftbench.core.runner import run
 
     spec = RunSpec.from_dict(tiny_spec(tiny_bert, sentiment_files, "lora", peak_tflops=0.5, group_by_length=True))
     rec = run(spec, tmp_path, progress=False, log=lambda m: None)
@@ -130,8 +130,8 @@ def test_run_record_has_measurement_fields(tiny_bert: Path, sentiment_files: tup
 @pytest.mark.slow
 def test_compiled_run_trains(tiny_bert: Path, sentiment_files: tuple[Path, Path], tmp_path: Path) -> None:
     """torch.compile needs a C++ toolchain on the CPU and tens of seconds: slow."""
-    from peftbench.runner import run
-    from peftbench.spec import RunSpec
+    from peftbench.config.spec import RunSpec
+    from peftbench.core.runner import run
 
     spec = RunSpec.from_dict(tiny_spec(tiny_bert, sentiment_files, "lora", compile=True, max_steps=3))
     rec = run(spec, tmp_path, progress=False, log=lambda m: None)
@@ -139,7 +139,7 @@ def test_compiled_run_trains(tiny_bert: Path, sentiment_files: tuple[Path, Path]
 
 
 def test_auto_threads_leave_busy_cores_alone() -> None:
-    from peftbench.perf import auto_threads
+    from peftbench.perf.flops import auto_threads
 
     assert auto_threads(8, 0.1) == 8
     assert auto_threads(8, 3.0) == 5
@@ -148,7 +148,7 @@ def test_auto_threads_leave_busy_cores_alone() -> None:
 
 
 def test_pad_multiple_only_on_gpu() -> None:
-    from peftbench.train import collate, pad_multiple_kwargs
+    from peftbench.data.batching import collate, pad_multiple_kwargs
 
     assert pad_multiple_kwargs(collate, "cpu") == {"multiple": 1}
     assert pad_multiple_kwargs(collate, "cuda") == {}

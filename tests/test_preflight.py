@@ -8,11 +8,11 @@ import json
 import pytest
 
 from conftest import tiny_spec
+from peftbench.config.spec import RunSpec
+from peftbench.core.runner import run
 from peftbench.errors import PeftbenchError
-from peftbench.methods import METHODS, prepare_lora
-from peftbench.preflight import PreflightError
-from peftbench.runner import run
-from peftbench.spec import RunSpec
+from peftbench.methods.base import METHODS, prepare_lora
+from peftbench.trust.preflight import PreflightError
 
 TINY_BERT_LINEARS = 2 * 6 + 1  # 2 layers x (query, key, value, attention out, intermediate, output) + pooler
 
@@ -85,7 +85,7 @@ def test_disabled_adapter_is_caught(tiny_bert, sentiment_files, tmp_path):
 
 
 def test_probe_leaves_training_unchanged(tiny_bert, sentiment_files, tmp_path, monkeypatch):
-    import peftbench.preflight as pf
+    import peftbench.trust.preflight as pf
 
     first = _run(tiny_bert, sentiment_files, tmp_path / "a", "lora")
     monkeypatch.setattr(pf, "run_preflight", lambda *a, **k: None)
@@ -101,7 +101,7 @@ def test_qlora_layers_are_4bit(tiny_bert, sentiment_files, tmp_path):
 
 
 def test_probe_on_a_subset_of_a_large_model(tiny_bert, sentiment_files, tmp_path, monkeypatch):
-    import peftbench.preflight as pf
+    import peftbench.trust.preflight as pf
 
     monkeypatch.setattr(pf, "PROBE_MAX_ELEMENTS", 5000)
     active = _run(tiny_bert, sentiment_files, tmp_path, "full")["preflight"]["checks"]["adapter_active"]
@@ -122,7 +122,7 @@ def instruction_files(tmp_path_factory):
 
 
 def _run_instruction(files, tmp_path, max_length=32, log=None):
-    from peftbench.tiny import tiny_model_path
+    from peftbench.models.tiny import tiny_model_path
 
     spec = RunSpec.from_dict({
         "task": "instruction", "model": {"name_or_path": str(tiny_model_path("gpt2")), "dtype": "float32"},
@@ -148,7 +148,7 @@ def test_instruction_run_records_a_passed_masking_check(instruction_files, tmp_p
 
 
 def test_prompt_left_unmasked_stops_the_run(instruction_files, tmp_path, monkeypatch):
-    import peftbench.generative as gen
+    import peftbench.tasks.generative as gen
 
     real = gen.encode_causal
 
@@ -176,8 +176,8 @@ def test_response_truncated_away_stops_the_run(instruction_files, tmp_path):
 
 
 def test_a_few_truncated_examples_pass_with_a_warning(instruction_files, tmp_path, monkeypatch):
-    import peftbench.generative as gen
-    from peftbench.generative import IGNORE_INDEX
+    import peftbench.tasks.generative as gen
+    from peftbench.data.batching import IGNORE_INDEX
 
     real = gen.encode_causal
 
@@ -201,14 +201,15 @@ def test_a_few_truncated_examples_pass_with_a_warning(instruction_files, tmp_pat
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from peftbench.tiny import tiny_model_path
+    from peftbench.models.tiny import tiny_model_path
 
     return AutoTokenizer.from_pretrained(str(tiny_model_path("gpt2")))
 
 
 def test_masking_check_tells_off_by_one_and_shifted_labels(tokenizer):
-    from peftbench.generative import IGNORE_INDEX, dolly_prompt, encode_causal
-    from peftbench.preflight import check_prompt_masking
+    from peftbench.data.batching import IGNORE_INDEX
+    from peftbench.tasks.generative import dolly_prompt, encode_causal
+    from peftbench.trust.preflight import check_prompt_masking
 
     responses = ["It is 5.", "Blue, like the sky."]
     enc = encode_causal(tokenizer, [dolly_prompt("Add 2 and 3."), dolly_prompt("Name a colour.")], responses,
@@ -232,8 +233,8 @@ def test_masking_check_tells_off_by_one_and_shifted_labels(tokenizer):
 
 
 def test_masking_check_accepts_a_cut_response_only_at_a_length_limit(tokenizer):
-    from peftbench.generative import dolly_prompt, encode_causal
-    from peftbench.preflight import check_prompt_masking
+    from peftbench.tasks.generative import dolly_prompt, encode_causal
+    from peftbench.trust.preflight import check_prompt_masking
 
     response = ["one two three four five six seven eight nine ten"]
     enc = encode_causal(tokenizer, [dolly_prompt("Count.")], response, max_length=64, max_target_length=4)
@@ -250,8 +251,8 @@ def test_masking_check_accepts_a_cut_inside_a_character(tokenizer):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from peftbench.generative import encode_causal
-    from peftbench.preflight import check_prompt_masking
+    from peftbench.tasks.generative import encode_causal
+    from peftbench.trust.preflight import check_prompt_masking
 
     raw = Tokenizer(models.BPE())
     raw.pre_tokenizer, raw.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()

@@ -7,9 +7,9 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from peftbench.cli import cli
+from peftbench.cli.app import cli
 from peftbench.errors import SpecError
-from peftbench.probe import parse_bytes, probe
+from peftbench.profiling.probe import parse_bytes, probe
 
 
 def test_parse_bytes() -> None:

@@ -14,9 +14,9 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import REPO, tiny_spec
-from peftbench.cli import cli
+from peftbench.cli.app import cli
 
-SCHEMA = REPO / "src" / "peftbench" / "schema" / "profile.schema.json"
+SCHEMA = REPO / "src" / "peftbench" / "records" / "schema" / "profile.schema.json"
 BATCH, LENGTHS, STEPS = 4, (16, 32), 2
 
 
@@ -97,7 +97,7 @@ def test_json_is_valid_documented_and_plots_decode(profiled: tuple[Path, dict[st
 
 
 def test_instruction_task_on_a_tiny_causal_lm(tmp_path: Path) -> None:
-    from peftbench.profile import profile
+    from peftbench.profiling.profile import profile
 
     data = profile("tiny:gpt2", ["lora"], [16], [2], task="instruction", steps=1, latency_calls=2, dtype="float32",
                    num_threads=1, out_dir=tmp_path)
@@ -108,7 +108,7 @@ def test_instruction_task_on_a_tiny_causal_lm(tmp_path: Path) -> None:
 
 
 def test_a_failed_configuration_is_a_row_not_a_crash(tiny_bert: Path, tmp_path: Path) -> None:
-    from peftbench.profile import profile
+    from peftbench.profiling.profile import profile
 
     # Real processes stopped by the per-configuration timeout (loading alone takes longer).
     data = profile(str(tiny_bert), ["lora"], [16, 32], [2], steps=1, dtype="float32", num_threads=1,
@@ -120,8 +120,8 @@ def test_a_failed_configuration_is_a_row_not_a_crash(tiny_bert: Path, tmp_path: 
 
 def test_longer_lengths_are_skipped_after_running_out_of_memory(tiny_bert: Path, tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    from peftbench import isolate
-    from peftbench.profile import profile
+    from peftbench.core import isolate
+    from peftbench.profiling.profile import profile
 
     calls = []
 
@@ -142,8 +142,8 @@ def test_report_adds_a_cost_curves_section(profiled: tuple[Path, dict[str, Any],
                                            sentiment_files: tuple[Path, Path], tmp_path: Path) -> None:
     from PIL import Image
 
-    from peftbench.runner import run
-    from peftbench.spec import RunSpec
+    from peftbench.config.spec import RunSpec
+    from peftbench.core.runner import run
 
     runs = tmp_path / "runs"
     run(RunSpec.from_dict(tiny_spec(tiny_bert, sentiment_files, "lora", max_steps=2, num_threads=1)), runs,

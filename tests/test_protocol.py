@@ -6,11 +6,11 @@ import pandas as pd
 import pytest
 
 from conftest import tiny_spec
-from peftbench.data import load_classification
+from peftbench.config.spec import DataSpec, RunSpec
+from peftbench.core.protocol import Selection
+from peftbench.core.runner import run
+from peftbench.data.classification import load_classification
 from peftbench.errors import DataError, SpecError
-from peftbench.protocol import Selection
-from peftbench.runner import run
-from peftbench.spec import DataSpec, RunSpec
 
 
 @pytest.fixture()
@@ -110,7 +110,7 @@ def test_best_epoch_weights_are_restored_and_test_is_read_once():
 
 
 def test_perplexity_and_losses_are_minimized_when_selecting():
-    from peftbench.protocol import _better
+    from peftbench.core.protocol import _better
 
     assert _better("perplexity")(9.0, 10.0) and not _better("perplexity")(11.0, 10.0)
     assert _better("eval_loss")(0.1, 0.2) and _better("accuracy")(0.9, 0.8) and not _better("accuracy")(0.7, 0.8)

@@ -2,8 +2,8 @@
 
 import pytest
 
-from peftbench.runner import run
-from peftbench.spec import RunSpec
+from peftbench.config.spec import RunSpec
+from peftbench.core.runner import run
 
 
 @pytest.mark.realdata

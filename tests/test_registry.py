@@ -1,7 +1,7 @@
 import pytest
 
 from peftbench.errors import SpecError
-from peftbench.methods import METHODS
+from peftbench.methods.base import METHODS
 from peftbench.registry import Registry, did_you_mean
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from peftbench.cli import cli
+from peftbench.cli.app import cli
 from peftbench.errors import ModelError, SpecError
 
 pytestmark = pytest.mark.reliability
@@ -175,7 +175,7 @@ def test_full_model_saved_as_safetensors(tiny_bert: Path, sentiment_files: tuple
 
 
 def test_check_weights_pickle_only_with_explicit_flag(tmp_path: Path) -> None:
-    from peftbench.models import check_weights
+    from peftbench.models.loading import check_weights
 
     (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x04")
     with pytest.raises(ModelError, match="only pickle weights"):
@@ -199,7 +199,7 @@ def test_yaml_read_with_safe_loader_only() -> None:
 
 @pytest.mark.parametrize("name", ["../evil", "..", ".hidden", "a/b", "/abs", "a\\b", "x/../../y", "", " "])
 def test_run_names_cannot_escape(name: str) -> None:
-    from peftbench.spec import RunSpec
+    from peftbench.config.spec import RunSpec
 
     with pytest.raises(SpecError, match="run name may hold only"):
         RunSpec.from_dict({"name": name})
@@ -207,7 +207,7 @@ def test_run_names_cannot_escape(name: str) -> None:
 
 @pytest.mark.parametrize("run_id", ["../x", "..", "a/../../b", "/etc"])
 def test_run_dir_stays_inside_output(tmp_path: Path, run_id: str) -> None:
-    from peftbench.runner import run_dir_for
+    from peftbench.core.runner import run_dir_for
 
     with pytest.raises(SpecError, match="would escape the output folder"):
         run_dir_for(tmp_path, run_id)
@@ -264,7 +264,7 @@ def test_os_errors_become_clear_errors(code: int, kind: str | None) -> None:
 
 
 def test_atomic_write_failure_keeps_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from peftbench import records
+    from peftbench.records import io as records
 
     target = tmp_path / "result.json"
     records.atomic_write_json(target, {"status": "success", "n": 1})
@@ -282,7 +282,7 @@ def test_atomic_write_failure_keeps_old_file(tmp_path: Path, monkeypatch: pytest
 
 _WRITER = r"""
 import hashlib, json, random, sys
-from peftbench.records import atomic_write_json
+from peftbench.records.io import atomic_write_json
 path, seed = sys.argv[1], int(sys.argv[2])
 rng = random.Random(seed)
 print("ready", flush=True)
@@ -329,7 +329,7 @@ def test_reader_never_sees_half_a_record_even_when_the_writer_is_killed(tmp_path
     assert kills == 10 and reads > 10
     assert last_n >= 1
     # Leftover temporary files from killed writers are never taken for records.
-    from peftbench.records import load_records
+    from peftbench.records.io import load_records
 
     assert [r["complete"] for r in load_records(tmp_path)] == [True]
 
@@ -372,7 +372,7 @@ def test_disk_full_during_save_keeps_earlier_success(earlier_success, monkeypatc
 
 def test_disk_full_while_writing_the_record(earlier_success, monkeypatch: pytest.MonkeyPatch) -> None:
     """The disk fills as the new record is written: the old record stays whole, one clear line."""
-    from peftbench import records
+    from peftbench.records import io as records
 
     argv, run_dir, before = earlier_success
     real_fsync = os.fsync

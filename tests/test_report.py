@@ -23,9 +23,9 @@ SEEDS = (1, 2, 3)
 def records(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path,
             sentiment_files: tuple[Path, Path]) -> list[dict[str, Any]]:
     """full (1 seed), lora and ia3 (3 seeds each), lora r=4 (rank sweep) and one real failed run."""
-    from peftbench.records import load_records
-    from peftbench.runner import run
-    from peftbench.spec import RunSpec
+    from peftbench.config.spec import RunSpec
+    from peftbench.core.runner import run
+    from peftbench.records.io import load_records
 
     out = tmp_path_factory.mktemp("runs")
     quiet = {"progress": False, "log": lambda _msg: None}
@@ -48,7 +48,7 @@ def records(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path,
 
 @pytest.fixture(scope="module")
 def built(records: list[dict[str, Any]], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
-    from peftbench.reports import build_report
+    from peftbench.reports.build import build_report
 
     html_path = build_report(records, tmp_path_factory.mktemp("report"))
     analysis = json.loads((html_path.parent / "analysis.json").read_text())
@@ -92,8 +92,8 @@ def test_every_run_is_exported_and_tabled(records: list[dict[str, Any]], built: 
 
 
 def test_terminal_dashboard_marks_best_and_lists_failures(records: list[dict[str, Any]]) -> None:
-    from peftbench.compare import analyze
-    from peftbench.reports import terminal_report
+    from peftbench.reports.analysis import analyze
+    from peftbench.reports.build import terminal_report
 
     analysis = analyze(records)
     text = terminal_report(analysis)
@@ -139,7 +139,7 @@ def test_deltas_and_ratios_equal_the_records_numbers(records: list[dict[str, Any
 
 
 def test_verdict_never_says_better_without_significance() -> None:
-    from peftbench.compare import verdict
+    from peftbench.reports.analysis import verdict
 
     cmp = {"label": "lora", "metric": "accuracy", "deltas": {"accuracy": {"abs": 0.08}},
            "x_fewer_params": 100.0, "speedup": 1.05, "memory_saving": 0.5, "size_ratio": None}
@@ -166,7 +166,7 @@ def test_verdict_never_says_better_without_significance() -> None:
 def test_mcnemar_matches_statsmodels(only_a: int, only_b: int) -> None:
     from statsmodels.stats.contingency_tables import mcnemar
 
-    from peftbench.stats import mcnemar_test
+    from peftbench.reports.stats import mcnemar_test
 
     both, neither = 50, 7
     gold = [1] * (both + only_a + only_b + neither)
@@ -183,7 +183,7 @@ def test_mcnemar_matches_statsmodels(only_a: int, only_b: int) -> None:
 def test_paired_bootstrap_detects_a_real_shift_and_not_noise() -> None:
     import numpy as np
 
-    from peftbench.stats import paired_bootstrap
+    from peftbench.reports.stats import paired_bootstrap
 
     rng = np.random.default_rng(0)
     base = rng.uniform(0.2, 0.6, 200)
@@ -196,7 +196,7 @@ def test_paired_bootstrap_detects_a_real_shift_and_not_noise() -> None:
 def test_seed_summary_t_interval() -> None:
     from scipy import stats as sps
 
-    from peftbench.stats import seed_summary
+    from peftbench.reports.stats import seed_summary
 
     vals = [0.80, 0.83, 0.78]
     s = seed_summary(vals, bootstrap=True)
@@ -208,7 +208,7 @@ def test_seed_summary_t_interval() -> None:
 
 
 def test_pareto_front_is_exactly_the_non_dominated_points() -> None:
-    from peftbench.stats import pareto_front
+    from peftbench.reports.stats import pareto_front
 
     # (accuracy up, params down)
     pts = [(0.90, 100), (0.85, 10), (0.80, 50), (0.85, 10), (0.70, 1), (0.95, 1000), (0.69, 1), (0.90, 200)]
@@ -252,7 +252,7 @@ def test_generation_scores_use_a_paired_bootstrap(records: list[dict[str, Any]],
     lower-is-better metric the lower scores win."""
     import copy
 
-    from peftbench.compare import analyze
+    from peftbench.reports.analysis import analyze
 
     gen = []
     for i, rec in enumerate(_by_method(records, "lora", r=8) + _by_method(records, "ia3")):
@@ -321,7 +321,7 @@ def test_html_is_self_contained_and_images_decode(records: list[dict[str, Any]],
 def test_cli_report_and_errors(records: list[dict[str, Any]], tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from peftbench.cli import cli
+    from peftbench.cli.app import cli
 
     runs = Path(records[0]["_path"]).parent
     result = CliRunner().invoke(cli, ["report", str(runs), "--out", str(tmp_path / "rep"), "--baseline", "lora",

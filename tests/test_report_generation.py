@@ -12,10 +12,10 @@ import pytest
 @pytest.fixture(scope="module")
 def gen_records(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     """t5 summarization (lora, ia3 x 2 seeds) and gpt2 instruction (lora, ia3 x 2 seeds), 2 steps each."""
-    from peftbench.records import load_records
-    from peftbench.runner import run
-    from peftbench.spec import RunSpec
-    from peftbench.tiny import tiny_model_path
+    from peftbench.config.spec import RunSpec
+    from peftbench.core.runner import run
+    from peftbench.models.tiny import tiny_model_path
+    from peftbench.records.io import load_records
 
     root = tmp_path_factory.mktemp("gen")
     dialogues = [{"dialogue": f"Ann: I have {i} cats.\nBob: Nice, {i} is a lot!", "summary": f"Ann has {i} cats."}
@@ -44,7 +44,7 @@ def gen_records(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]
 
 
 def test_summarization_pairs_use_per_example_rouge(gen_records: list[dict[str, Any]]) -> None:
-    from peftbench.compare import analyze, per_example_scores
+    from peftbench.reports.analysis import analyze, per_example_scores
 
     summ = [r for r in gen_records if r["task"] == "summarization"]
     for r in summ:
@@ -61,7 +61,7 @@ def test_summarization_pairs_use_per_example_rouge(gen_records: list[dict[str, A
 def test_instruction_without_per_example_scores_falls_back_to_welch(gen_records: list[dict[str, Any]]) -> None:
     from scipy import stats
 
-    from peftbench.compare import analyze
+    from peftbench.reports.analysis import analyze
 
     analysis = analyze(gen_records)
     (pair,) = analysis.pairs["instruction"]
@@ -76,8 +76,8 @@ def test_instruction_without_per_example_scores_falls_back_to_welch(gen_records:
 
 
 def test_rouge_per_example_mean_is_the_corpus_score() -> None:
-    from peftbench.compare import rouge_per_example
-    from peftbench.generative import rouge_scores
+    from peftbench.reports.analysis import rouge_per_example
+    from peftbench.tasks.generative import rouge_scores
 
     preds = ["Ann has two cats. She likes them.", "Bob runs home", "", "the meeting moved to Friday"]
     refs = ["Ann has 2 cats.", "Bob is running home.", "Nothing happened.", "The meeting is on Friday. Bring notes."]
@@ -89,7 +89,7 @@ def test_rouge_per_example_mean_is_the_corpus_score() -> None:
 
 
 def test_generation_report_renders(gen_records: list[dict[str, Any]], tmp_path: Path) -> None:
-    from peftbench.reports import build_report
+    from peftbench.reports.build import build_report
 
     html_path = build_report(gen_records, tmp_path / "rep")
     text = html_path.read_text()

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from conftest import tiny_spec
-from peftbench.stats import pareto_front
+from peftbench.reports.stats import pareto_front
 
 QUIET = {"progress": False, "log": lambda _msg: None}
 
@@ -25,9 +25,9 @@ QUIET = {"progress": False, "log": lambda _msg: None}
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path, sentiment_files: tuple[Path, Path]) -> Path:
     """full and ia3 with retention data (2 epochs; ia3 selects its epoch on test), a 2-trial lora search."""
-    from peftbench.runner import run
-    from peftbench.spec import RunSpec
-    from peftbench.tune import tune_method
+    from peftbench.config.spec import RunSpec
+    from peftbench.core.runner import run
+    from peftbench.sweeps.tune import tune_method
 
     out = tmp_path_factory.mktemp("trust-runs")
     for method in ("full", "ia3"):
@@ -46,7 +46,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path, sentiment_fi
 
 @pytest.fixture(scope="module")
 def records(runs: Path) -> list[dict[str, Any]]:
-    from peftbench.records import load_records
+    from peftbench.records.io import load_records
 
     recs = load_records(runs)
     assert len(recs) == 6  # full, ia3, 2 trials, defaults, tuned
@@ -55,7 +55,7 @@ def records(runs: Path) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def built(records: list[dict[str, Any]], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
-    from peftbench.reports import build_report
+    from peftbench.reports.build import build_report
 
     html_path = build_report(records, tmp_path_factory.mktemp("trust-report"))
     return html_path, json.loads((html_path.parent / "analysis.json").read_text())
@@ -174,7 +174,7 @@ def _retention(forgetting: float) -> dict[str, Any]:
 ])
 def test_forgetting_front_on_a_constructed_case(metric: str, points: list[tuple[float, float]],
                                                 front: list[bool]) -> None:
-    from peftbench.compare import analyze
+    from peftbench.reports.analysis import analyze
 
     recs = [_record(i, "lora", v, metric=metric, **_retention(f)) for i, (v, f) in enumerate(points)]
     trust = analyze(recs, baseline=None).trust["classification"]
@@ -212,7 +212,7 @@ def test_weight_change_table_and_layer_profiles(records: list[dict[str, Any]],
 
 
 def test_layer_order_merge_and_short_names() -> None:
-    from peftbench.report_trust import merge_orders, short_layer_names
+    from peftbench.reports.trust import merge_orders, short_layer_names
 
     model = ["l.0.q", "l.0.k", "l.0.v", "l.0.o", "l.1.q", "l.1.k", "l.1.v", "l.1.o"]
     lora = ["l.0.q", "l.0.v", "l.1.q", "l.1.v"]
@@ -247,7 +247,7 @@ CURVE = [{"epoch": 1, "step": 10, "train_time_s": 4.0, "accuracy": 0.60, "eval_l
     ("eval_loss", 1.0, 17.5, 4),
 ])
 def test_time_to_target_on_a_constructed_curve(metric: str, fraction: float, seconds: float, epoch: int) -> None:
-    from peftbench.report_trust import time_to_target
+    from peftbench.reports.trust import time_to_target
 
     rec = {"eval": {"per_epoch": CURVE}, "train": {"time_s": 17.5, "steps": 40}}
     got = time_to_target(rec, metric, fraction)
@@ -256,7 +256,7 @@ def test_time_to_target_on_a_constructed_curve(metric: str, fraction: float, sec
 
 
 def test_time_to_target_without_a_recorded_clock_uses_the_step_share() -> None:
-    from peftbench.report_trust import time_to_target
+    from peftbench.reports.trust import time_to_target
 
     old = [{k: v for k, v in e.items() if k != "train_time_s"} for e in CURVE]
     got = time_to_target({"eval": {"per_epoch": old}, "train": {"time_s": 12.0, "steps": 40}}, "accuracy", 0.95)
@@ -268,8 +268,8 @@ def test_time_to_target_without_a_recorded_clock_uses_the_step_share() -> None:
 def test_time_to_target_reaches_the_report_and_exports(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from peftbench.cli import cli
-    from peftbench.records import atomic_write_json
+    from peftbench.cli.app import cli
+    from peftbench.records.io import atomic_write_json
 
     a = _record(1, "lora", 0.9, eval={"per_epoch": CURVE}, train={"time_s": 17.5, "steps": 40})
     b = _record(2, "lora", 0.9, eval={"per_epoch": CURVE[:2]}, train={"time_s": 8.5, "steps": 20})
@@ -302,7 +302,7 @@ def test_time_to_target_reaches_the_report_and_exports(tmp_path: Path) -> None:
 
 def test_real_curves_carry_the_training_clock(records: list[dict[str, Any]],
                                               built: tuple[Path, dict[str, Any]]) -> None:
-    from peftbench.report_trust import time_to_target
+    from peftbench.reports.trust import time_to_target
 
     _, analysis = built
     rec = _one(records, method="full")

@@ -6,12 +6,12 @@ from pathlib import Path
 import pytest
 
 from conftest import tiny_spec
+from peftbench.config.spec import RunSpec
+from peftbench.core.runner import run
 from peftbench.errors import NanLossError
-from peftbench.records import load_records
-from peftbench.runner import run
-from peftbench.spec import RunSpec
+from peftbench.records.io import load_records
 
-SCHEMA = Path(__file__).resolve().parents[1] / "src" / "peftbench" / "schema" / "record.schema.json"
+SCHEMA = Path(__file__).resolve().parents[1] / "src" / "peftbench" / "records" / "schema" / "record.schema.json"
 
 
 def validate(record: dict) -> None:
@@ -92,7 +92,7 @@ def test_failed_rerun_never_replaces_a_success(tiny_bert, sentiment_files, tmp_p
     path = tmp_path / ok["run_id"] / "result.json"
     before = path.read_bytes()
 
-    import peftbench.runner as runner_mod
+    import peftbench.core.runner as runner_mod
 
     def boom(*args, **kwargs):
         raise OSError(28, "No space left on device")

@@ -9,11 +9,11 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import tiny_spec
-from peftbench.cli import cli
-from peftbench.data import encode_classification, load_classification
-from peftbench.records import atomic_write_json, read_record
-from peftbench.runner import run
-from peftbench.spec import RunSpec
+from peftbench.cli.app import cli
+from peftbench.config.spec import RunSpec
+from peftbench.core.runner import run
+from peftbench.data.classification import encode_classification, load_classification
+from peftbench.records.io import atomic_write_json, read_record
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,7 @@ def test_disagreements_show_texts_gold_and_each_runs_prediction(runs_dir, tmp_pa
 def test_token_cache_is_shared_and_exact(tiny_bert, sentiment_files, tmp_path, monkeypatch) -> None:
     from transformers import AutoTokenizer
 
-    from peftbench import tokcache
+    from peftbench.data import token_cache as tokcache
 
     spec = RunSpec.from_dict(tiny_spec(tiny_bert, sentiment_files))
     data = load_classification(spec.data)
@@ -112,7 +112,7 @@ def test_token_cache_is_shared_and_exact(tiny_bert, sentiment_files, tmp_path, m
 
 
 def test_sweep_runs_share_one_token_cache(tiny_bert, sentiment_files, tmp_path) -> None:
-    from peftbench.sweeps import SweepSpec, run_sweep
+    from peftbench.sweeps.engine import SweepSpec, run_sweep
     from sweep_helpers import tiny_sweep
 
     sweep = SweepSpec.from_dict(tiny_sweep(tiny_bert, sentiment_files, methods=["lora"], seeds=[0, 1],

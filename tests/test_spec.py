@@ -1,7 +1,7 @@
 import pytest
 
+from peftbench.config.spec import RunSpec, apply_overrides, deep_merge, parse_override
 from peftbench.errors import SpecError
-from peftbench.spec import RunSpec, apply_overrides, deep_merge, parse_override
 
 
 def test_defaults_resolve_method_learning_rate():

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from peftbench.config.spec import DataSpec, ModelSpec, RunSpec, TrainSpec, apply_overrides, parse_override
 from peftbench.errors import PeftbenchError
-from peftbench.spec import DataSpec, ModelSpec, RunSpec, TrainSpec, apply_overrides, parse_override
 
 pytestmark = pytest.mark.reliability
 

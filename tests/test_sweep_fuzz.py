@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from peftbench.errors import PeftbenchError
-from peftbench.sweeps import SweepSpec
+from peftbench.sweeps.engine import SweepSpec
 
 pytestmark = pytest.mark.reliability
 

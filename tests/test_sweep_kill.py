@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from peftbench.sweeps import SweepSpec, acquire_lock
+from peftbench.sweeps.engine import SweepSpec, acquire_lock
 from sweep_helpers import check_complete, cli_cmd, cli_env, record_files, tiny_sweep, write_yaml
 
 pytestmark = pytest.mark.reliability

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from peftbench.sweeps import SUMMARY_FILE, SweepSpec, run_sweep, summary_text
+from peftbench.sweeps.engine import SUMMARY_FILE, SweepSpec, run_sweep, summary_text
 from sweep_helpers import check_complete, record_files, tiny_sweep
 
 

@@ -8,10 +8,10 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from peftbench.cli import cli
+from peftbench.cli.app import cli
+from peftbench.config.spec import RunSpec
 from peftbench.errors import SpecError
-from peftbench.spec import RunSpec
-from peftbench.sweeps import SweepSpec
+from peftbench.sweeps.engine import SweepSpec
 
 BASE = {
     "defaults": {

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from conftest import tiny_spec
+from peftbench.config.spec import RunSpec
 from peftbench.errors import SpecError
-from peftbench.spec import RunSpec
 
 
 def _spec(model: Path, files: tuple[Path, Path], report_to: list[str]) -> RunSpec:
@@ -39,7 +39,7 @@ def test_tensorboard_and_mlflow_hold_the_record_numbers(tiny_bert: Path, sentime
     from mlflow.tracking import MlflowClient
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from peftbench.runner import run
+    from peftbench.core.runner import run
 
     out = tmp_path / "runs"
     record = run(_spec(tiny_bert, sentiment_files, ["tensorboard", "mlflow"]), out, progress=False,
@@ -75,7 +75,7 @@ def test_tensorboard_and_mlflow_hold_the_record_numbers(tiny_bert: Path, sentime
     assert mlrun.data.params["train.batch_size"] == "8"
     assert mlrun.data.params["method.name"] == "lora"
     # The record is attached under a name record loaders do not pick up as a second result.
-    from peftbench.records import load_records
+    from peftbench.records.io import load_records
 
     assert [r["run_id"] for r in load_records(out)] == [record["run_id"]]
 
@@ -85,7 +85,7 @@ def test_wandb_offline_writes_its_run_folder(tiny_bert: Path, sentiment_files: t
                                              tmp_path: Path) -> None:
     if importlib.util.find_spec("wandb") is None:
         pytest.skip("wandb is not installed (pip install 'peftbench[trackers]')")
-    from peftbench.runner import run
+    from peftbench.core.runner import run
 
     out = tmp_path / "runs"
     record = run(_spec(tiny_bert, sentiment_files, ["wandb"]), out, progress=False, log=lambda _m: None)
@@ -122,8 +122,8 @@ def _wandb_values(blob: bytes, key: str) -> list:
 
 def test_report_to_is_checked_and_does_not_change_the_run_id(tiny_bert: Path, sentiment_files: tuple[Path, Path],
                                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from peftbench import trackers
-    from peftbench.runner import run
+    from peftbench.core import trackers
+    from peftbench.core.runner import run
 
     plain = _spec(tiny_bert, sentiment_files, [])
     assert _spec(tiny_bert, sentiment_files, ["tensorboard"]).run_id() == plain.run_id()

@@ -22,10 +22,11 @@ def test_loop_matches_trainer_on_the_same_batches(tiny_bert: Path, sentiment_fil
                                                   tmp_path: Path) -> None:
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
 
-    from peftbench.methods import METHODS, MethodContext
-    from peftbench.spec import RunSpec
-    from peftbench.tasks import TASKS
-    from peftbench.train import make_batches, train
+    from peftbench.config.spec import RunSpec
+    from peftbench.core.train import train
+    from peftbench.data.batching import make_batches
+    from peftbench.methods.base import METHODS, MethodContext
+    from peftbench.tasks.base import TASKS
 
     steps = 12
     spec = RunSpec.from_dict(tiny_spec(tiny_bert, sentiment_files, "full", lr=1e-3, max_steps=steps, batch_size=8,

@@ -8,9 +8,9 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import tiny_spec
-from peftbench.records import load_records
-from peftbench.spec import RunSpec
-from peftbench.tune import _search_space, tune_methods
+from peftbench.config.spec import RunSpec
+from peftbench.records.io import load_records
+from peftbench.sweeps.tune import _search_space, tune_methods
 
 
 def test_search_space_is_per_method():
@@ -52,7 +52,7 @@ def test_lora_and_full_get_four_trials_each_then_test_runs(tiny_bert, sentiment_
 def test_cli_tune_reports_default_and_tuned(tiny_bert, sentiment_files, tmp_path):
     import yaml
 
-    from peftbench.cli import cli
+    from peftbench.cli.app import cli
 
     d = tiny_spec(tiny_bert, sentiment_files, "ia3", max_steps=1)
     d["data"].update(n_train=48, n_eval=16)

@@ -13,22 +13,22 @@ __version__ = "0.1.0"
 __all__ = ["PeftbenchError", "Record", "RunSpec", "load_records", "load_spec", "report", "run", "sweep"]
 
 if TYPE_CHECKING:
-    from .api import Record, load_spec, run
-    from .errors import PeftbenchError
-    from .records import load_records
-    from .reports import build_report as report
-    from .spec import RunSpec
-    from .sweeps import sweep
+    from peftbench.api import Record, load_spec, run
+    from peftbench.config.spec import RunSpec
+    from peftbench.errors import PeftbenchError
+    from peftbench.records.io import load_records
+    from peftbench.reports.build import build_report as report
+    from peftbench.sweeps.engine import sweep
 
 _LAZY = {
-    "RunSpec": ("spec", "RunSpec"),
+    "RunSpec": ("config.spec", "RunSpec"),
     "run": ("api", "run"),
     "load_spec": ("api", "load_spec"),
     "Record": ("api", "Record"),
-    "load_records": ("records", "load_records"),
+    "load_records": ("records.io", "load_records"),
     "PeftbenchError": ("errors", "PeftbenchError"),
-    "sweep": ("sweeps", "sweep"),
-    "report": ("reports", "build_report"),
+    "sweep": ("sweeps.engine", "sweep"),
+    "report": ("reports.build", "build_report"),
 }
 
 

@@ -10,8 +10,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import SpecError
-from .spec import RunSpec, apply_overrides, load_yaml
+from peftbench.config.spec import RunSpec, apply_overrides, load_yaml
+from peftbench.errors import SpecError
 
 Record = dict[str, Any]
 """One run's record (`<out>/<run_id>/result.json`): spec, status, metrics, timing, memory..."""
@@ -41,6 +41,6 @@ def run(spec: SpecLike, out_dir: str | Path = "runs", *, overrides: list[str] | 
     An existing success record is returned as is unless `force`. Errors the user can fix raise
     `peftbench.PeftbenchError` subclasses with a one-line message; a failed run still leaves its record.
     """
-    from .runner import run as run_one
+    from peftbench.core.runner import run as run_one
 
     return run_one(load_spec(spec, overrides), out_dir, progress=progress, force=force, log=log)

@@ -6,12 +6,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .records import atomic_write_text
-from .spec import RunSpec
-from .summary import markdown_table, terminal_table
-from .synthetic import generate, write_csv
+from peftbench.config.spec import RunSpec
+from peftbench.data.synthetic import generate, write_csv
+from peftbench.methods.base import SEED_METHODS
+from peftbench.records.io import atomic_write_text
+from peftbench.reports.tables import markdown_table, terminal_table
 
-DEMO_METHODS = ["full", "partial", "lora", "qlora", "ia3", "dora"]
+DEMO_METHODS = list(SEED_METHODS)
 
 
 def demo_spec(method: str, train: Path, eval_: Path, epochs: int) -> RunSpec:
@@ -35,7 +36,7 @@ def _split_text(records: list[dict[str, Any]], n_train: int, n_test: int) -> str
 
 def run_demo(out: str, methods: list[str] | None = None, *, n_train: int | None = None, epochs: int | None = None,
              progress: bool = True) -> list[dict[str, Any]]:
-    from .sweeps import SweepSpec, sweep
+    from peftbench.sweeps.engine import SweepSpec, sweep
 
     methods = methods or DEMO_METHODS
     root = Path(out)
@@ -59,7 +60,7 @@ def run_demo(out: str, methods: list[str] | None = None, *, n_train: int | None 
     atomic_write_text(root / "summary.md", md)
     print(f"\nsummary: {root / 'summary.md'}  (wall time {wall:.0f} s)")
     try:
-        from .reports import build_report
+        from peftbench.reports.build import build_report
 
         html = build_report(records, root / "report")
         print(f"report: {html}")

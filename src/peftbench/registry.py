@@ -6,7 +6,7 @@ import difflib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
-from .errors import SpecError
+from peftbench.errors import SpecError
 
 T = TypeVar("T")
 

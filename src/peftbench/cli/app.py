@@ -1,0 +1,193 @@
+"""Command line: a thin layer over the Python API.
+
+Errors the user can fix print one line and exit non-zero (2 for spec/usage/data problems);
+`--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+
+class _Group(click.Group):
+    """Turns peftbench errors into one line and an exit code, unless --debug."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as err:
+            if ctx.params.get("debug"):  # parsed even when the command name itself is wrong
+                raise
+            where = f" (fix: see '{err.ctx.command_path} --help')" if err.ctx else ""
+            click.echo(f"peftbench: error: {' '.join(err.format_message().split())}{where}", err=True)
+            sys.exit(2)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except KeyboardInterrupt:
+            click.echo("peftbench: interrupted; finished records are intact", err=True)
+            sys.exit(130)
+        except Exception as err:
+            from peftbench.errors import PeftbenchError, RunCanceled
+
+            if (ctx.obj or {}).get("debug"):
+                raise
+            from peftbench.errors import from_os_error
+
+            err = from_os_error(err) or err
+            if isinstance(err, RunCanceled):
+                click.echo("peftbench: interrupted; the run in flight is recorded 'canceled'", err=True)
+                sys.exit(130)
+            if isinstance(err, PeftbenchError):
+                click.echo(f"peftbench: error: {err.one_line()}", err=True)
+                sys.exit(err.exit_code)
+            click.echo(f"peftbench: internal error: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+                       " (rerun with --debug for the traceback)", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.version_option(package_name="peftbench")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """peftbench: compare fine-tuning methods (full, partial, LoRA, QLoRA, IA3, DoRA, any peft method)."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+def spec_from_flags(config: str | None, model: str | None, data_train: str | None, data_eval: str | None,
+                     method: str | None, n_train: int | None, n_eval: int | None, sets: tuple[str, ...]) -> Any:
+    from peftbench.config.spec import RunSpec, apply_overrides, load_yaml, set_dotted
+
+    data: dict[str, Any] = load_yaml(config) if config else {}
+    # Flag values are set as given (a file name is never re-read as YAML); --set items apply last.
+    for path, value in (("model.name_or_path", model), ("data.train", data_train), ("data.eval", data_eval),
+                        ("method.name", method), ("data.n_train", n_train), ("data.n_eval", n_eval)):
+        if value is not None:
+            set_dotted(data, path.split("."), value)
+    return RunSpec.from_dict(apply_overrides(data, list(sets)))
+
+
+@cli.command()
+@click.option("--config", "config", type=str, help="YAML spec file.")
+@click.option("--model", help="Model folder or hub id ('embedded' = the bundled all-MiniLM-L6-v2).")
+@click.option("--data-train", help="Training data file (.csv/.tsv/.json/.jsonl/.parquet).")
+@click.option("--data-eval", help="Evaluation data file.")
+@click.option("--method", help="Method name (see `peftbench methods`).")
+@click.option("--n-train", type=click.IntRange(min=1), help="Subsample the training set (stratified, seeded).")
+@click.option("--n-eval", type=click.IntRange(min=1), help="Subsample the evaluation set.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any spec key, e.g. method.r=16.")
+@click.option("--out", default="runs", show_default=True, help="Output folder; each run writes <out>/<run_id>/.")
+@click.option("--force", is_flag=True, help="Rerun even if a success record exists (it is kept if the rerun fails).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--model-override", help="Replace every run's model: a model name/path, or 'tiny' for tiny random "
+              "stand-ins of the same families (offline).")
+@click.option("--peak-tflops", type=click.FloatRange(min=0, min_open=True),
+              help="Peak TFLOP/s for MFU (default: GPU table, or a cached GEMM probe on the CPU).")
+def run(config: str | None, model: str | None, data_train: str | None, data_eval: str | None, method: str | None,
+        n_train: int | None, n_eval: int | None, sets: tuple[str, ...], out: str, force: bool, quiet: bool,
+        model_override: str | None, peak_tflops: float | None = None) -> None:
+    """Train and evaluate one method (or each run of a multi-run file); write <out>/<run_id>/result.json."""
+    from peftbench.core.distributed import is_main_process
+    from peftbench.core.runner import run as run_one
+
+    if peak_tflops:
+        sets = (*sets, f"train.peak_tflops={peak_tflops}")
+    if config and (model_override or _is_multi_run_file(config)):
+        from peftbench.sweeps.expand import run_spec_file
+
+        if any((model, data_train, data_eval, method, n_train, n_eval)):
+            raise click.UsageError("with a multi-run file or --model-override, change runs with --set KEY=VALUE")
+        records = run_spec_file(config, out, model_override=model_override, overrides=list(sets),
+                                progress=not quiet, force=force, say=lambda m: click.echo(m, err=True))
+        _print_summary(records)
+        click.echo(f"records: {out}/<run_id>/result.json ({sum(r['status'] == 'success' for r in records)}"
+                   f"/{len(records)} succeeded)")
+        if any(r["status"] != "success" for r in records):
+            sys.exit(1)
+        return
+
+    spec = spec_from_flags(config, model, data_train, data_eval, method, n_train, n_eval, sets)
+    record = run_one(spec, out, progress=not quiet, force=force)
+    if not is_main_process():  # in a multi-process run rank 0 reports
+        return
+    _print_summary([record])
+    click.echo(f"record: {out}/{record['run_id']}/result.json")
+
+
+def _is_multi_run_file(config: str) -> bool:
+    from peftbench.config.spec import load_yaml
+    from peftbench.sweeps.expand import is_multi_run
+
+    return is_multi_run(load_yaml(config))
+
+
+def _print_summary(records: list[dict[str, Any]]) -> None:
+    from peftbench.reports.tables import terminal_table
+
+    click.echo(terminal_table(records))
+
+
+@cli.command()
+def methods() -> None:
+    """List methods with their defaults (learning rate included)."""
+    from peftbench.methods.base import METHODS
+
+    rows = []
+    for name, m in METHODS.items():
+        defaults = ", ".join(f"{k}={v}" for k, v in m.defaults.items()) or "-"
+        rows.append((name, f"{m.default_lr:g}", ",".join(m.families), defaults, m.summary))
+    widths = [max(len(r[i]) for r in [*rows, ("method", "lr", "families", "defaults", "")]) for i in range(4)]
+    header = ("method", "lr", "families", "defaults")
+    click.echo("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=False)) + "  summary")
+    for r in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=False)) + "  " + r[4])
+
+
+@cli.command()
+@click.option("--out", default="demo_runs", show_default=True, help="Output folder.")
+@click.option("--methods", "method_list", default="full,partial,lora,qlora,ia3,dora", show_default=True,
+              help="Comma-separated methods to compare.")
+@click.option("--n-train", default=None, type=click.IntRange(min=1), help="Synthetic training examples.")
+@click.option("--epochs", default=None, type=click.IntRange(min=1), help="Epochs per method.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def demo(out: str, method_list: str, n_train: int | None, epochs: int | None, quiet: bool) -> None:
+    """Offline demo: all six methods on the bundled MiniLM and a generated sentiment set."""
+    from peftbench.demo import run_demo
+
+    run_demo(out, [m.strip() for m in method_list.split(",") if m.strip()], n_train=n_train, epochs=epochs,
+             progress=not quiet)
+
+
+# Commands that live in their own modules: each module defines click commands and is listed here
+# (imported when the CLI is built; such modules must import only click at module level).
+_COMMAND_MODULES: list[str] = [
+    "sweep",
+    "runs",
+    "report",
+    "tune",
+    "profile",
+]
+
+
+def _add_commands() -> None:
+    import importlib
+
+    for name in _COMMAND_MODULES:
+        module = importlib.import_module(f".{name}", __package__)
+        for command in getattr(module, "COMMANDS", []):
+            cli.add_command(command)
+
+
+_add_commands()
+
+
+def main() -> None:
+    cli(prog_name="peftbench")
+
+
+if __name__ == "__main__":
+    main()

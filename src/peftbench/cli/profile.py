@@ -1,0 +1,56 @@
+"""`peftbench profile`: cost curves per method (throughput and peak memory against sequence length,
+merged vs unmerged inference latency); see `profile`."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+
+@click.command("profile")
+@click.option("--model", required=True,
+              help="Model folder, hub id, 'embedded' (the bundled MiniLM), 'embedded-causal', or 'tiny[:FAMILY]' "
+                   "(a tiny random stand-in, e.g. tiny:gpt2).")
+@click.option("--methods", "method_list", default=None,
+              help="Comma-separated methods (default: the demo's six: full,partial,lora,qlora,ia3,dora).")
+@click.option("--lengths", default="64,128,256", show_default=True,
+              help="Comma-separated sequence lengths in tokens (every sequence exactly that long, no padding).")
+@click.option("--batch-sizes", default="8", show_default=True, help="Comma-separated batch sizes.")
+@click.option("--steps", default=5, show_default=True, type=click.IntRange(min=1),
+              help="Timed training steps per configuration.")
+@click.option("--warmup", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Untimed steps before them (at least 1: the first step pays one-time costs).")
+@click.option("--latency-calls", default=10, show_default=True, type=click.IntRange(min=1),
+              help="Timed eval-mode forwards per model, unmerged and merged (the median is reported).")
+@click.option("--task", default="classification", show_default=True,
+              help="classification (encoders, decoders), instruction (causal LMs) or summarization (seq2seq).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
+              show_default=True, help="As model.dtype: auto = bf16 only where it is native.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads (default: as runs, one per idle physical core).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the synthetic tokens and the head.")
+@click.option("--out", "out_dir", default="profile", show_default=True,
+              help="Folder for profile.json, profile.md and plots/.")
+@click.option("--quiet", is_flag=True, help="No line per measured configuration.")
+def profile(model: str, method_list: str | None, lengths: str, batch_sizes: str, steps: int, warmup: int,
+            latency_calls: int, task: str, device: str, dtype: str, threads: int | None, seed: int, out_dir: str,
+            quiet: bool) -> None:
+    """Cost curves: per method, training tokens/s and peak memory against sequence length and batch
+    size, and merged vs unmerged inference latency (each configuration in its own process)."""
+    from peftbench.profiling.profile import parse_sizes, terminal_table
+    from peftbench.profiling.profile import profile as run_profile
+
+    methods = method_list.split(",") if method_list is not None else None
+    result = run_profile(model, methods, parse_sizes(lengths, "--lengths"), parse_sizes(batch_sizes, "--batch-sizes"),
+                         task=task, steps=steps, warmup=warmup, latency_calls=latency_calls, seed=seed,
+                         device=device, dtype=dtype, num_threads=threads, out_dir=out_dir,
+                         say=None if quiet else (lambda msg: click.echo(msg, err=True)))
+    click.echo(terminal_table(result))
+    click.echo(f"written: {out_dir}/profile.json, {out_dir}/profile.md, {out_dir}/plots/", err=True)
+    if not any(r["status"] == "ok" for r in result["rows"]):
+        sys.exit(1)
+
+
+COMMANDS = [profile]

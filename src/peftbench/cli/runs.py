@@ -1,0 +1,121 @@
+"""Commands on saved runs: `eval`, `merge`, `disagreements`, `generate`, and the batch-size `probe`."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.command(name="eval")
+@click.option("--run", "run_dir", required=True, help="Run folder (runs/<run_id>).")
+@click.option("--data-eval", default=None, help="Evaluation file (default: the run's own eval set).")
+@click.option("--n-eval", type=click.IntRange(min=1), default=None, help="Subsample the evaluation file.")
+@click.option("--json", "as_json", is_flag=True, help="Print all metrics as JSON.")
+def eval_cmd(run_dir: str, data_eval: str | None, n_eval: int | None, as_json: bool) -> None:
+    """Reload base model + saved adapter and evaluate with the run's own metrics."""
+    from peftbench.core.artifacts import evaluate_run
+
+    metrics = evaluate_run(run_dir, data_eval, n_eval)
+    metrics.pop("predictions", None)
+    if as_json:
+        click.echo(json.dumps(metrics, indent=2))
+        return
+    for key in ("data_eval", "n_eval", "accuracy", "f1_macro", "precision_macro", "recall_macro", "eval_loss"):
+        if key in metrics:
+            value = metrics[key]
+            click.echo(f"{key:16} {value:.6f}" if isinstance(value, float) else f"{key:16} {value}")
+
+
+@click.command()
+@click.option("--run", "run_dir", required=True, help="Run folder (runs/<run_id>) with a saved adapter.")
+@click.option("--out", "out_dir", required=True, help="New folder for the standalone merged model.")
+def merge(run_dir: str, out_dir: str) -> None:
+    """Merge a LoRA/DoRA/IA3 adapter (QLoRA: base dequantized first) into a standalone model."""
+    from peftbench.core.artifacts import merge_run
+
+    out = merge_run(run_dir, out_dir)
+    click.echo(f"merged model: {out}")
+
+
+COMMANDS = [eval_cmd, merge]
+
+
+@click.command()
+@click.argument("runs", nargs=-1, required=True)
+@click.option("--csv", "csv_path", default=None, help="Also write the table as CSV here.")
+@click.option("--max-text", default=80, show_default=True, help="Truncate texts in the printed table.")
+def disagreements(runs: tuple[str, ...], csv_path: str | None, max_text: int) -> None:
+    """Eval examples where classification runs disagree, with the gold label (✗ marks wrong)."""
+    from peftbench.core.qualitative import disagreements as find
+    from peftbench.core.qualitative import markdown, to_csv
+    from peftbench.records.io import atomic_write_text
+
+    names, rows = find(list(runs))
+    click.echo(markdown(rows, max_text), nl=False)
+    click.echo(f"{len(rows)} disagreements between {len(names)} runs", err=True)
+    if csv_path:
+        atomic_write_text(csv_path, to_csv(rows))
+
+
+COMMANDS.append(disagreements)
+
+
+@click.command()
+@click.option("--model", required=True, help="Model folder or hub id ('embedded' = the bundled MiniLM).")
+@click.option("--methods", "method_list", default="full,lora,qlora", show_default=True,
+              help="Comma-separated methods.")
+@click.option("--max-length", default=256, show_default=True, type=click.IntRange(min=1),
+              help="Sequence length of every probe batch.")
+@click.option("--memory-limit", default=None,
+              help="Memory budget, e.g. 4GB (default: GPU memory, or available RAM measured as RSS on the CPU).")
+@click.option("--max-batch", default=1024, show_default=True, type=click.IntRange(min=1),
+              help="Stop doubling at this batch size.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
+              show_default=True)
+@click.option("--out", "out_path", default="probe.json", show_default=True, help="JSON result file.")
+def probe(model: str, method_list: str, max_length: int, memory_limit: str | None, max_batch: int, device: str,
+          dtype: str, out_path: str) -> None:
+    """Largest batch size per method that trains a step within a memory limit (one process per trial)."""
+    from peftbench.profiling.probe import parse_bytes, probe_table
+    from peftbench.profiling.probe import probe as run_probe
+    from peftbench.records.io import atomic_write_json
+
+    limit = parse_bytes(memory_limit) if memory_limit else None
+    methods = [m.strip() for m in method_list.split(",") if m.strip()]
+    result = run_probe(model, methods, max_length, memory_limit=limit, device=device, max_batch=max_batch,
+                       dtype=dtype, say=lambda msg: click.echo(msg, err=True))
+    atomic_write_json(out_path, result)
+    click.echo(probe_table(result))
+    click.echo(f"written: {out_path}", err=True)
+
+
+COMMANDS.append(probe)
+
+
+@click.command()
+@click.option("--runs", "runs", multiple=True, required=True,
+              help="Run folder with a saved adapter; repeat, or give several separated by commas.")
+@click.option("--prompts", "prompts_path", required=True, help="Text file, one prompt per line.")
+@click.option("--max-new-tokens", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option("--out", "out_prefix", default="generations", show_default=True,
+              help="Writes OUT.md and OUT.csv.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, help="Default: the runs' own device.")
+def generate(runs: tuple[str, ...], prompts_path: str, max_new_tokens: int, out_prefix: str,
+             device: str | None) -> None:
+    """Generate from each run's saved adapter on the same prompts (greedy) and show them side by side."""
+    from peftbench.core.qualitative import markdown, read_prompts, side_by_side, to_csv
+    from peftbench.records.io import atomic_write_text
+
+    run_dirs = [r.strip() for item in runs for r in item.split(",") if r.strip()]
+    prompts = read_prompts(prompts_path)
+    _names, rows = side_by_side(run_dirs, prompts, max_new_tokens=max_new_tokens, device=device)
+    md = markdown(rows, max_text=10_000)
+    atomic_write_text(f"{out_prefix}.md", md)
+    atomic_write_text(f"{out_prefix}.csv", to_csv(rows))
+    click.echo(md, nl=False)
+    click.echo(f"written: {out_prefix}.md, {out_prefix}.csv", err=True)
+
+
+COMMANDS.append(generate)

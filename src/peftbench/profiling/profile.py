@@ -1,0 +1,538 @@
+"""`peftbench profile`: cost curves. Per method, training throughput and peak memory against
+sequence length and batch size, and eval-mode forward latency with the adapter unmerged vs merged.
+
+Each (method, length, batch size) is measured in its own process (as the batch-size probe does):
+an out-of-memory kill ends that configuration only and becomes a row with its status, and every
+configuration starts from a clean allocator. Inside, the model is built by `runner.prepare_model`
+(the loading, method, dtype policy and device of a run) and trained by `train.train` itself, on
+synthetic token ids of exactly the given length (no padding, so tokens/s is the throughput at that
+length). `--warmup` steps come first and are not timed; the clock covers the next `--steps` steps,
+read at each step's loss read-back. Peak memory is the training loop's own measure, as records
+state it: the CUDA allocator peak, or on the CPU the growth of the process's resident set size over
+the loaded model. Latency is the median of eval-mode forwards under `inference_mode` on one batch of
+the same shape; the adapter is then merged (`merge_and_unload`) and timed again, and the merged
+outputs are compared with the unmerged ones. Full and partial fine-tuning have nothing to merge.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from peftbench.config.spec import RunSpec
+from peftbench.errors import SpecError
+from peftbench.records.io import atomic_write_json, atomic_write_text, environment, git_commit, now_iso
+
+PROFILE_KIND = "peftbench-profile"
+PROFILE_VERSION = 1
+PROFILE_FILE = "profile.json"
+LABELS = ("0", "1")  # classification heads get two classes; the synthetic labels are random
+TINY_FAMILY_FOR_TASK = {"classification": "bert", "instruction": "gpt2", "summarization": "t5"}
+ROW_KEYS = (
+    "method", "length", "batch_size", "status", "error", "device", "compute_dtype", "precision", "cpu_ops", "threads",
+    "trainable_params", "total_params", "warmup_steps", "steps", "tokens_per_step", "tokens", "padding_free",
+    "time_s", "step_time_s", "step_times_s", "tokens_per_s", "samples_per_s", "peak_memory_bytes", "memory",
+    "latency_calls", "latency_unmerged_ms", "latency_merged_ms", "merge", "merge_max_abs_diff",
+    "adapter_max_abs_effect",
+)
+
+
+# ---- settings -------------------------------------------------------------------------------------
+
+
+def parse_sizes(text: str, option: str) -> list[int]:
+    """'64,128, 256' -> [64, 128, 256]: positive integers, sorted, duplicates dropped."""
+    items = [t.strip() for t in str(text).split(",")]
+    if not all(re.fullmatch(r"[0-9]+", t) and int(t) > 0 for t in items):
+        raise SpecError(f"invalid {option} '{text}': expected positive integers separated by commas",
+                        hint=f"e.g. {option} 64,128,256")
+    return sorted({int(t) for t in items})
+
+
+def resolve_model_ref(name: str, task: str) -> str:
+    """'tiny' or 'tiny:<family>' -> the folder of that tiny random stand-in (built once, offline);
+    any other reference (folder, hub id, 'embedded'...) is left to the loaders."""
+    if Path(name).exists() or not (name == "tiny" or name.startswith("tiny:")):
+        return name
+    from peftbench.models.tiny import TINY_CONFIGS, tiny_model_path
+
+    family = name.partition(":")[2] or TINY_FAMILY_FOR_TASK.get(task, "bert")
+    TINY_CONFIGS.get(family)  # did-you-mean for an unknown family
+    return str(tiny_model_path(family))
+
+
+def max_positions(config: Any) -> int | None:
+    """The longest input the model's position table holds; None without absolute positions (T5)."""
+    cfg = getattr(config, "encoder", None) or config  # an EncoderDecoderConfig: its encoder's
+    limit = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+    if limit and getattr(cfg, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+        limit -= (getattr(cfg, "pad_token_id", None) or 0) + 1  # positions start after the padding index
+    return int(limit) if limit else None
+
+
+def _check_model(spec: RunSpec, lengths: list[int]) -> None:
+    """From the config alone (no weights): the task fits the family and every length fits the model."""
+    from peftbench.models.loading import embedded_model_path, family_for, load_config, resolve_model_path
+    from peftbench.tasks.base import TASKS
+    from peftbench.tasks.generative import EMBEDDED_BUILDERS, EMBEDDED_CAUSAL, EMBEDDED_SEQ2SEQ
+
+    name = spec.model.name_or_path
+    want = {"summarization": EMBEDDED_SEQ2SEQ, "instruction": EMBEDDED_CAUSAL}.get(spec.task)
+    if name in EMBEDDED_BUILDERS and name != want:
+        raise SpecError(f"task '{spec.task}' cannot run on '{name}'",
+                        hint=f"use --model {want}" if want else "use --model embedded for classification")
+    config = load_config(str(embedded_model_path()) if name in EMBEDDED_BUILDERS else resolve_model_path(name),
+                         spec.model)
+    task = TASKS.get(spec.task)
+    kind = family_for(config.model_type, spec.model.family).kind
+    if name not in EMBEDDED_BUILDERS and kind not in task.families and kind != "unknown":
+        raise SpecError(f"task '{spec.task}' cannot run on a {kind} model ({config.model_type})",
+                        hint="pick --task to match the model (classification, instruction, summarization)")
+    limit = max_positions(config)
+    if limit is not None and lengths[-1] > limit:
+        raise SpecError(f"--lengths {lengths[-1]} is longer than the {limit} positions of '{name}'",
+                        hint=f"use lengths up to {limit}")
+
+
+def _method_names(methods: Sequence[str] | None) -> list[str]:
+    from peftbench.methods.base import METHODS, SEED_METHODS
+
+    names = list(dict.fromkeys(m.strip() for m in (methods or SEED_METHODS) if m.strip()))
+    if not names:
+        raise SpecError("--methods names no method", hint="e.g. --methods full,lora,ia3")
+    for name in names:
+        METHODS.get(name)  # did-you-mean for an unknown name
+    return names
+
+
+# ---- one configuration, in its own process ------------------------------------------------------------
+
+
+def synthetic(task: str, tokenizer: Any, n: int, length: int, seed: int) -> Any:
+    """`n` examples of exactly `length` random non-special token ids. Classification gets random
+    labels; instruction tuning puts loss on every token; summarization gets random targets of the
+    same length."""
+    import torch
+
+    from peftbench.data.batching import Encoded
+
+    g = torch.Generator().manual_seed(seed)
+    special = set(tokenizer.all_special_ids)
+    allowed = torch.tensor([i for i in range(len(tokenizer)) if i not in special])
+
+    def draw() -> list[list[int]]:
+        return allowed[torch.randint(len(allowed), (n, length), generator=g)].tolist()
+
+    ids = draw()
+    if task == "classification":
+        return Encoded(ids, torch.randint(0, len(LABELS), (n,), generator=g).tolist())
+    return Encoded(ids, [], {"labels": [list(r) for r in ids] if task == "instruction" else draw()})
+
+
+def _no_evaluation(_model: Any) -> dict[str, Any]:
+    return {}
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def _compared(out: Any) -> Any:
+    """The outputs merged and unmerged models are compared on: the logits (for LM tasks at the last
+    position only: a whole vocabulary per token would be large)."""
+    logits = out.logits.float()
+    return logits[:, -1] if logits.dim() == 3 else logits
+
+
+def _latency(model: Any, inputs: dict[str, Any], amp: Callable[[], Any], device: str,
+             calls: int) -> tuple[float, Any]:
+    """Median wall time (ms) of `calls` forwards after one untimed call, and the outputs to compare."""
+    import statistics
+
+    import torch
+
+    times = []
+    with torch.inference_mode(), amp():
+        out = model(**inputs)
+        for _ in range(calls):
+            _sync(device)
+            t0 = time.perf_counter()
+            out = model(**inputs)
+            _sync(device)
+            times.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times), _compared(out)
+
+
+def _merge_latency(model: Any, inputs: dict[str, Any], amp: Callable[[], Any], device: str, calls: int,
+                   unmerged: Any) -> dict[str, Any]:
+    """Latency after `merge_and_unload`, how far merged outputs are from unmerged ones, and how far the
+    adapter moves the outputs at all (a merge check means little if the adapter does nothing)."""
+    import torch
+
+    if not hasattr(model, "merge_and_unload"):  # full, partial; prompt learning has nothing to merge either
+        return {"merge": "n/a"}
+    with torch.inference_mode(), amp(), model.disable_adapter():
+        base = _compared(model(**inputs))
+    effect = float((unmerged - base).abs().max())
+    try:
+        merged_model = model.merge_and_unload()
+    except Exception as err:
+        return {"merge": f"failed: {type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}",
+                "adapter_max_abs_effect": effect}
+    merged_ms, merged = _latency(merged_model, inputs, amp, device, calls)
+    return {"merge": "merged", "latency_merged_ms": merged_ms, "adapter_max_abs_effect": effect,
+            "merge_max_abs_diff": float((merged - unmerged).abs().max())}
+
+
+def measure(spec_dict: dict[str, Any], length: int, batch_size: int, steps: int, warmup: int,
+            latency_calls: int) -> dict[str, Any]:
+    """One configuration: `warmup` + `steps` steps of the training loop, then forward latency."""
+    import functools
+    import itertools
+    import statistics
+
+    from transformers import set_seed
+
+    from peftbench.core.runner import prepare_model
+    from peftbench.core.train import train
+    from peftbench.methods.base import METHODS
+    from peftbench.models.loading import count_params, quiet_libraries
+    from peftbench.perf.flops import configure_threads
+    from peftbench.runtime.device import autocast, pick_device, resolve_dtype
+    from peftbench.tasks.base import TASKS, placeholder_data
+
+    quiet_libraries()
+    spec = RunSpec.from_dict(spec_dict)
+    device = pick_device(spec.train.device)
+    compute_dtype = resolve_dtype(spec.model.dtype, device)
+    threads = configure_threads(spec.train.num_threads, device)
+    set_seed(spec.train.seed)
+    task = TASKS.get(spec.task)
+    loaded, model, amp_dtype, precision, ops = prepare_model(spec, task, METHODS.get(spec.method.name),
+                                                             placeholder_data(LABELS), compute_dtype, device)
+    cpu_ops = ops["cpu_ops"]
+    trainable, total = count_params(model)
+    pad_id = loaded.tokenizer.pad_token_id or 0
+    enc = synthetic(spec.task, loaded.tokenizer, batch_size * (warmup + steps), length, spec.train.seed)
+    collate_fn = functools.partial(task.collate, multiple=1)  # no rounding up: exactly `length` tokens
+    marks: list[float] = []
+    tspec = spec.train.model_copy(update={"epochs": 1, "batch_size": batch_size, "max_steps": warmup + steps,
+                                          "log_every": 1, "grad_accum": 1})
+    outcome = train(model, enc, _no_evaluation, tspec, device=device, autocast_dtype=amp_dtype, pad_id=pad_id,
+                    progress=False, collate_fn=collate_fn,
+                    on_log=lambda kind, _point: marks.append(time.perf_counter()) if kind == "train" else None)
+    step_times = [b - a for a, b in itertools.pairwise(marks[warmup - 1:])]
+    timed = sum(step_times)
+    per_step = outcome.computed_tokens // max(1, outcome.steps)
+    row = {
+        "device": device, "compute_dtype": compute_dtype, "precision": precision, "cpu_ops": cpu_ops, "threads": threads,
+        "trainable_params": trainable, "total_params": total, "warmup_steps": warmup, "steps": len(step_times),
+        "tokens_per_step": per_step, "tokens": per_step * len(step_times),
+        "padding_free": outcome.computed_tokens == outcome.real_tokens, "time_s": timed,
+        "step_time_s": statistics.median(step_times), "step_times_s": step_times,
+        "tokens_per_s": per_step * len(step_times) / timed if timed else None,
+        "samples_per_s": batch_size * len(step_times) / timed if timed else None,
+        "peak_memory_bytes": outcome.memory.get("peak_bytes"), "memory": outcome.memory,
+        "latency_calls": latency_calls,
+    }
+    batch = {k: v.to(device) for k, v in collate_fn(enc, list(range(batch_size)), pad_id).items()}
+    if not getattr(model.config, "is_encoder_decoder", False):  # seq2seq builds its decoder inputs from labels
+        batch.pop("labels")
+    model.eval()
+    amp = functools.partial(autocast, device, amp_dtype)
+    row["latency_unmerged_ms"], unmerged = _latency(model, batch, amp, device, latency_calls)
+    row.update(_merge_latency(model, batch, amp, device, latency_calls, unmerged))
+    return row
+
+
+# ---- the command --------------------------------------------------------------------------------------
+
+
+def _row(method: str, length: int, batch_size: int, **values: Any) -> dict[str, Any]:
+    row: dict[str, Any] = dict.fromkeys(ROW_KEYS)
+    row.update(method=method, length=length, batch_size=batch_size, status="ok")
+    row.update(values)
+    return row
+
+
+def _say_row(row: dict[str, Any]) -> str:
+    head = f"[profile] {row['method']} length {row['length']} batch {row['batch_size']}: "
+    if row["status"] != "ok":
+        return head + f"{row['status']}: {row['error']}"
+    from peftbench.reports.tables import fmt_bytes
+
+    merged = f", merged {row['latency_merged_ms']:.3g} ms" if row["latency_merged_ms"] is not None else ""
+    return head + (f"{row['tokens_per_s']:,.0f} tokens/s, peak {fmt_bytes(row['peak_memory_bytes'])}, "
+                   f"latency {row['latency_unmerged_ms']:.3g} ms{merged}")
+
+
+def profile(model: str, methods: Sequence[str] | None = None, lengths: Sequence[int] = (64, 128, 256),
+            batch_sizes: Sequence[int] = (8,), *, task: str = "classification", steps: int = 5, warmup: int = 1,
+            latency_calls: int = 10, seed: int = 0, device: str = "auto", dtype: str = "auto",
+            num_threads: int | None = None, out_dir: str | Path = "profile", timeout_s: float | None = None,
+            say: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Measure every (method, batch size, length); write `out_dir/profile.json` after each row (an
+    interrupted profile keeps what it measured), then `profile.md` and `plots/`. Returns the result."""
+    from peftbench.core.isolate import call_isolated
+    from peftbench.core.runner import check_writable
+    from peftbench.methods.base import METHODS
+    from peftbench.runtime.device import pick_device
+    from peftbench.tasks.base import TASKS
+    from peftbench.trust.checks import preflight
+
+    TASKS.get(task)
+    names = _method_names(methods)
+    lengths, batch_sizes = sorted(set(lengths)), sorted(set(batch_sizes))
+    if not lengths or not batch_sizes or min(*lengths, *batch_sizes) <= 0:
+        raise SpecError("lengths and batch sizes must be positive integers", hint="e.g. --lengths 64,128 --batch-sizes 8")
+    if steps < 1 or warmup < 1 or latency_calls < 1:
+        raise SpecError("steps, warmup and latency calls must be at least 1", hint="e.g. --steps 5 --warmup 1")
+    path = resolve_model_ref(model, task)
+    specs = []
+    for name in names:
+        spec = RunSpec.from_dict({"task": task, "model": {"name_or_path": path, "dtype": dtype},
+                                  "method": {"name": name}, "data": {"max_length": lengths[-1]},
+                                  "train": {"device": device, "seed": seed, "num_threads": num_threads}}).resolved()
+        preflight(spec, METHODS.get(name))
+        specs.append(spec)
+    _check_model(specs[0], lengths)
+    out = Path(out_dir)
+    check_writable(out)
+    picked = pick_device(device)
+    result: dict[str, Any] = {
+        "kind": PROFILE_KIND, "schema_version": PROFILE_VERSION, "model_name": model, "model_path": path,
+        "task": task, "device": picked, "memory_kind": "cuda_allocated" if picked == "cuda" else "cpu_rss_growth",
+        "settings": {"methods": names, "lengths": lengths, "batch_sizes": batch_sizes, "steps": steps,
+                     "warmup": warmup, "latency_calls": latency_calls, "seed": seed, "dtype": dtype,
+                     "num_threads": num_threads},
+        "timestamps": {"started": now_iso(), "finished": None},
+        "load_average": {"start": os.getloadavg()[0], "end": None},
+        "environment": environment(), "git_commit": git_commit(), "rows": [],
+    }
+    for spec in specs:
+        for batch_size in batch_sizes:
+            oom_at = None
+            for length in lengths:
+                if oom_at is not None:  # a longer sequence than one that ran out of memory
+                    row = _row(spec.method.name, length, batch_size, status="skipped",
+                               error=f"out of memory at length {oom_at}")
+                else:
+                    got = call_isolated(measure, (spec.to_dict(), length, batch_size, steps, warmup, latency_calls),
+                                        name=f"peftbench-profile-{spec.method.name}-{length}x{batch_size}",
+                                        timeout_s=timeout_s)
+                    row = (_row(spec.method.name, length, batch_size, **got.value) if got.reason is None else
+                           _row(spec.method.name, length, batch_size, status=got.reason, error=got.message))
+                    oom_at = length if got.reason == "oom" else None
+                result["rows"].append(row)
+                atomic_write_json(out / PROFILE_FILE, result)
+                if say:
+                    say(_say_row(row))
+    result["timestamps"]["finished"] = now_iso()
+    result["load_average"]["end"] = os.getloadavg()[0]
+    figures = profile_plots(result["rows"], out / "plots", "profile")
+    atomic_write_json(out / PROFILE_FILE, result)
+    atomic_write_text(out / "profile.md", "# peftbench profile\n" + section_markdown(result, figures, out, "##"))
+    return result
+
+
+# ---- tables ------------------------------------------------------------------------------------------
+
+
+def table_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One table row per configuration (reports.Cell values: shown text and sort value)."""
+    from peftbench.reports.build import Cell
+    from peftbench.reports.tables import fmt_bytes
+
+    def num(x: float | None, fmt: str) -> Any:
+        return Cell("-" if x is None else format(x, fmt), x)
+
+    out = []
+    for r in rows:
+        merged = r.get("latency_merged_ms")
+        out.append({
+            "method": Cell(r["method"]), "length": Cell(str(r["length"]), r["length"]),
+            "batch": Cell(str(r["batch_size"]), r["batch_size"]),
+            "status": Cell(r["status"] if r["status"] == "ok" else f"{r['status']}: {r['error']}"),
+            "tokens/s": num(r.get("tokens_per_s"), ",.0f"), "s/step": num(r.get("step_time_s"), ".3g"),
+            "peak mem": Cell(fmt_bytes(r.get("peak_memory_bytes")), r.get("peak_memory_bytes")),
+            "latency ms": num(r.get("latency_unmerged_ms"), ".3g"),
+            "merged ms": Cell("n/a", None) if r.get("merge") == "n/a" else num(merged, ".3g"),
+            "merged Δ": num(r.get("merge_max_abs_diff"), ".1e"),
+        })
+    return out
+
+
+def terminal_table(result: dict[str, Any]) -> str:
+    from peftbench.reports.build import terminal
+
+    return terminal(table_rows(result["rows"]))
+
+
+def _machine(result: dict[str, Any]) -> str:
+    env = result.get("environment") or {}
+    rows = [r for r in result["rows"] if r["status"] == "ok"]
+    dtypes = sorted({r["compute_dtype"] for r in rows})
+    threads = sorted({r["threads"] for r in rows})
+    where = env.get("gpu") if result.get("device") == "cuda" else f"{env.get('cpu')} ({env.get('cpu_count')} CPUs)"
+    load = result.get("load_average") or {}
+    text = f"{result['device']}: {where}; {', '.join(dtypes) or '-'}; threads {', '.join(map(str, threads)) or '-'}"
+    if load.get("start") is not None:
+        text += f"; 1-minute load average {load['start']:.1f} at the start"
+    return text
+
+
+def section_markdown(result: dict[str, Any], figures: list[tuple[str, Path]], base: Path, level: str) -> str:
+    """One profile as markdown: heading, machine, table, figures (paths relative to `base`)."""
+    from peftbench.reports.build import markdown
+
+    s = result["settings"]
+    parts = [f"\n{level} {result['model_name']} ({result['task']})\n\n",
+             f"Measured on {_machine(result)}. {s['warmup']} untimed + {s['steps']} timed steps per row; "
+             f"latency: median of {s['latency_calls']} forwards; peak memory: {result['memory_kind']}.\n\n",
+             markdown(table_rows(result["rows"]))]
+    parts += [f"\n![{caption}]({p.relative_to(base).as_posix()})\n" for caption, p in figures]
+    return "".join(parts)
+
+
+# ---- plots -------------------------------------------------------------------------------------------
+
+
+def curve_plot(rows: list[dict[str, Any]], key: str, path: Path, *, ylabel: str, title: str,
+               scale: float = 1.0) -> Path | None:
+    """`key` against sequence length: one line per method (and batch size, when there are several)."""
+    from matplotlib import colormaps
+
+    from peftbench.reports.plots import label_axes, new_figure, save_figure
+
+    ok = [r for r in rows if r["status"] == "ok" and r.get(key) is not None]
+    if not ok:
+        return None
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    sizes = sorted({r["batch_size"] for r in ok})
+    cmap = colormaps["tab10"]
+    styles = ["-", "--", ":", "-."]
+    fig = new_figure(7, 4.2)
+    ax = fig.add_subplot()
+    for m_i, method in enumerate(methods):
+        for b_i, bs in enumerate(sizes):
+            pts = sorted((r["length"], r[key] * scale) for r in ok if r["method"] == method and r["batch_size"] == bs)
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="o", color=cmap(m_i % cmap.N), ls=styles[b_i % len(styles)],
+                        label=method + (f" (batch {bs})" if len(sizes) > 1 else ""))
+    lengths = sorted({r["length"] for r in ok})
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(lengths, [str(n) for n in lengths])
+    ax.minorticks_off()
+    label_axes(ax, "sequence length (tokens)", ylabel, title)
+    return save_figure(fig, path)
+
+
+def latency_plot(rows: list[dict[str, Any]], path: Path) -> Path | None:
+    """Forward latency per method, unmerged vs merged bars, one panel per length (smallest batch size)."""
+    from peftbench.reports.plots import BAR_COLOR, BEST_COLOR, new_figure, save_figure
+
+    ok = [r for r in rows if r["status"] == "ok" and r.get("latency_unmerged_ms") is not None]
+    if not ok:
+        return None
+    bs = min(r["batch_size"] for r in ok)
+    ok = [r for r in ok if r["batch_size"] == bs]
+    lengths = sorted({r["length"] for r in ok})
+    ncols = min(3, len(lengths))
+    nrows = (len(lengths) + ncols - 1) // ncols
+    methods = list(dict.fromkeys(r["method"] for r in ok))
+    fig = new_figure(max(4.5, 0.9 * len(methods) + 1.5) * ncols, 3.6 * nrows)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in axes[len(lengths):]:
+        ax.axis("off")
+    for ax, length in zip(axes, lengths, strict=False):
+        by_method = {r["method"]: r for r in ok if r["length"] == length}
+        for i, method in enumerate(methods):
+            r = by_method.get(method)
+            if r is None:
+                continue
+            ax.bar(i - 0.2, r["latency_unmerged_ms"], 0.4, color=BAR_COLOR, label="unmerged" if i == 0 else None)
+            if r.get("latency_merged_ms") is not None:
+                ax.bar(i + 0.2, r["latency_merged_ms"], 0.4, color=BEST_COLOR, hatch="//", label="merged")
+            else:
+                ax.text(i + 0.2, 0, "n/a", ha="center", va="bottom", fontsize=7, color="#666666")
+        ax.set_xticks(range(len(methods)), methods, fontsize=8)
+        ax.set_ylabel("forward latency (ms)")
+        ax.set_title(f"length {length}, batch {bs}", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+        handles, labels = ax.get_legend_handles_labels()
+        unique = dict(zip(labels, handles, strict=True))
+        ax.legend(unique.values(), unique.keys(), fontsize=7)
+    fig.suptitle("eval-mode forward latency: adapter unmerged vs merged (median)", fontsize=10)
+    return save_figure(fig, path)
+
+
+def profile_plots(rows: list[dict[str, Any]], out_dir: Path, slug: str) -> list[tuple[str, Path]]:
+    """The three cost-curve figures, as (caption, path), for those the rows can fill."""
+    specs = [
+        ("Training throughput against sequence length",
+         curve_plot(rows, "tokens_per_s", out_dir / f"{slug}-throughput.png", ylabel="training tokens/s",
+                    title="training throughput (timed steps)")),
+        ("Peak training memory against sequence length",
+         curve_plot(rows, "peak_memory_bytes", out_dir / f"{slug}-memory.png", ylabel="peak memory (MB)",
+                    title="peak training memory", scale=1 / 2**20)),
+        ("Forward latency, adapter unmerged vs merged", latency_plot(rows, out_dir / f"{slug}-latency.png")),
+    ]
+    return [(caption, p) for caption, p in specs if p is not None]
+
+
+# ---- the report's "Cost curves" section --------------------------------------------------------------
+
+
+@dataclass
+class CostCurves:
+    """What the report adds for the profiles it found: markdown and an HTML section."""
+
+    markdown: str
+    html: str
+
+
+def find_profiles(root: str | Path) -> list[tuple[Path, dict[str, Any]]]:
+    """Every `profile*.json` written by `peftbench profile` under `root` (other JSON files are skipped)."""
+    root = Path(root)
+    files = [root] if root.is_file() else sorted(root.rglob("profile*.json"))
+    found = []
+    for f in files:
+        try:
+            data = json.loads(f.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and data.get("kind") == PROFILE_KIND and isinstance(data.get("rows"), list):
+            found.append((f, data))
+    return found
+
+
+def cost_curves(profiles: list[tuple[Path, dict[str, Any]]], out_dir: Path) -> CostCurves:
+    """The report's "Cost curves" section: per profile its table and figures (written under out_dir/plots)."""
+    import html
+
+    from peftbench.reports.html import image, table
+
+    md = ["\n## Cost curves\n"]
+    parts = ["<section id='cost-curves'><h2>Cost curves</h2>",
+             "<p class='muted'>From <code>peftbench profile</code>: training throughput and peak memory against "
+             "sequence length, and forward latency with the adapter unmerged and merged (synthetic tokens, no "
+             "padding).</p>"]
+    for i, (path, result) in enumerate(profiles, 1):
+        figures = profile_plots(result["rows"], out_dir / "plots", f"cost-curves-{i}")
+        md.append(section_markdown(result, figures, out_dir, "###"))
+        parts.append(f"<h3>{html.escape(str(result['model_name']))} ({html.escape(str(result['task']))})</h3>"
+                     f"<p class='muted'>{html.escape(path.name)}: measured on {html.escape(_machine(result))}.</p>")
+        parts.append(table(table_rows(result["rows"])))
+        if figures:
+            parts.append("<div class='grid'>" + "".join(image(p, c) for c, p in figures) + "</div>")
+    parts.append("</section>")
+    return CostCurves("".join(md), "\n".join(parts))

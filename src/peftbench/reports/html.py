@@ -1,0 +1,158 @@
+"""The report as one self-contained HTML file: inline CSS, PNGs as base64 data URIs, and a few
+lines of inline JavaScript to sort tables by clicking a header. Opens offline in any browser."""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+from typing import Any
+
+from peftbench.reports.analysis import Analysis
+from peftbench.reports.build import (
+    FORGETTING_NOTE,
+    TEST_SELECTED_MARK,
+    TUNING_NOTE,
+    WEIGHT_CHANGE_NOTE,
+    Cell,
+    comparison_rows,
+    dashboard,
+    forgetting_rows,
+    pair_rows,
+    per_class_rows,
+    protocol_lines,
+    run_rows,
+    slug,
+    target_note,
+    tuning_rows,
+    weight_change_rows,
+)
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;max-width:1500px}
+h1{margin-bottom:4px} h2{border-bottom:2px solid #457b9d;padding-bottom:4px;margin-top:36px}
+table{border-collapse:collapse;font-size:13px;margin:8px 0 16px}
+th,td{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top;white-space:nowrap}
+td.wrap{white-space:normal;min-width:280px}
+.tw{overflow-x:auto}
+th{background:#f1f5f9;cursor:pointer;user-select:none;white-space:nowrap}
+th:hover{background:#e2e8f0} tr.best td{background:#e6f4f1} tr.failed td{color:#a4161a}
+tr.baseline td{background:#fdf6e3} .muted{color:#666;font-size:13px}
+tr.flagged td{background:#fde2e1} p.warn{color:#a4161a;font-size:13px;font-weight:600}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(560px,1fr));gap:16px}
+figure.wide{grid-column:1/-1} figure{margin:0;border:1px solid #eee;padding:8px} figure img{max-width:100%} figcaption{font-size:13px;color:#444}
+ul.verdicts li{margin:4px 0} nav a{margin-right:12px}
+"""
+
+# Click a header: sort rows by that column (numbers by value, blanks last); click again to reverse.
+JS = """
+document.querySelectorAll('table.sortable').forEach(function(t){
+  t.querySelectorAll('th').forEach(function(th,i){th.addEventListener('click',function(){
+    var asc=th.dataset.dir!=='asc'; th.dataset.dir=asc?'asc':'desc';
+    var body=t.tBodies[0], rows=Array.from(body.rows);
+    function key(r){var c=r.cells[i]; var v=c.dataset.v!==undefined?c.dataset.v:c.textContent;
+      var n=parseFloat(v); return v===''||v==='-'?[2,'']:(isNaN(n)?[1,v.toLowerCase()]:[0,n]);}
+    rows.sort(function(a,b){var x=key(a),y=key(b); if(x[0]!==y[0])return x[0]-y[0];
+      return (x[1]<y[1]?-1:x[1]>y[1]?1:0)*(asc?1:-1);});
+    rows.forEach(function(r){body.appendChild(r);});
+  });});
+});
+"""
+
+
+def _e(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def table(rows: list[dict[str, Cell]], row_class: list[str] | None = None) -> str:
+    """A sortable table; each cell carries its sort value in data-v."""
+    if not rows:
+        return '<p class="muted">(none)</p>'
+    headers: list[str] = []
+    for r in rows:
+        headers += [h for h in r if h not in headers]
+    out = ['<div class="tw"><table class="sortable"><thead><tr>']
+    out += [f"<th>{_e(h)}</th>" for h in headers]
+    out.append("</tr></thead><tbody>")
+    for i, r in enumerate(rows):
+        cls = (row_class or [""] * len(rows))[i]
+        out.append(f'<tr class="{cls}">' if cls else "<tr>")
+        for h in headers:
+            cell = r.get(h, Cell(""))
+            sort = "" if cell.sort is None else cell.sort
+            wrap = ' class="wrap"' if len(cell.text) > 40 else ""
+            out.append(f'<td data-v="{_e(sort)}"{wrap}>{_e(cell.text)}</td>')
+        out.append("</tr>")
+    out.append("</tbody></table></div>")
+    return "".join(out)
+
+
+def image(path: Path, caption: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    wide = ' class="wide"' if path.stem.endswith(("-pareto", "-confusion", "-loss", "-layers")) else ""
+    return (f'<figure{wide}><img alt="{_e(caption)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{_e(caption)}</figcaption></figure>")
+
+
+def _row_classes(rows: list[dict[str, Cell]]) -> list[str]:
+    out = []
+    for r in rows:
+        status = r["status"].text
+        out.append("failed" if not status.startswith("ok") else
+                   "flagged" if r["config"].text.endswith(TEST_SELECTED_MARK) else "best" if r["best"].text else
+                   "baseline" if "(baseline)" in r["config"].text else "")
+    return out
+
+
+def render_html(analysis: Analysis, plots: dict[str, list[tuple[str, Path]]], records: list[dict[str, Any]],
+                extra_html: str = "") -> str:
+    """The whole page; `extra_html` (e.g. the cost-curves section) goes after the tasks."""
+    from peftbench.reports.stats import ALPHA
+
+    n_ok = sum(r.get("status") == "success" for r in records)
+    parts = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+             "<title>peftbench report</title>", f"<style>{CSS}</style></head><body>",
+             "<h1>peftbench report</h1>",
+             f"<p class='muted'>{len(records)} runs ({n_ok} successful, {len(records) - n_ok} not), "
+             f"{len(analysis.configs)} configurations, {len(analysis.tasks)} task(s). "
+             f"Significance level α = {ALPHA}. Click a column header to sort.</p>"]
+    if len(analysis.tasks) > 1:
+        parts.append("<nav>" + "".join(f"<a href='#task-{slug(t)}'>{_e(t)}</a>" for t in analysis.tasks) + "</nav>")
+    parts += [f"<p class='muted'>Note: {_e(n)}</p>" for n in analysis.notes]
+    for task in analysis.tasks:
+        metric = analysis.task_configs(task)[0].metric
+        base = analysis.baselines.get(task)
+        parts.append(f"<section id='task-{slug(task)}'><h2>Task: {_e(task)} (metric: {_e(metric)})</h2>")
+        dash = dashboard(analysis, task)
+        parts.append("<h3>Dashboard</h3>" + table(dash, _row_classes(dash)))
+        parts.append(f"<p class='muted'>★ best mean {_e(metric)} in the task. ± is the standard deviation over "
+                     f"seeds; 95% CI is a t-interval over seeds (blank with one seed).{_e(target_note(analysis, task))}</p>")
+        parts += [f"<p class='{'warn' if line.startswith(TEST_SELECTED_MARK) else 'muted'}'>{_e(line)}</p>"
+                  for line in protocol_lines(analysis, task)]
+        tuning = tuning_rows(analysis, task)
+        if tuning:
+            parts.append("<h3>Tuning: defaults vs tuned</h3>" + table(tuning) + f"<p class='muted'>{_e(TUNING_NOTE)}</p>")
+        if base is not None:
+            parts.append(f"<h3>Against the baseline: {_e(base.label)}</h3>" + table(comparison_rows(analysis, task)))
+            parts.append("<ul class='verdicts'>" + "".join(
+                f"<li><b>{_e(c['label'])}</b> [{_e(c['verdict']['label'])}]: {_e(c['verdict']['text'])}</li>"
+                for c in analysis.comparisons.get(task, [])) + "</ul>")
+            pc = per_class_rows(analysis, task)
+            if pc:
+                parts.append("<h4>Per-class deltas against the baseline</h4>" + table(pc))
+        parts.append(f"<h3>Paired significance (α = {ALPHA})</h3>" + table(pair_rows(analysis, task)))
+        parts.append("<p class='muted'>Classification: McNemar's test on per-example correctness; generation: "
+                     "paired bootstrap of per-example scores. With several seeds, each seed pair is tested and the "
+                     "pair is significant only if every seed pair is (p shown = largest).</p>")
+        for title, rows, note in (("Forgetting", forgetting_rows(analysis, task), FORGETTING_NOTE),
+                                  ("Weight change (ΔW)", weight_change_rows(analysis, task), WEIGHT_CHANGE_NOTE)):
+            if rows:
+                parts.append(f"<h3>{_e(title)}</h3>" + table(rows) + f"<p class='muted'>{_e(note)}</p>")
+        figures = plots.get(task, [])
+        if figures:
+            parts.append("<h3>Figures</h3><div class='grid'>" + "".join(image(p, c) for c, p in figures) + "</div>")
+        parts.append("<h3>All runs</h3>" + table(run_rows(analysis, task)))
+        parts.append("</section>")
+    parts.append(extra_html)
+    parts.append(f"<script>{JS}</script></body></html>")
+    return "\n".join(parts)

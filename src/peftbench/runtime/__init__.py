@@ -1,0 +1,1 @@
+"""The machine a run computes on: device choice and precision rule."""

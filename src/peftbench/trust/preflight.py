@@ -1,0 +1,393 @@
+"""Pre-flight checks: catch a method config that would silently train the wrong thing.
+
+They run once, after the method is applied and before the first training step:
+
+- `trainable_params`: the trainable count equals what the method's config implies, computed
+  from the layers' shapes (LoRA: sum of r·(in+out) over adapted linears, plus out for DoRA's
+  magnitude vector, plus the head; IA3: one vector per adapted layer (in for feed-forward
+  layers, out otherwise) plus the head; full: every parameter; partial: the top N blocks plus
+  everything outside the blocks except embeddings).
+- `targets_matched`: every pattern in `target_modules` (and `feedforward_modules`,
+  a user-given `modules_to_save`) matched at least one module — peft only complains when *all* miss.
+- `adapter_active`: one sign-gradient step on one training batch, applied to the trainable
+  weights outside the output head only, changes the model's output. LoRA's B=0 start makes the
+  first forward identical to the base model, so only a step can show the adapter is wired in;
+  the head is left out because it alone would change the output even with a dead adapter.
+  The stepped weights are copied first and restored bit for bit afterwards, so training is
+  unaffected (at most `PROBE_MAX_ELEMENTS` weights, the ones nearest the output, are stepped).
+- `quantized_4bit` (quantized methods): every linear layer outside the head is a bitsandbytes
+  4-bit layer (except those the model keeps in full precision on purpose, e.g. T5's `wo`).
+- `prompt_masking` (instruction task): on the first `MASK_CHECK_EXAMPLES` encoded training
+  examples, the tokens carrying loss (labels != -100) are the input tokens at those positions
+  and decode to the example's response text (whitespace aside; a prefix of it when the example
+  hit a length limit), so no prompt token carries loss and no response token is left out; an
+  example with no response token carrying loss that is not at `data.max_length` is a wrong mask.
+  Over all training examples, those where truncation left no response token carrying loss are
+  counted: above `MASK_MAX_EMPTY_SHARE` of them the run stops, otherwise the check passes with a
+  warning. A wrong mask crashes nothing: the model just learns to reproduce prompts.
+
+A failed check raises `PreflightError` with a one-line message; the results (passed or not)
+are stored in the record under `preflight`.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+from peftbench.errors import ModelError
+
+PROBE_STEP = 1e-2  # size of the sign-gradient step of the activity probe
+PROBE_MAX_ELEMENTS = 50_000_000  # most weight elements the probe steps (and copies)
+PROBE_RTOL = 1e-6  # smallest output change (relative to max |output|) counted as "changed"
+MASK_CHECK_EXAMPLES = 16  # training examples whose loss-carrying tokens are decoded and compared
+MASK_MAX_EMPTY_SHARE = 0.5  # above this share of examples without response tokens, the run stops
+
+# What to change when a check fails; checks not listed are about the method section.
+HINTS = {"prompt_masking": "check data.prompt_template / the target column, and that data.max_length leaves "
+                           "room for the response after the prompt"}
+
+
+class PreflightError(ModelError):
+    """A pre-flight check failed: the method config would not train what it says."""
+
+    kind = "preflight"
+
+
+def is_head_param(name: str) -> bool:
+    from peftbench.models.loading import HEAD_NAMES
+
+    parts = name.split(".")
+    return any(p in HEAD_NAMES for p in parts) or "modules_to_save" in parts
+
+
+def _numel(module: Any) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _head_count(model: Any) -> int:
+    """Parameters of the trainable head copies peft keeps (modules_to_save)."""
+    total = 0
+    for m in model.modules():
+        copies = getattr(m, "modules_to_save", None)
+        if copies is not None and hasattr(copies, "keys") and "default" in copies:
+            total += _numel(copies["default"])
+    return total
+
+
+# ---- expected trainable counts ---------------------------------------------------------------
+
+
+def _expected_lora(model: Any, config: Any) -> tuple[int, dict[str, Any]]:
+    layers = [(n, m) for n, m in model.named_modules()
+              if hasattr(m, "lora_A") and "default" in getattr(m, "lora_A", {})]
+    rank_pattern = dict(getattr(config, "rank_pattern", None) or {})
+    use_dora = bool(getattr(config, "use_dora", False))
+    lora_bias = bool(getattr(config, "lora_bias", False))
+    adapter = 0
+    for _, m in layers:
+        r = m.r["default"] if rank_pattern else config.r
+        adapter += r * (m.in_features + m.out_features)
+        adapter += m.out_features if use_dora else 0
+        adapter += m.out_features if lora_bias else 0
+    bias = 0
+    if config.bias == "all":
+        bias = sum(p.numel() for n, p in model.named_parameters()
+                   if n.endswith(".bias") and not is_head_param(n) and "lora_" not in n)
+    elif config.bias == "lora_only":
+        bias = sum(m.get_base_layer().bias.numel() for _, m in layers if m.get_base_layer().bias is not None)
+    head = _head_count(model)
+    return adapter + bias + head, {"adapted_layers": len(layers), "adapter": adapter, "bias": bias, "head": head,
+                                   "formula": "sum r*(in+out) over adapted linears" +
+                                              (" + out (DoRA magnitude)" if use_dora else "") + " + head"}
+
+
+def _expected_ia3(model: Any, config: Any) -> tuple[int, dict[str, Any]]:
+    layers = [m for m in model.modules() if hasattr(m, "ia3_l") and "default" in getattr(m, "ia3_l", {})]
+    adapter = sum(m.in_features if m.is_feedforward else m.out_features for m in layers)
+    head = _head_count(model)
+    return adapter + head, {"adapted_layers": len(layers), "adapter": adapter, "head": head,
+                            "formula": "sum in (feed-forward) or out (other) over adapted layers + head"}
+
+
+def _expected_partial(model: Any, params: dict[str, Any], family: Any) -> tuple[int, dict[str, Any]]:
+    from peftbench.models.loading import find_layer_lists
+
+    blocks = [(f"{n}.{i}", b) for n, ml in find_layer_lists(model, family) for i, b in enumerate(ml)]
+    layers = params.get("layers")
+    if layers is None:
+        layers = max(1, round(len(blocks) * params.get("fraction", 0.5)))
+    top = blocks[len(blocks) - layers:]
+    names = {n for n, _ in blocks}
+    outside = sum(p.numel() for n, p in model.named_parameters()
+                  if not any(n.startswith(b + ".") for b in names)
+                  and not any(s in n for s in ("embed", "wte", "wpe")) and not n.startswith("shared."))
+    in_blocks = sum(_numel(b) for _, b in top)
+    return in_blocks + outside, {"layers_trained": layers, "layers_total": len(blocks), "blocks": in_blocks,
+                                 "outside_blocks": outside,
+                                 "formula": "top N blocks + all non-embedding weights outside the blocks"}
+
+
+def check_trainable(model: Any, method: Any, params: dict[str, Any], family: Any) -> dict[str, Any]:
+    from peftbench.models.loading import count_params
+
+    trainable, total = count_params(model)
+    config = model.peft_config["default"] if hasattr(model, "peft_config") else None
+    kind = type(config).__name__ if config is not None else method.name
+    if kind == "LoraConfig":
+        expected, detail = _expected_lora(model, config)
+    elif kind == "IA3Config":
+        expected, detail = _expected_ia3(model, config)
+    elif method.name == "full":
+        expected, detail = total, {"formula": "all parameters"}
+    elif method.name == "partial":
+        expected, detail = _expected_partial(model, params, family)
+    else:
+        return {"name": "trainable_params", "passed": True, "skipped": True, "actual": trainable,
+                "detail": f"no parameter formula for {kind}"}
+    ok = expected == trainable and trainable > 0
+    return {"name": "trainable_params", "passed": ok, "actual": trainable, "expected": expected, "detail": detail,
+            "message": None if ok else f"{trainable} trainable parameters but the {method.name} config implies "
+                                       f"{expected} ({detail['formula']})"}
+
+
+# ---- target patterns --------------------------------------------------------------------------
+
+
+def _matches(pattern: str, names: list[str], regex: bool) -> bool:
+    if regex:
+        return any(re.fullmatch(pattern, n) for n in names)
+    return any(n == pattern or n.endswith("." + pattern) for n in names)
+
+
+def check_targets(model: Any, params: dict[str, Any]) -> dict[str, Any]:
+    config = model.peft_config["default"] if hasattr(model, "peft_config") else None
+    if config is None:
+        return {"name": "targets_matched", "passed": True, "skipped": True, "detail": "no adapter config"}
+    names = [n for n, _ in model.get_base_model().named_modules() if n]
+    unmatched: list[str] = []
+    checked: dict[str, list[str]] = {}
+    for key in ("target_modules", "feedforward_modules", "modules_to_save"):
+        # peft adds its own head names to modules_to_save ('classifier', 'score'); only the user's count.
+        value = params.get(key) if key == "modules_to_save" else getattr(config, key, None)
+        if not value:
+            continue
+        if isinstance(value, str):
+            checked[key] = [value]
+            if not _matches(value, names, regex=True):
+                unmatched.append(f"{key}={value!r}")
+        else:
+            checked[key] = sorted(value)
+            unmatched += [f"{key} '{p}'" for p in sorted(value) if not _matches(p, names, regex=False)]
+    ok = not unmatched
+    return {"name": "targets_matched", "passed": ok, "patterns": checked, "unmatched": unmatched,
+            "message": None if ok else f"pattern(s) matched no module in the model: {', '.join(unmatched)}"}
+
+
+# ---- quantization -----------------------------------------------------------------------------
+
+
+def check_4bit(model: Any) -> dict[str, Any]:
+    import torch
+
+    try:
+        from bitsandbytes.nn import Linear4bit
+    except ImportError:
+        return {"name": "quantized_4bit", "passed": False, "message": "bitsandbytes is not installed"}
+    from peftbench.models.loading import transformers_model
+
+    # Modules the model itself keeps in full precision (T5's `wo`) or the config skips are meant to stay.
+    base = transformers_model(model)
+    kept = set(getattr(base, "_keep_in_fp32_modules", None) or [])
+    qconfig = getattr(getattr(base, "config", None), "quantization_config", None)
+    skip = getattr(qconfig, "llm_int8_skip_modules", None) if qconfig is not None and not isinstance(qconfig, dict) \
+        else (qconfig or {}).get("llm_int8_skip_modules")
+    kept |= set(skip or [])
+    four, other = 0, []
+    for name, m in model.named_modules():
+        if isinstance(m, Linear4bit):
+            four += 1
+        elif (isinstance(m, torch.nn.Linear) and not is_head_param(name + ".w") and "lora_" not in name
+              and not kept & set(name.split("."))):
+            other.append(name)
+    ok = four > 0 and not other
+    msg = None
+    if not ok:
+        msg = ("no 4-bit linear layers in the model" if four == 0
+               else f"{len(other)} linear layer(s) are not 4-bit (e.g. '{other[0]}')")
+    return {"name": "quantized_4bit", "passed": ok, "linear_4bit": four, "not_4bit": other[:20], "message": msg}
+
+
+# ---- adapter activity -------------------------------------------------------------------------
+
+
+def check_active(model: Any, batch: dict[str, Any], autocast_dtype: Any, device: str) -> dict[str, Any]:
+    """One sign-gradient step on the non-head trainable weights must change the output."""
+    import torch
+
+    from peftbench.runtime.device import autocast
+
+    body = [(n, p) for n, p in model.named_parameters() if p.requires_grad and not is_head_param(n)]
+    if not body:
+        return {"name": "adapter_active", "passed": False, "changed": 0.0,
+                "message": "no trainable weights outside the output head: only the head would learn"}
+    # The probe keeps a copy of what it steps; for a large full fine-tune, step only the weights
+    # nearest the output (up to PROBE_MAX_ELEMENTS), which is enough to show they are wired in.
+    stepped, budget = [], PROBE_MAX_ELEMENTS
+    for n, p in reversed(body):
+        if stepped and p.numel() > budget:
+            break
+        stepped.append((n, p))
+        budget -= p.numel()
+    subset = len(stepped) < len(body)
+    body = stepped[::-1]
+    amp = autocast(device, autocast_dtype)
+    was_training = model.training
+    model.eval()  # no dropout: the only difference between the two forwards is the step
+    saved = [p.detach().clone() for _, p in body]
+
+    def outputs() -> Any:
+        with torch.no_grad(), amp:
+            return model(**batch).logits.float()
+
+    try:
+        before = outputs()
+        noise = (outputs() - before).abs().max().item()
+        with amp:
+            loss = model(**batch).loss
+        loss.backward()
+        with torch.no_grad():
+            for _, p in body:
+                if p.grad is not None:
+                    p.add_(torch.sign(p.grad), alpha=-PROBE_STEP)
+        after = outputs()
+    finally:
+        with torch.no_grad():
+            for (_, p), s in zip(body, saved, strict=True):
+                p.copy_(s)
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    changed = (after - before).abs().max().item()
+    threshold = max(10 * noise, PROBE_RTOL * max(1.0, before.abs().max().item()))
+    ok = changed > threshold
+    return {"name": "adapter_active", "passed": ok, "changed": changed, "threshold": threshold,
+            "probe_params": len(body), "probe_subset": subset,
+            "message": None if ok else "one training step on the adapter weights did not change the output "
+                                       "(adapter disabled, zero scaling, or not in the forward pass)"}
+
+
+# ---- prompt masking (instruction tuning) -------------------------------------------------------
+
+
+def _squash(text: str) -> str:
+    """Text without whitespace: tokenizers differ in the spaces they decode, not in the words."""
+    return "".join(text.split())
+
+
+def _snippet(text: str, width: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def check_prompt_masking(tokenizer: Any, responses: list[str], enc: Any, *, max_length: int,
+                         max_target_length: int) -> dict[str, Any]:
+    """The tokens carrying loss are each example's response: no prompt token, no missing response."""
+    from peftbench.data.batching import IGNORE_INDEX
+
+    labels = enc.extra["labels"]
+    special = set(tokenizer.all_special_ids)
+    # Position 0 never carries loss (the model shifts labels by one); EOS alone is no response.
+    empty = {i for i, lab in enumerate(labels)
+             if not any(t != IGNORE_INDEX and t not in special for t in lab[1:])}
+    checked = range(min(MASK_CHECK_EXAMPLES, len(labels)))
+    wrong: list[dict[str, Any]] = []
+    truncated = 0
+    for i in checked:
+        ids, lab = enc.input_ids[i], labels[i]
+        loss_ids = [t for t in lab if t != IGNORE_INDEX]
+        got = tokenizer.decode(loss_ids, skip_special_tokens=True)
+        want = tokenizer.decode(tokenizer(responses[i], add_special_tokens=False)["input_ids"],
+                                skip_special_tokens=True)
+        g, w = _squash(got), _squash(want)
+        at_limit = len(ids) >= max_length or len(loss_ids) >= max_target_length - 1
+        if len(lab) != len(ids) or any(t != IGNORE_INDEX and t != x for t, x in zip(lab, ids, strict=False)):
+            problem = "labels differ from the input tokens at loss positions"
+        elif i in empty:
+            if len(ids) >= max_length:
+                continue  # truncated away: counted below over all examples
+            problem = "no response token carries loss, though the example is not truncated"
+        elif g == w:
+            continue
+        elif at_limit and w.startswith(g.rstrip("\ufffd")):  # a byte-level cut can split a character
+            truncated += 1
+            continue
+        elif g.endswith(w):
+            problem = "prompt tokens carry loss"
+        else:
+            problem = "the tokens carrying loss are not the response"
+        wrong.append({"index": i, "problem": problem, "loss_text": _snippet(got), "response": _snippet(want)})
+    n = len(labels)
+    share = len(empty) / n if n else 0.0
+    out: dict[str, Any] = {
+        "name": "prompt_masking", "examples_total": n, "examples_checked": len(checked),
+        "examples_wrong": len(wrong), "responses_truncated": truncated,
+        "examples_without_response": len(empty), "share_without_response": share,
+        "max_share_without_response": MASK_MAX_EMPTY_SHARE, "first_wrong": wrong[0] if wrong else None,
+        "warning": None, "message": None}
+    if wrong:
+        w0 = wrong[0]
+        out["message"] = (f"prompt masking is wrong in {len(wrong)} of {len(checked)} checked training "
+                          f"examples: {w0['problem']} (example {w0['index']}: loss on '{w0['loss_text']}', "
+                          f"response '{w0['response']}')")
+    elif empty:
+        lost = (f"{len(empty)} of {n} training examples have no response token carrying loss "
+                f"(truncated away at data.max_length={max_length})")
+        if share > MASK_MAX_EMPTY_SHARE:
+            out["message"] = lost
+        else:
+            out["warning"] = lost + "; they train nothing"
+    out["passed"] = out["message"] is None
+    return out
+
+
+# ---- entry point ------------------------------------------------------------------------------
+
+
+def run_preflight(model: Any, method: Any, params: dict[str, Any], family: Any, batch: dict[str, Any], *,
+                  autocast_dtype: Any, device: str, record: dict[str, Any],
+                  data_checks: Callable[[], list[dict[str, Any]]] | None = None,
+                  warn: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run every check, store the results in `record['preflight']`, raise on the first failure.
+
+    `data_checks` gives the task's checks of its encoded data (e.g. `check_prompt_masking`);
+    `warn` receives the warnings of checks that passed (e.g. a few examples truncated to no response)."""
+    t0 = time.perf_counter()
+    # Data checks first: a batch without loss tokens also makes the activity probe fail, and the
+    # data is then the cause to report.
+    checks = data_checks() if data_checks else []
+    checks += [check_trainable(model, method, params, family), check_targets(model, params)]
+    if method.quantized:
+        checks.append(check_4bit(model))
+    checks.append(check_active(model, batch, autocast_dtype, device))
+    failed = [c for c in checks if not c["passed"]]
+    result = {"passed": not failed, "checks": {c.pop("name"): c for c in checks},
+              "time_s": time.perf_counter() - t0}
+    record["preflight"] = result
+    for name, c in result["checks"].items():
+        if c.get("warning") and warn is not None:
+            warn(f"{name}: {c['warning']}")
+    if failed:
+        first = failed[0]
+        name = next(k for k, c in result["checks"].items() if c is first)
+        raise PreflightError(f"pre-flight check failed: {first['message']}",
+                             hint=HINTS.get(name, "fix the method section of the spec "
+                                                  "(e.g. method.target_modules, method.r)"))
+    return result
+
+
+def probe_batch(task: Any, enc: Any, spec: Any, pad_id: int, device: str) -> dict[str, Any]:
+    """The first training batch (at most batch_size examples), on the device."""
+    idx = list(range(min(len(enc), spec.train.batch_size)))
+    return {k: v.to(device) for k, v in task.collate(enc, idx, pad_id).items()}
