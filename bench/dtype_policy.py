@@ -26,7 +26,7 @@ def build(method: str, policy: str):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForSequenceClassification
 
-    from peftbench.models.loading import embedded_model_path
+    from peftbench.models.embedded import embedded_model_path
 
     m = AutoModelForSequenceClassification.from_pretrained(str(embedded_model_path()), num_labels=2)
     if method == "lora":

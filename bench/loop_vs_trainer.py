@@ -43,7 +43,7 @@ def one_seed(dataset: str, method_name: str, seed: int, epochs: int) -> dict[str
     prepared = task.load_data(spec)
     set_seed(seed)
     loaded = task.load_model(spec, prepared, {})
-    model = method.prepare(method, spec.method.params, MethodContext(loaded.model, loaded.family, spec.task))
+    model = method.prepare(method, spec.method.params, MethodContext(loaded.model, loaded.family, task.peft_task_type))
     start = copy.deepcopy(model.state_dict())
     tok = loaded.tokenizer
     train_enc, eval_enc = task.encode(loaded, prepared, spec)

@@ -102,7 +102,7 @@ def run_seed_recipe(spec: Any, threads: int | None, padding: str = "max_length")
     prepared = task.load_data(spec)
     set_seed(spec.train.seed)
     loaded = task.load_model(spec, prepared, {})
-    model = method.prepare(method, spec.method.params, MethodContext(loaded.model, loaded.family, spec.task))
+    model = method.prepare(method, spec.method.params, MethodContext(loaded.model, loaded.family, task.peft_task_type))
     tok = loaded.tokenizer
     d, ml = prepared.data, spec.data.max_length
 

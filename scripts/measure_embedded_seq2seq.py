@@ -33,7 +33,7 @@ def main() -> None:
     from peftbench.config.spec import RunSpec
     from peftbench.core.runner import run
     from peftbench.models.loading import quiet_libraries
-    from peftbench.tasks.generative import evaluate_untrained
+    from peftbench.tasks.base import evaluate_untrained
 
     quiet_libraries()
     torch.set_num_threads(args.threads)

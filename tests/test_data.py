@@ -3,7 +3,9 @@ import json
 import pytest
 
 from peftbench.config.spec import DataSpec
-from peftbench.data.classification import load_classification, read_table, stratified_subsample
+from peftbench.data.classification import load_classification
+from peftbench.data.readers import read_table
+from peftbench.data.splits import stratified_subsample
 from peftbench.errors import DataError
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from peftbench.config.spec import RunSpec
 from peftbench.core.runner import run
-from peftbench.tasks.generative import evaluate_untrained
+from peftbench.tasks.base import evaluate_untrained
 
 
 def _samsum_slice(src: Path, dst: Path, n: int, offset: int = 0) -> str:

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from peftbench.cli.app import cli
-from peftbench.sweeps.expand import load_runs
+from peftbench.config.multirun import load_runs
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("seed*.yaml"))
 EXPECTED_RUNS = {"seed000_lora_vs_ia3": 18, "seed001_partial_vs_lora": 2, "seed002_003_roberta_imdb": 4,

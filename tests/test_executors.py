@@ -1,4 +1,5 @@
-"""Executors: four runs (one of them failing) give the same records on Ray, in a local process per run\nand in this process (the worker function is the same)."""
+"""Executors: four runs (one of them failing) give the same records on Ray and in this process (the
+worker function is the same)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 
 from conftest import tiny_spec
 from peftbench.errors import SpecError
-from peftbench.sweeps.executors import Job, LocalExecutor, get_executor, run_job
+from peftbench.sweeps.executors import Job, get_executor, run_job
 
 
 def _jobs(model: Path, files: tuple[Path, Path], out: Path) -> list[Job]:
@@ -53,18 +54,6 @@ def reference(tiny_bert: Path, sentiment_files: tuple[Path, Path], tmp_path_fact
     return records
 
 
-def test_local_executor_runs_each_job_in_its_own_process(tiny_bert: Path, sentiment_files: tuple[Path, Path],
-                                                         tmp_path: Path, reference: dict) -> None:
-    jobs = _jobs(tiny_bert, sentiment_files, tmp_path)
-    chosen = [jobs[0], jobs[-1]]  # a success and a failure: two process start-ups are enough
-    local = _by_id(list(LocalExecutor().map(chosen)))
-    _same(local, {k: v for k, v in reference.items() if k in local})
-    assert len(local) == 2
-    from peftbench.records.io import load_records
-
-    assert sorted(r["status"] for r in load_records(tmp_path)) == ["failed", "success"]
-
-
 def test_ray_four_runs_equal_local_records(tiny_bert: Path, sentiment_files: tuple[Path, Path], tmp_path: Path,
                                            reference: dict) -> None:
     if importlib.util.find_spec("ray") is None:
@@ -72,8 +61,9 @@ def test_ray_four_runs_equal_local_records(tiny_bert: Path, sentiment_files: tup
     import ray
 
     from peftbench.config.spec import RunSpec
+    from peftbench.config.sweep import SweepSpec
     from peftbench.records.io import load_records
-    from peftbench.sweeps.engine import SweepSpec, run_sweep
+    from peftbench.sweeps.engine import run_sweep
 
     plan = SweepSpec(explicit=[RunSpec.from_dict(job.spec) for job in _jobs(tiny_bert, sentiment_files, tmp_path)],
                      cpus_per_run=1)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from peftbench.config.multirun import expand, is_multi_run, load_runs
 from peftbench.errors import SpecError
-from peftbench.sweeps.expand import expand, is_multi_run, load_runs
 
 DOC = {
     "defaults": {"train": {"epochs": 3, "batch_size": 16}, "data": {"max_length": 128}},

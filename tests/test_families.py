@@ -82,14 +82,14 @@ def test_partial_trains_the_top_block_of_each_family(family: str, top_block: str
     import transformers
 
     from peftbench.methods.base import METHODS, MethodContext
-    from peftbench.models.loading import family_for
+    from peftbench.models.families import family_for
     from peftbench.models.tiny import tiny_model_path
 
     path = tiny_model_path(family)
     model = transformers.AutoModelForSeq2SeqLM.from_pretrained(path) if family in ("t5", "bart") else \
         transformers.AutoModelForCausalLM.from_pretrained(path)
     method = METHODS.get("partial")
-    ctx = MethodContext(model, family_for(model.config.model_type), "instruction")
+    ctx = MethodContext(model, family_for(model.config.model_type), "CAUSAL_LM")
     method.prepare(method, {"layers": 1, "fraction": 0.5}, ctx)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     names = [n for n, _ in model.named_parameters()]

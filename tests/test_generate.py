@@ -22,7 +22,7 @@ def gpt2_base(tmp_path_factory):
     import torch
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-    from peftbench.models.loading import embedded_model_path
+    from peftbench.models.embedded import embedded_model_path
 
     path = tmp_path_factory.mktemp("tiny-gpt2")
     tok = AutoTokenizer.from_pretrained(str(embedded_model_path()))

@@ -8,16 +8,10 @@ from pathlib import Path
 import pytest
 
 from peftbench.config.spec import DataSpec, RunSpec
-from peftbench.data.batching import IGNORE_INDEX
+from peftbench.data.batching import IGNORE_INDEX, collate_lm
+from peftbench.data.text_pairs import dolly_prompt, encode_causal, encode_seq2seq, load_text_pairs
 from peftbench.errors import DataError, ModelError, SpecError
-from peftbench.tasks.generative import (
-    collate_lm,
-    dolly_prompt,
-    encode_causal,
-    encode_seq2seq,
-    load_text_pairs,
-    rouge_scores,
-)
+from peftbench.tasks.metrics import rouge_scores
 
 
 @pytest.fixture(scope="module")

@@ -46,6 +46,7 @@ def _loss_and_grads(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> t
                                                         ("distilbert", "sdpa", "full"),
                                                         ("distilbert", "eager", "lora")])
 def test_logits_loss_and_every_gradient_equal_the_whole_layer(family: str, attn: str, method: str) -> None:
+    from peftbench.models.loading import transformers_model
     from peftbench.perf import head_token
 
     model = _classifier(family, attn)
@@ -65,7 +66,7 @@ def test_logits_loss_and_every_gradient_equal_the_whole_layer(family: str, attn:
     for name, g in grads.items():
         assert torch.allclose(g, ref_grads[name], atol=1e-6), name
     # and it is in force: the encoder's last hidden state holds the first token only
-    base = head_token._base(model)
+    base = transformers_model(model)
     hidden = getattr(base, base.base_model_prefix)(batch["input_ids"], batch["attention_mask"]).last_hidden_state
     assert hidden.shape[1] == 1
 

@@ -7,7 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from peftbench.data.batching import IGNORE_INDEX  # noqa: E402
-from peftbench.perf.packing import collate_packed, pack, pack_batches, prepare_for_packing  # noqa: E402
+from peftbench.perf.packing import collate_packed, pack, prepare_for_packing  # noqa: E402
 
 VOCAB = 97
 
@@ -88,16 +88,6 @@ def test_pack_masks_first_label_of_each_example() -> None:
     assert out["labels"].tolist() == [[IGNORE_INDEX, 6, 7, IGNORE_INDEX, 9]]
     with pytest.raises(ValueError, match="labels"):
         pack([[1, 2]], [[1]])
-
-
-def test_pack_batches_fit_budget_and_cover_every_example() -> None:
-    lengths = [30, 5, 64, 12, 40, 7, 100, 1, 20]
-    rows = pack_batches(lengths, max_tokens=64, seed=3)
-    assert sorted(i for r in rows for i in r) == list(range(len(lengths)))
-    for r in rows:
-        assert sum(lengths[i] for i in r) <= 64 or len(r) == 1
-    assert len(rows) < len(lengths)  # it actually packs
-    assert pack_batches(lengths, 64, seed=3) == rows  # seeded
 
 
 def test_collate_packed_reads_encoded_examples() -> None:

@@ -11,7 +11,8 @@ from conftest import tiny_spec
 from peftbench.config.spec import RunSpec
 from peftbench.core.runner import run
 from peftbench.errors import PeftbenchError
-from peftbench.methods.base import METHODS, prepare_lora
+from peftbench.methods.base import METHODS
+from peftbench.methods.seed import prepare_lora
 from peftbench.trust.preflight import PreflightError
 
 TINY_BERT_LINEARS = 2 * 6 + 1  # 2 layers x (query, key, value, attention out, intermediate, output) + pooler
@@ -148,7 +149,7 @@ def test_instruction_run_records_a_passed_masking_check(instruction_files, tmp_p
 
 
 def test_prompt_left_unmasked_stops_the_run(instruction_files, tmp_path, monkeypatch):
-    import peftbench.tasks.generative as gen
+    import peftbench.tasks.instruction as gen
 
     real = gen.encode_causal
 
@@ -176,7 +177,7 @@ def test_response_truncated_away_stops_the_run(instruction_files, tmp_path):
 
 
 def test_a_few_truncated_examples_pass_with_a_warning(instruction_files, tmp_path, monkeypatch):
-    import peftbench.tasks.generative as gen
+    import peftbench.tasks.instruction as gen
     from peftbench.data.batching import IGNORE_INDEX
 
     real = gen.encode_causal
@@ -208,8 +209,8 @@ def tokenizer():
 
 def test_masking_check_tells_off_by_one_and_shifted_labels(tokenizer):
     from peftbench.data.batching import IGNORE_INDEX
-    from peftbench.tasks.generative import dolly_prompt, encode_causal
-    from peftbench.trust.preflight import check_prompt_masking
+    from peftbench.data.text_pairs import dolly_prompt, encode_causal
+    from peftbench.tasks.instruction import check_prompt_masking
 
     responses = ["It is 5.", "Blue, like the sky."]
     enc = encode_causal(tokenizer, [dolly_prompt("Add 2 and 3."), dolly_prompt("Name a colour.")], responses,
@@ -233,8 +234,8 @@ def test_masking_check_tells_off_by_one_and_shifted_labels(tokenizer):
 
 
 def test_masking_check_accepts_a_cut_response_only_at_a_length_limit(tokenizer):
-    from peftbench.tasks.generative import dolly_prompt, encode_causal
-    from peftbench.trust.preflight import check_prompt_masking
+    from peftbench.data.text_pairs import dolly_prompt, encode_causal
+    from peftbench.tasks.instruction import check_prompt_masking
 
     response = ["one two three four five six seven eight nine ten"]
     enc = encode_causal(tokenizer, [dolly_prompt("Count.")], response, max_length=64, max_target_length=4)
@@ -251,8 +252,8 @@ def test_masking_check_accepts_a_cut_inside_a_character(tokenizer):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from peftbench.tasks.generative import encode_causal
-    from peftbench.trust.preflight import check_prompt_masking
+    from peftbench.data.text_pairs import encode_causal
+    from peftbench.tasks.instruction import check_prompt_masking
 
     raw = Tokenizer(models.BPE())
     raw.pre_tokenizer, raw.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()

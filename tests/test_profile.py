@@ -109,10 +109,12 @@ def test_instruction_task_on_a_tiny_causal_lm(tmp_path: Path) -> None:
 
 def test_a_failed_configuration_is_a_row_not_a_crash(tiny_bert: Path, tmp_path: Path) -> None:
     from peftbench.profiling.profile import profile
+    from peftbench.reports.cost_curves import write_profile_report
 
     # Real processes stopped by the per-configuration timeout (loading alone takes longer).
     data = profile(str(tiny_bert), ["lora"], [16, 32], [2], steps=1, dtype="float32", num_threads=1,
                    out_dir=tmp_path, timeout_s=0.05)
+    write_profile_report(data, tmp_path)
     assert [(r["length"], r["status"]) for r in data["rows"]] == [(16, "timeout"), (32, "timeout")]
     assert json.loads((tmp_path / "profile.json").read_text())["rows"] == data["rows"]
     assert "timeout" in (tmp_path / "profile.md").read_text()

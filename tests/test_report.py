@@ -93,7 +93,7 @@ def test_every_run_is_exported_and_tabled(records: list[dict[str, Any]], built: 
 
 def test_terminal_dashboard_marks_best_and_lists_failures(records: list[dict[str, Any]]) -> None:
     from peftbench.reports.analysis import analyze
-    from peftbench.reports.build import terminal_report
+    from peftbench.reports.sections import terminal_report
 
     analysis = analyze(records)
     text = terminal_report(analysis)
@@ -139,7 +139,7 @@ def test_deltas_and_ratios_equal_the_records_numbers(records: list[dict[str, Any
 
 
 def test_verdict_never_says_better_without_significance() -> None:
-    from peftbench.reports.analysis import verdict
+    from peftbench.reports.comparisons import verdict
 
     cmp = {"label": "lora", "metric": "accuracy", "deltas": {"accuracy": {"abs": 0.08}},
            "x_fewer_params": 100.0, "speedup": 1.05, "memory_saving": 0.5, "size_ratio": None}

@@ -44,7 +44,8 @@ def gen_records(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]
 
 
 def test_summarization_pairs_use_per_example_rouge(gen_records: list[dict[str, Any]]) -> None:
-    from peftbench.reports.analysis import analyze, per_example_scores
+    from peftbench.reports.analysis import analyze
+    from peftbench.reports.scores import per_example_scores
 
     summ = [r for r in gen_records if r["task"] == "summarization"]
     for r in summ:
@@ -76,8 +77,8 @@ def test_instruction_without_per_example_scores_falls_back_to_welch(gen_records:
 
 
 def test_rouge_per_example_mean_is_the_corpus_score() -> None:
-    from peftbench.reports.analysis import rouge_per_example
-    from peftbench.tasks.generative import rouge_scores
+    from peftbench.reports.scores import rouge_per_example
+    from peftbench.tasks.metrics import rouge_scores
 
     preds = ["Ann has two cats. She likes them.", "Bob runs home", "", "the meeting moved to Friday"]
     refs = ["Ann has 2 cats.", "Bob is running home.", "Nothing happened.", "The meeting is on Friday. Bring notes."]

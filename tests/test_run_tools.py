@@ -112,7 +112,8 @@ def test_token_cache_is_shared_and_exact(tiny_bert, sentiment_files, tmp_path, m
 
 
 def test_sweep_runs_share_one_token_cache(tiny_bert, sentiment_files, tmp_path) -> None:
-    from peftbench.sweeps.engine import SweepSpec, run_sweep
+    from peftbench.config.sweep import SweepSpec
+    from peftbench.sweeps.engine import run_sweep
     from sweep_helpers import tiny_sweep
 
     sweep = SweepSpec.from_dict(tiny_sweep(tiny_bert, sentiment_files, methods=["lora"], seeds=[0, 1],

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from peftbench.config.sweep import SweepSpec
 from peftbench.errors import PeftbenchError
-from peftbench.sweeps.engine import SweepSpec
 
 pytestmark = pytest.mark.reliability
 

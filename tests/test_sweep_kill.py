@@ -18,7 +18,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from peftbench.sweeps.engine import SweepSpec, acquire_lock
+from peftbench.config.sweep import SweepSpec
+from peftbench.sweeps.engine import acquire_lock
 from sweep_helpers import check_complete, cli_cmd, cli_env, record_files, tiny_sweep, write_yaml
 
 pytestmark = pytest.mark.reliability

@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from peftbench.sweeps.engine import SUMMARY_FILE, SweepSpec, run_sweep, summary_text
+from peftbench.config.sweep import SweepSpec
+from peftbench.sweeps.engine import SUMMARY_FILE, run_sweep, summary_text
 from sweep_helpers import check_complete, record_files, tiny_sweep
 
 

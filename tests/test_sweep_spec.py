@@ -10,8 +10,8 @@ from click.testing import CliRunner
 
 from peftbench.cli.app import cli
 from peftbench.config.spec import RunSpec
+from peftbench.config.sweep import SweepSpec
 from peftbench.errors import SpecError
-from peftbench.sweeps.engine import SweepSpec
 
 BASE = {
     "defaults": {

@@ -35,7 +35,7 @@ def test_loop_matches_trainer_on_the_same_batches(tiny_bert: Path, sentiment_fil
     prepared = task.load_data(spec)
     set_seed(0)
     loaded = task.load_model(spec, prepared, {})
-    model = method.prepare(method, spec.method.params, MethodContext(loaded.model, loaded.family, spec.task))
+    model = method.prepare(method, spec.method.params, MethodContext(loaded.model, loaded.family, task.peft_task_type))
     for m in model.modules():
         if isinstance(m, torch.nn.Dropout):
             m.p = 0.0

@@ -10,14 +10,14 @@ from click.testing import CliRunner
 from conftest import tiny_spec
 from peftbench.config.spec import RunSpec
 from peftbench.records.io import load_records
-from peftbench.sweeps.tune import _search_space, tune_methods
+from peftbench.sweeps.tune import search_space, tune_methods
 
 
 def test_search_space_is_per_method():
-    lora = _search_space(RunSpec.from_dict({"method": {"name": "lora"}, "tune": {"trials": 2, "lr_range": 10}}))
+    lora = search_space(RunSpec.from_dict({"method": {"name": "lora"}, "tune": {"trials": 2, "lr_range": 10}}))
     assert lora["lr"]["low"] == pytest.approx(1e-4) and lora["lr"]["high"] == pytest.approx(1e-2)
     assert lora["r"]["choices"] == [4, 8, 16, 32]
-    full = _search_space(RunSpec.from_dict({"method": {"name": "full"}, "tune": {"trials": 2}}))
+    full = search_space(RunSpec.from_dict({"method": {"name": "full"}, "tune": {"trials": 2}}))
     assert set(full) == {"lr"} and full["lr"]["high"] == pytest.approx(5e-4)
 
 

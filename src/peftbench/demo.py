@@ -36,7 +36,8 @@ def _split_text(records: list[dict[str, Any]], n_train: int, n_test: int) -> str
 
 def run_demo(out: str, methods: list[str] | None = None, *, n_train: int | None = None, epochs: int | None = None,
              progress: bool = True) -> list[dict[str, Any]]:
-    from peftbench.sweeps.engine import SweepSpec, sweep
+    from peftbench.config.sweep import SweepSpec
+    from peftbench.sweeps.engine import sweep
 
     methods = methods or DEMO_METHODS
     root = Path(out)

@@ -97,7 +97,7 @@ def run(config: str | None, model: str | None, data_train: str | None, data_eval
     if peak_tflops:
         sets = (*sets, f"train.peak_tflops={peak_tflops}")
     if config and (model_override or _is_multi_run_file(config)):
-        from peftbench.sweeps.expand import run_spec_file
+        from peftbench.sweeps.engine import run_spec_file
 
         if any((model, data_train, data_eval, method, n_train, n_eval)):
             raise click.UsageError("with a multi-run file or --model-override, change runs with --set KEY=VALUE")
@@ -119,8 +119,8 @@ def run(config: str | None, model: str | None, data_train: str | None, data_eval
 
 
 def _is_multi_run_file(config: str) -> bool:
+    from peftbench.config.multirun import is_multi_run
     from peftbench.config.spec import load_yaml
-    from peftbench.sweeps.expand import is_multi_run
 
     return is_multi_run(load_yaml(config))
 

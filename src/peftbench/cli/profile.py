@@ -39,14 +39,16 @@ def profile(model: str, method_list: str | None, lengths: str, batch_sizes: str,
             quiet: bool) -> None:
     """Cost curves: per method, training tokens/s and peak memory against sequence length and batch
     size, and merged vs unmerged inference latency (each configuration in its own process)."""
-    from peftbench.profiling.profile import parse_sizes, terminal_table
+    from peftbench.profiling.profile import parse_sizes
     from peftbench.profiling.profile import profile as run_profile
+    from peftbench.reports.cost_curves import terminal_table, write_profile_report
 
     methods = method_list.split(",") if method_list is not None else None
     result = run_profile(model, methods, parse_sizes(lengths, "--lengths"), parse_sizes(batch_sizes, "--batch-sizes"),
                          task=task, steps=steps, warmup=warmup, latency_calls=latency_calls, seed=seed,
                          device=device, dtype=dtype, num_threads=threads, out_dir=out_dir,
                          say=None if quiet else (lambda msg: click.echo(msg, err=True)))
+    write_profile_report(result, out_dir)
     click.echo(terminal_table(result))
     click.echo(f"written: {out_dir}/profile.json, {out_dir}/profile.md, {out_dir}/plots/", err=True)
     if not any(r["status"] == "ok" for r in result["rows"]):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from peftbench.reports.analysis import TARGET_FRACTION  # a constant of a light module (no torch, no pandas)
+from peftbench.reports.trust import TARGET_FRACTION  # a constant of a light module (no torch, no pandas)
 
 
 @click.command("report")
@@ -23,9 +23,10 @@ def report(runs: str, out: str, baseline: str, metric: str | None, bootstrap_see
     from pathlib import Path
 
     from peftbench.errors import SpecError
-    from peftbench.profiling.profile import find_profiles
     from peftbench.records.io import load_records
-    from peftbench.reports.build import terminal_report, write_report
+    from peftbench.reports.build import write_report
+    from peftbench.reports.cost_curves import find_profiles
+    from peftbench.reports.sections import terminal_report
 
     if not Path(runs).exists():
         raise SpecError(f"runs folder '{runs}' does not exist", hint="pass the --out folder used by `peftbench run`")

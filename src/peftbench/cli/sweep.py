@@ -26,7 +26,8 @@ def sweep(spec_file: str, out: str, dry_run: bool, retry_failed: bool, timeout_s
 
     Rerunning skips runs with a success record; Ctrl-C records the run in flight as canceled.
     """
-    from peftbench.sweeps.engine import SweepSpec, run_sweep, summary_text
+    from peftbench.config.sweep import SweepSpec
+    from peftbench.sweeps.engine import run_sweep, summary_text
 
     spec = SweepSpec.from_yaml(spec_file, model_override, list(sets))
     if dry_run:
@@ -52,7 +53,7 @@ def sweep(spec_file: str, out: str, dry_run: bool, retry_failed: bool, timeout_s
 @click.option("--status", "status_filter", default=None, help="Only runs with this status (success, failed...).")
 def ls(folder: str, status_filter: str | None) -> None:
     """List the runs under FOLDER: id, model, task, method, key hyper-parameters, status, main metric, time."""
-    from peftbench.sweeps.runlist import runs_table
+    from peftbench.reports.runlist import runs_table
 
     click.echo(runs_table(folder, status_filter))
 

@@ -1,4 +1,4 @@
-"""Typed run specs: four sections (model, data, method, train) that validate early.
+"""Typed run specs: one section per concern (model, data, method, train, select...), validated early.
 
 A spec comes from YAML, from CLI flags, or from Python; `--set a.b=c` addresses any key by its
 dotted path. All problems are reported together in one line, with a did-you-mean for unknown
@@ -18,10 +18,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from peftbench.errors import SpecError
-from peftbench.models.loading import EMBEDDED_MODEL
+from peftbench.models.embedded import EMBEDDED_MODEL
 from peftbench.registry import did_you_mean
+from peftbench.tasks import TASKS
 
-SCHEMA_TASKS = ("classification", "summarization", "instruction")
+TaskName = Literal[tuple(TASKS.names())]  # type: ignore[valid-type]  # the registered tasks, in order
 
 
 class _Section(BaseModel):
@@ -85,11 +86,11 @@ class TrainSpec(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     group_by_length: bool = False  # faster, but can cost accuracy: see docs/performance.md
     length_group_batches: int = Field(default=50, gt=1)  # batches per length-sorted mega-batch when grouping
-    packing: bool = False  # classification: each batch packed into fewer rows, almost no padding (packing.py)
+    packing: bool = False  # each batch packed into fewer rows, almost no padding (perf.packing)
     num_threads: int | None = Field(default=None, gt=0)
     compile: bool = False
-    head_token_only: bool = True  # classification: the last layer computes only the token the head reads (head_token.py)
-    cpu_ops: bool = True  # CPU training: faster dropout / attention-with-dropout (cpu_ops.py), retained heap (cpu_heap.py)
+    head_token_only: bool = True  # classification: the last layer computes only the token the head reads (perf.head_token)
+    cpu_ops: bool = True  # CPU training: faster dropout / attention-with-dropout (perf.cpu_ops), retained heap (perf.cpu_heap)
     peak_tflops: float | None = Field(default=None, gt=0)
 
 
@@ -97,7 +98,7 @@ class SelectSpec(_Section):
     """Which epoch's weights are reported: the last, or the best on the selection split."""
 
     strategy: Literal["last", "best"] = "last"
-    metric: str | None = None  # default: the task's main metric (losses and perplexity are minimized: metrics.higher_is_better)
+    metric: str | None = None  # default: the task's main metric (direction: tasks.metrics.higher_is_better)
     split: Literal["validation", "test"] = "validation"
     patience: int | None = Field(default=None, gt=0)  # early stopping after N epochs without improvement
 
@@ -140,7 +141,7 @@ class RunSpec(_Section):
     """One run: a model, a data set, a method and a training recipe."""
 
     name: str | None = None
-    task: Literal["classification", "summarization", "instruction"] = "classification"
+    task: TaskName = "classification"
     save: Literal["adapter", "merged", "none"] = "adapter"
     model: ModelSpec = Field(default_factory=ModelSpec)
     data: DataSpec = Field(default_factory=DataSpec)
@@ -214,15 +215,17 @@ class RunSpec(_Section):
                             hint="select on 'validation', or set allow_test_selection: true (the record is flagged)")
 
     def check_retention(self) -> None:
-        """Forgetting is measured for encoders (features) and causal LMs (loss), not encoder-decoders."""
-        if self.retention is not None and self.task == "summarization":
-            raise SpecError("retention: is not supported for task 'summarization' (encoder-decoder models)",
-                            hint="remove the retention section; forgetting is measured for classification "
-                                 "and instruction runs")
+        """Forgetting is measured only for tasks that declare it (`Task.supports_retention`)."""
+        task = TASKS.get(self.task)
+        if self.retention is not None and not task.supports_retention:
+            supported = " and ".join(name for name, t in TASKS.items() if t.supports_retention)
+            raise SpecError(f"retention: is not supported for task '{self.task}' ({task.model_description} models)",
+                            hint=f"remove the retention section; forgetting is measured for {supported} runs")
 
     def check_packing(self) -> None:
-        if self.train.packing and self.task != "classification":
-            raise SpecError(f"train.packing is built for task 'classification', not '{self.task}'",
+        if self.train.packing and not TASKS.get(self.task).supports_packing:
+            packable = ", ".join(f"'{name}'" for name, t in TASKS.items() if t.supports_packing)
+            raise SpecError(f"train.packing is built for task {packable}, not '{self.task}'",
                             hint="set train.packing: false")
         if self.train.packing and self.train.compile:  # the packed loss calls the model's parts, not its forward
             raise SpecError("train.packing and train.compile cannot be combined: compiling wraps the model's "
@@ -245,7 +248,7 @@ class RunSpec(_Section):
         resolved.pop("report_to", None)  # where a run is logged does not change the run
         if not resolved["train"].get("group_by_length"):  # unused without grouping: not part of the run
             resolved["train"].pop("length_group_batches", None)
-        if not resolved["train"].get("packing"):  # off: ids stay those of runs made before the option existed
+        if not resolved["train"].get("packing"):  # off (the default): not part of the id
             resolved["train"].pop("packing", None)
         # Same path, new content must be a new run: the data files' content is part of the id.
         resolved["_data_sha256"] = {k: file_sha256(v) for k, v in sorted(resolved["data"].items())
@@ -265,7 +268,7 @@ DATA_FILE_KEYS = ("train", "eval", "validation", "test")
 
 def file_sha256(path: str) -> str | None:
     """Content hash of a local file; None for hub ids. Not cached by mtime: a rewrite within the
-    file system's timestamp resolution would go unseen (a few MB hash in milliseconds)."""
+    file system's timestamp resolution would go unseen."""
     p = Path(path)
     if not p.is_file():
         return None

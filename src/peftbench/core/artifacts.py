@@ -1,6 +1,7 @@
-"""Saved runs brought back: reload base + adapter, evaluate, merge into a standalone model.
+"""A run's artifact: saved at the end of the run; reloaded (base + adapter) to evaluate it or to merge
+it into a standalone model.
 
-A run folder holds `result.json` and what `runner.save_artifact` wrote: `adapter/` (peft
+A run folder holds `result.json` and what `save_artifact` wrote: `adapter/` (peft
 `save_pretrained`, safetensors) for adapter methods, `model/` for full and partial fine-tuning,
 `merged/` for `save: merged`. Reloading goes through the same model loader, dtype policy and task
 evaluation as the run itself, so a reloaded run reproduces its recorded metrics.
@@ -8,13 +9,17 @@ evaluation as the run itself, so a reloaded run reproduces its recorded metrics.
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from peftbench.config.spec import RunSpec
+from peftbench.core.distributed import is_main_process
 from peftbench.errors import ModelError, SpecError
-from peftbench.records.io import RESULT_FILE, read_record
+from peftbench.records.io import RESULT_FILE, dir_size, read_record, replace_dir
 
 
 @dataclass
@@ -26,6 +31,35 @@ class TrainedRun:
     device: str
     amp_dtype: Any
     is_peft: bool
+
+
+def save_artifact(model: Any, spec: RunSpec, run_dir: Path) -> dict[str, Any]:
+    """Save what the method produces (adapter or full model) and measure its size on disk."""
+    if not is_main_process():  # rank 0 saves the (identical) weights
+        return {"saved": False, "path": None, "size_bytes": None}
+
+    def _save(target: Path, source: Any = model) -> int:
+        # Written aside, then swapped in: a failed save (disk full) never damages an earlier artifact.
+        staging = target.with_name(f".{target.name}.saving-{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            source.save_pretrained(str(staging), safe_serialization=True)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        replace_dir(staging, target)
+        return dir_size(target)
+
+    if spec.save == "none":
+        with tempfile.TemporaryDirectory(dir=run_dir) as tmp:
+            return {"saved": False, "path": None, "size_bytes": _save(Path(tmp) / "artifact")}
+    if spec.save == "merged" and hasattr(model, "merge_and_unload"):
+        target = run_dir / "merged"
+        merged = model.merge_and_unload()
+        return {"saved": True, "kind": "merged", "path": "merged", "size_bytes": _save(target, merged)}
+    kind = "adapter" if hasattr(model, "peft_config") else "model"
+    target = run_dir / kind
+    return {"saved": True, "kind": kind, "path": kind, "size_bytes": _save(target)}
 
 
 def load_run_record(run_dir: str | Path) -> dict[str, Any]:
@@ -59,8 +93,9 @@ def load_trained(run_dir: str | Path, *, dequantize: bool = False, device: str |
     `dequantize`: for quantized methods (QLoRA), load the 4-bit base and dequantize it before the
     adapter goes on, so that the adapter can be merged into plain weights.
     """
-    from peftbench.core.runner import apply_dtype_policy
-    from peftbench.methods.base import METHODS, method_load_kwargs
+    from peftbench.core.precision import apply_dtype_policy
+    from peftbench.methods.base import METHODS
+    from peftbench.methods.seed import method_load_kwargs
     from peftbench.models.loading import load_classifier, load_tokenizer, quiet_libraries, resolve_model_path
     from peftbench.runtime.device import pick_device, resolve_dtype
 
@@ -171,7 +206,8 @@ def load_generator(run_dir: str | Path, device: str | None = None) -> tuple[Any,
     """(model, tokenizer, record) of a generation run: seq2seq or causal LM base + saved adapter."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-    from peftbench.methods.base import METHODS, method_load_kwargs
+    from peftbench.methods.base import METHODS
+    from peftbench.methods.seed import method_load_kwargs
     from peftbench.models.loading import check_weights, load_tokenizer, quiet_libraries, resolve_model_path
     from peftbench.runtime.device import pick_device, resolve_dtype
 

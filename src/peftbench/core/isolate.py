@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from peftbench.data.token_cache import TOKEN_CACHE_ENV
-from peftbench.records.io import RESULT_FILE, SCHEMA_VERSION, atomic_write_json, now_iso, read_record
+from peftbench.records.failure import failure_record, write_failure
+from peftbench.records.io import RESULT_FILE, now_iso, read_record
 
 PRELOAD = ["peftbench.core._preload"]
 SWEEP_PID_ENV = "PEFTBENCH_SWEEP_PID"  # the process that starts runs (the fork server's parent)
@@ -156,29 +157,6 @@ def _wait_after_interrupt(proc: Any) -> None:
     _stop(proc, grace_s=2)
 
 
-def failure_record(spec: Any, run_id: str, status: str, reason: str, message: str, started: str,
-                   exit_code: int | None) -> dict[str, Any]:
-    """The record of a run whose process ended without writing one."""
-    return {
-        "schema_version": SCHEMA_VERSION, "run_id": run_id, "status": status,
-        "error": {"type": reason, "message": message[:2000]},
-        "task": spec.task, "method": spec.method.name, "model_name": spec.model.name_or_path,
-        "seed": spec.train.seed, "spec": spec.to_dict(),
-        "timestamps": {"started": started, "finished": now_iso()},
-        "trust_remote_code": spec.model.trust_remote_code,
-        "process": {"exit_code": exit_code, "recorded_by": "sweep"},
-    }
-
-
-def write_failure(run_dir: Path, record: dict[str, Any]) -> None:
-    """Like the runner: a failure never replaces a success record."""
-    existing = read_record(run_dir)
-    path = run_dir / RESULT_FILE
-    if existing and existing.get("status") == "success":
-        path = run_dir / f"failed-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    atomic_write_json(path, record)
-
-
 def _classify(exit_code: int | None, timed_out: bool, canceled: bool, timeout_s: float | None,
               reported: tuple[str, str | None, str | None] | None) -> tuple[str, str, str]:
     if canceled:
@@ -233,7 +211,9 @@ def run_isolated(spec: Any, run_id: str, out_dir: Path, *, timeout_s: float | No
         return Outcome(rec["status"], err.get("type"), err.get("message"), seconds, interrupted=canceled)
     status, reason, message = _classify(proc.exitcode, timed_out, canceled, timeout_s, reported)
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_failure(run_dir, failure_record(spec, run_id, status, reason, message, started, proc.exitcode))
+    write_failure(run_dir, failure_record(run_id, status, reason, message, spec=spec, started=started,
+                                          process={"exit_code": proc.exitcode, "recorded_by": "sweep"}),
+                  raise_os_errors=True)
     return Outcome(status, reason, message, seconds, interrupted=canceled)
 
 

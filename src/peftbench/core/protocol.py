@@ -17,46 +17,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from peftbench.errors import DataError, SpecError
+from peftbench.data.splits import VALIDATION_SEED_OFFSET, test_file
+from peftbench.errors import SpecError
 from peftbench.tasks.metrics import higher_is_better
-
-VALIDATION_SEED_OFFSET = 2
-
-
-def test_file(spec_data: Any) -> str | None:
-    """The reported split's file: data.test, or data.eval under its older name."""
-    test, eval_ = getattr(spec_data, "test", None), spec_data.eval
-    if test and eval_ and test != eval_:
-        raise DataError(f"data.test ('{test}') and data.eval ('{eval_}') name different files for the same role",
-                        hint="give only data.test (data.eval is its older name)")
-    return test or eval_
-
-
-def carve_validation(labels: list[int], spec_data: Any) -> tuple[list[int], list[int]] | None:
-    """(validation rows, remaining train rows): a stratified, seeded carve taken before n_train applies.
-
-    None when the train file is too small to give up rows and the carve was not asked for
-    explicitly (it is on by default): the run then has no validation split, and says so."""
-    from peftbench.data.classification import stratified_subsample
-
-    explicit = bool({"validation_fraction", "n_validation"} & spec_data.model_fields_set)
-    total = len(labels)
-    target_train = min(spec_data.n_train or total, total)
-    n_val = spec_data.n_validation or max(1, round(spec_data.validation_fraction * target_train))
-    problem = None
-    if n_val > total - 2:
-        problem = f"cannot carve {n_val} validation rows out of {total} train rows"
-    else:
-        val = stratified_subsample(labels, n_val, spec_data.seed + VALIDATION_SEED_OFFSET)
-        taken = set(val)
-        rest = [i for i in range(total) if i not in taken]
-        if len({labels[i] for i in rest}) < 2:
-            problem = "carving the validation split left a single class in train"
-    if problem is None:
-        return val, rest
-    if explicit:
-        raise DataError(problem, hint="lower data.validation_fraction or give a data.validation file")
-    return None
 
 
 def describe_splits(spec: Any, info: dict[str, Any], has_validation: bool) -> dict[str, Any]:

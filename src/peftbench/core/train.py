@@ -23,10 +23,9 @@ from peftbench.runtime.device import autocast
 
 
 def can_fuse_adamw(params: list[Any]) -> bool:
-    """torch's fused AdamW (one kernel per step instead of a dozen passes per tensor) takes floating-point
-    tensors on the CPU or CUDA: on the CPU the per-tensor AdamW took about a third of a MiniLM full
-    fine-tuning step on SST-2 batches (bench/packing_step.py). The HF Trainer uses the fused kernel by
-    default too (torch >= 2.8)."""
+    """Whether torch's fused AdamW (one kernel per step instead of a dozen passes per tensor) takes
+    these tensors: floating-point, on the CPU or CUDA. It matters on the CPU, where the per-tensor
+    AdamW costs about a third of a MiniLM full fine-tuning step (bench/packing_step.py)."""
     return bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
 
 
@@ -115,6 +114,140 @@ class TrainOutcome:
     cpu_heap: dict[str, Any] = field(default_factory=dict)
 
 
+def adamw(model: Any, tspec: Any) -> tuple[list[Any], Any]:
+    """(trainable parameters, AdamW over them): weight decay on matrices only, fused where it can be."""
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": tspec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=tspec.lr, fused=can_fuse_adamw(params),
+    )
+    return params, optimizer
+
+
+def total_steps(n_examples: int, tspec: Any) -> int:
+    """Optimizer steps of the run: `tspec.max_steps`, else every epoch's batches over `grad_accum`."""
+    steps_per_epoch = math.ceil(math.ceil(n_examples / tspec.batch_size) / tspec.grad_accum)
+    return tspec.max_steps or steps_per_epoch * tspec.epochs
+
+
+class TrainingLoop:
+    """One training run's moving parts (accelerator, optimizer, scheduler, progress bar) and its state
+    between steps: the step count, the running loss since the last loss-curve point, the outcome so far."""
+
+    def __init__(self, model: Any, tspec: Any, n_examples: int, *, device: str, autocast_dtype: Any,
+                 progress: bool, collate_fn: Callable[..., dict[str, Any]],
+                 loss_fn: Callable[[Any, dict[str, Any]], Any] | None,
+                 on_log: Callable[[str, dict[str, Any]], None] | None) -> None:
+        import torch
+        from accelerate import Accelerator
+        from tqdm.auto import tqdm
+        from transformers import get_linear_schedule_with_warmup
+
+        self.tspec, self.collate_fn, self.loss_fn, self.on_log = tspec, collate_fn, loss_fn, on_log
+        self.accelerator = Accelerator(cpu=(device == "cpu"), gradient_accumulation_steps=tspec.grad_accum,
+                                       **accelerator_options())
+        self.dp = DataParallel(self.accelerator)  # one process: every dp call is a no-op
+        self.params, optimizer = adamw(model, tspec)
+        self.out = TrainOutcome(optimizer={"name": "AdamW", "fused": bool(optimizer.defaults["fused"])})
+        self.total_steps = total_steps(n_examples, tspec)
+        scheduler = get_linear_schedule_with_warmup(optimizer, int(tspec.warmup_ratio * self.total_steps),
+                                                    self.total_steps)
+        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
+        self.amp = autocast(device, autocast_dtype)
+        self.pad_kw = pad_multiple_kwargs(collate_fn, device)
+        self.check_every_step = device == "cpu"  # .item() is free on the CPU; on CUDA it would sync each step
+        self.bar = tqdm(total=self.total_steps, desc="train", unit="step", disable=not progress, leave=False,
+                        dynamic_ncols=True)
+        self.running = torch.zeros((), device=self.accelerator.device)
+        self.running_n = 0
+        self.step = 0
+
+    def train_epoch(self, epoch: int, enc: Encoded, lengths: list[int], pad_id: int) -> None:
+        """One epoch's batches (or those left before `total_steps`), on the training clock."""
+        tspec = self.tspec
+        batches = make_batches(lengths, tspec.batch_size, tspec.seed + epoch, True, tspec.group_by_length,
+                               tspec.length_group_batches)
+        self.model.train()
+        t_epoch = time.perf_counter()
+        for micro, idx in enumerate(batches):
+            loss = self.micro_step(enc, lengths, idx, pad_id)
+            self.running += loss.detach().float()
+            self.running_n += 1
+            if self.check_every_step and not math.isfinite(loss.item()):
+                raise NanLossError(f"loss became {loss.item()} at step {self.step + 1} (epoch {epoch + 1})",
+                                   hint="lower train.lr or check the data")
+            last_micro = (micro + 1) % tspec.grad_accum == 0 or micro + 1 == len(batches)
+            if not last_micro:
+                continue
+            self.step += 1
+            self.bar.update(1)
+            if self.step % tspec.log_every == 0 or self.step == self.total_steps:
+                self.log_loss(round(epoch + (micro + 1) / len(batches), 4), epoch)
+            if self.step >= self.total_steps:
+                break
+        self.out.train_time_s += time.perf_counter() - t_epoch
+
+    def micro_step(self, enc: Encoded, lengths: list[int], idx: list[int], pad_id: int) -> Any:
+        """Forward and backward on one batch (this rank's shard of it); the optimizer steps when
+        gradient accumulation is complete. Returns the loss."""
+        out, model, accelerator = self.out, self.model, self.accelerator
+        shard = self.dp.shard(idx)  # this rank's slice of the global batch
+        batch = self.collate_fn(enc, shard.idx, pad_id, **self.pad_kw)
+        out.real_tokens += sum(lengths[i] for i in idx)
+        out.real_sq_tokens += sum(lengths[i] ** 2 for i in idx)
+        out.local_real_tokens += sum(lengths[i] for i in shard.idx)
+        out.computed_tokens += batch["input_ids"].numel()  # this rank's padded batch
+        out.samples += len(idx)
+        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+        t0 = time.perf_counter()
+        with accelerator.accumulate(model), self.amp:
+            loss = shard.scale(self.loss_fn(model, batch) if self.loss_fn else model(**batch).loss)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and self.tspec.max_grad_norm:
+                accelerator.clip_grad_norm_(self.params, self.tspec.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        out.compute_time_s += time.perf_counter() - t0
+        return loss
+
+    def log_loss(self, epoch_position: float, epoch: int) -> None:
+        """A loss-curve point: the mean loss since the previous one (across ranks); stops on NaN/inf."""
+        avg = self.dp.mean(self.running / self.running_n).item()
+        if not math.isfinite(avg):
+            raise NanLossError(f"loss became {avg} by step {self.step}", hint="lower train.lr")
+        self.add_point(epoch_position, avg)
+        self.bar.set_postfix(loss=f"{avg:.4f}", epoch=epoch + 1)
+        self.running.zero_()
+        self.running_n = 0
+
+    def log_tail(self) -> None:
+        """A tail shorter than `log_every` still belongs on the curve."""
+        if self.running_n:
+            self.add_point(float(len(self.out.epochs)), self.dp.mean(self.running / self.running_n).item())
+
+    def add_point(self, epoch_position: float, loss: float) -> None:
+        self.out.loss_curve.append({"step": self.step, "epoch": epoch_position, "loss": loss})
+        if self.on_log:
+            self.on_log("train", self.out.loss_curve[-1])
+
+    def evaluate_epoch(self, epoch: int, evaluate: Callable[[Any], dict[str, Any]]) -> None:
+        """Evaluate after an epoch, on the evaluation clock; its numbers join `out.epochs`."""
+        out = self.out
+        t_eval = time.perf_counter()
+        metrics = evaluate(self.dp.unwrap(self.model))
+        out.eval_time_s += time.perf_counter() - t_eval
+        out.epochs.append({"epoch": epoch + 1, "step": self.step, "train_time_s": out.train_time_s,  # clock so far
+                           **{k: v for k, v in metrics.items() if isinstance(v, int | float)}})
+        out.final_eval = metrics
+        if self.on_log:
+            self.on_log("eval", out.epochs[-1])
+
+
 def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, Any]], tspec: Any, *,
           device: str, autocast_dtype: Any, pad_id: int, progress: bool = True,
           collate_fn: Callable[..., dict[str, Any]] = collate,
@@ -124,107 +257,25 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, An
     `on_log(kind, point)` sees each loss-curve point ('train') and each epoch's eval ('eval') as made.
     `loss_fn(model, batch)` replaces `model(**batch).loss` for batches the model cannot take as they are
     (packed classification)."""
-    import torch
-    from accelerate import Accelerator
-    from tqdm.auto import tqdm
-    from transformers import get_linear_schedule_with_warmup
-
-    accelerator = Accelerator(cpu=(device == "cpu"), gradient_accumulation_steps=tspec.grad_accum,
-                              **accelerator_options())
-    dp = DataParallel(accelerator)  # one process: every dp call is a no-op
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": tspec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=tspec.lr, fused=can_fuse_adamw(params),
-    )
-    out = TrainOutcome(optimizer={"name": "AdamW", "fused": bool(optimizer.defaults["fused"])})
+    loop = TrainingLoop(model, tspec, len(train_enc), device=device, autocast_dtype=autocast_dtype,
+                        progress=progress, collate_fn=collate_fn, loss_fn=loss_fn, on_log=on_log)
+    out = loop.out
     lengths = train_enc.lengths()
-    steps_per_epoch = math.ceil(math.ceil(len(train_enc) / tspec.batch_size) / tspec.grad_accum)
-    total_steps = tspec.max_steps or steps_per_epoch * tspec.epochs
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(tspec.warmup_ratio * total_steps), total_steps)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-
-    amp = autocast(device, autocast_dtype)
-    pad_kw = pad_multiple_kwargs(collate_fn, device)
     mem = PeakMemory(device)
-    check_every_step = device == "cpu"  # .item() is free on the CPU; on CUDA it would sync each step
-    bar = tqdm(total=total_steps, desc="train", unit="step", disable=not progress, leave=False, dynamic_ncols=True)
-    running = torch.zeros((), device=accelerator.device)
-    running_n = 0
-    step = 0
     scopes = ExitStack()
     out.cpu_heap = scopes.enter_context(retained_heap(device, getattr(tspec, "cpu_ops", True)))
     mem.start()
     try:
         for epoch in range(tspec.epochs):
-            if step >= total_steps:
+            if loop.step >= loop.total_steps:
                 break
-            batches = make_batches(lengths, tspec.batch_size, tspec.seed + epoch, True, tspec.group_by_length,
-                                   tspec.length_group_batches)
-            model.train()
-            t_epoch = time.perf_counter()
-            for micro, idx in enumerate(batches):
-                shard = dp.shard(idx)  # this rank's slice of the global batch
-                batch = collate_fn(train_enc, shard.idx, pad_id, **pad_kw)
-                out.real_tokens += sum(lengths[i] for i in idx)
-                out.real_sq_tokens += sum(lengths[i] ** 2 for i in idx)
-                out.local_real_tokens += sum(lengths[i] for i in shard.idx)
-                out.computed_tokens += batch["input_ids"].numel()  # this rank's padded batch
-                out.samples += len(idx)
-                batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-                t0 = time.perf_counter()
-                with accelerator.accumulate(model), amp:
-                    loss = shard.scale(loss_fn(model, batch) if loss_fn else model(**batch).loss)
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients and tspec.max_grad_norm:
-                        accelerator.clip_grad_norm_(params, tspec.max_grad_norm)
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                out.compute_time_s += time.perf_counter() - t0
-                running += loss.detach().float()
-                running_n += 1
-                if check_every_step and not math.isfinite(loss.item()):
-                    raise NanLossError(f"loss became {loss.item()} at step {step + 1} (epoch {epoch + 1})",
-                                       hint="lower train.lr or check the data")
-                last_micro = (micro + 1) % tspec.grad_accum == 0 or micro + 1 == len(batches)
-                if not last_micro:
-                    continue
-                step += 1
-                bar.update(1)
-                if step % tspec.log_every == 0 or step == total_steps:
-                    avg = dp.mean(running / running_n).item()
-                    if not math.isfinite(avg):
-                        raise NanLossError(f"loss became {avg} by step {step}", hint="lower train.lr")
-                    out.loss_curve.append({"step": step, "epoch": round(epoch + (micro + 1) / len(batches), 4),
-                                           "loss": avg})
-                    if on_log:
-                        on_log("train", out.loss_curve[-1])
-                    bar.set_postfix(loss=f"{avg:.4f}", epoch=epoch + 1)
-                    running.zero_()
-                    running_n = 0
-                if step >= total_steps:
-                    break
-            out.train_time_s += time.perf_counter() - t_epoch
+            loop.train_epoch(epoch, train_enc, lengths, pad_id)
             mem.pause()
-            t_eval = time.perf_counter()
-            metrics = evaluate(dp.unwrap(model))
-            out.eval_time_s += time.perf_counter() - t_eval
-            out.epochs.append({"epoch": epoch + 1, "step": step, "train_time_s": out.train_time_s,  # clock so far
-                               **{k: v for k, v in metrics.items() if isinstance(v, int | float)}})
-            out.final_eval = metrics
-            if on_log:
-                on_log("eval", out.epochs[-1])
+            loop.evaluate_epoch(epoch, evaluate)
             mem.resume()
             if getattr(evaluate, "should_stop", False):  # early stopping (protocol.Selection)
                 break
-        if running_n:  # a tail shorter than log_every still belongs on the curve
-            out.loss_curve.append({"step": step, "epoch": float(len(out.epochs)),
-                                   "loss": dp.mean(running / running_n).item()})
-            if on_log:
-                on_log("train", out.loss_curve[-1])
+        loop.log_tail()
     except KeyboardInterrupt:
         raise RunCanceled() from None
     except RuntimeError as err:
@@ -232,9 +283,9 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, An
             raise OutOfMemory.from_error(err, "during training") from None
         raise
     finally:
-        bar.close()
+        loop.bar.close()
         out.memory = mem.stop()
         scopes.close()
-    out.steps = step
-    dp.finish(out)
+    out.steps = loop.step
+    loop.dp.finish(out)
     return out

@@ -28,8 +28,6 @@ class Encoded:
         return [len(x) for x in self.input_ids]
 
 
-
-
 def make_batches(lengths: list[int], batch_size: int, seed: int, shuffle: bool = True,
                  group_by_length: bool = False, group_batches: int = 50) -> list[list[int]]:
     """Index batches. Length grouping sorts inside shuffled mega-batches of `group_batches` batches,
@@ -73,6 +71,26 @@ def collate(enc: Encoded, idx: list[int], pad_id: int, multiple: int = 8) -> dic
     batch.update(extras)
     batch["labels"] = torch.tensor([enc.labels[i] for i in idx], dtype=torch.long)
     return batch
+
+
+def collate_lm(enc: Encoded, idx: list[int], pad_id: int, multiple: int = 8) -> dict[str, Any]:
+    """Right-pad inputs with `pad_id` and labels with IGNORE_INDEX, to a multiple of 8."""
+    import torch
+
+    def pad(rows: list[list[int]], value: int) -> Any:
+        width = int(math.ceil(max(len(r) for r in rows) / multiple) * multiple)
+        out = torch.full((len(rows), width), value, dtype=torch.long)
+        for i, r in enumerate(rows):
+            out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        return out
+
+    inputs = [enc.input_ids[i] for i in idx]
+    ids = pad(inputs, pad_id)
+    mask = torch.zeros_like(ids)
+    for i, r in enumerate(inputs):
+        mask[i, : len(r)] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": pad([enc.extra["labels"][i] for i in idx],
+                                                                  IGNORE_INDEX)}
 
 
 def pad_multiple_kwargs(collate_fn: Callable[..., Any], device: str) -> dict[str, int]:

@@ -10,16 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from peftbench.errors import ModelError
-from peftbench.methods.base import (
-    METHODS,
-    Method,
-    MethodContext,
-    make_config,
-    prepare_ia3,
-    prepare_lora,
-    resolve_targets,
-    wrap_peft,
-)
+from peftbench.methods.base import METHODS, Method, MethodContext, make_config, resolve_targets, wrap_peft
+from peftbench.methods.seed import LORA_DEFAULTS, LORA_KEYS, prepare_ia3, prepare_lora
 
 ALL_KINDS = ("encoder", "seq2seq", "decoder")
 PROMPT_LEARNING = ("prefix_tuning", "prompt_tuning", "p_tuning")
@@ -80,7 +72,7 @@ def probe_forward(model: Any, method: Method, ctx: MethodContext) -> None:
 
     ids = torch.tensor([[101, 102]], device=next(model.parameters()).device)
     batch: dict[str, Any] = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-    if ctx.task != "classification":
+    if ctx.peft_task_type != "SEQ_CLS":
         batch["labels"] = ids.clone()
     try:
         with torch.no_grad():
@@ -109,20 +101,16 @@ def lora_variant(**fixed: Any) -> Any:
     return prepare
 
 
-_LORA_DEFAULTS = {"r": 8, "alpha": 16, "dropout": 0.1, "target_modules": "auto", "bias": "none"}
-_LORA_KEYS = {"alpha": "lora_alpha", "dropout": "lora_dropout"}
-
-
 def _peft(name: str, summary: str, lr: float, config: str, defaults: dict[str, Any],
           families: tuple[str, ...] = ALL_KINDS) -> Method:
     return Method(name, summary, lr, defaults, prepare_peft, config, families=families)
 
 
 EXTRA_METHODS = (
-    Method("rslora", "LoRA with rank-stabilized scaling alpha/sqrt(r) (use_rslora)", 1e-3, dict(_LORA_DEFAULTS),
-           lora_variant(use_rslora=True), "LoraConfig", _LORA_KEYS),
+    Method("rslora", "LoRA with rank-stabilized scaling alpha/sqrt(r) (use_rslora)", 1e-3, dict(LORA_DEFAULTS),
+           lora_variant(use_rslora=True), "LoraConfig", LORA_KEYS),
     Method("pissa", "LoRA initialized from the weights' principal singular vectors (init_lora_weights=pissa)",
-           1e-3, dict(_LORA_DEFAULTS), lora_variant(init_lora_weights="pissa"), "LoraConfig", _LORA_KEYS),
+           1e-3, dict(LORA_DEFAULTS), lora_variant(init_lora_weights="pissa"), "LoraConfig", LORA_KEYS),
     Method("ia3_attention", "(IA)3 on attention keys and values only (no feed-forward scaling)", 5e-3,
            {"target_modules": "auto", "feedforward_modules": []}, prepare_ia3_attention, "IA3Config"),
     _peft("adalora", "LoRA in SVD form with orthogonality regularization (AdaLoraConfig; "

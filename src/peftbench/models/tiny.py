@@ -125,7 +125,7 @@ def tiny_model_path(family: str = "bert", seed: int = 0) -> Path:
     import torch
     from transformers import AutoTokenizer
 
-    from peftbench.models.loading import embedded_model_path
+    from peftbench.models.embedded import embedded_model_path
 
     builder = TINY_CONFIGS.get(family)
     target = cache_dir() / f"{family}-s{seed}"

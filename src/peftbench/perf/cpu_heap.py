@@ -3,10 +3,9 @@
 glibc serves every block above its mmap threshold (at most 32 MiB, however warm the process) with
 a fresh `mmap` and hands it back with `munmap` when freed. A training step on the CPU frees and
 allocates the same large tensors again and again (attention scores of 16 × 12 × 256 × 256 fp32
-are 50 MB), so the kernel faults in and zeroes every page of each of them, every step. On an
-AVX2 machine (1 thread) a MiniLM full fine-tuning step at 16 × 256 took about 400,000 page faults
-and over a second of system time; the multiply that drops out the attention probabilities took
-34 ms into a fresh tensor and 6.5 ms into an existing one.
+are 50 MB), so the kernel faults in and zeroes every page of each of them, every step: for a
+MiniLM full fine-tuning step at 16 × 256 on one thread, about 400,000 page faults and over a
+second of system time.
 
 While training, `retained_heap` raises glibc's mmap threshold to 1 GiB and its trim threshold to
 its maximum, so freed blocks stay in the heap and the next step reuses them without a fault.

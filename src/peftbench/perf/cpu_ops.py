@@ -1,16 +1,15 @@
 """Faster dropout and attention-with-dropout for training on the CPU, with the same semantics.
 
-Where a step's time goes on the CPU (MiniLM, 16 × 256 tokens, bf16, profiled with torch.profiler):
-torch's dropout draws each mask element from the Mersenne Twister through `bernoulli_`, about
-a quarter of the step; and scaled-dot-product attention with `dropout_p > 0` has no fused CPU
-kernel, so it falls back to the math path, which also upcasts bf16 to fp32 and adds a "safe
-softmax" pass — over half of the step went to attention with dropout.
+On the CPU, torch's dropout draws each mask element from the Mersenne Twister through `bernoulli_`
+(about a quarter of a MiniLM training step at 16 × 256 tokens in bf16), and scaled-dot-product
+attention with `dropout_p > 0` has no fused kernel: it falls back to the math path, which also
+upcasts bf16 to fp32 and adds a "safe softmax" pass.
 
 This module keeps every dropout probability and the computation itself; it changes where the
 masks come from and in which dtype attention with dropout runs:
 - `Dropout` keeps each element with probability 1 − p and scales kept ones by 1/(1 − p), as
-  `nn.Dropout` does. The mask comes from numpy's PCG64-DXSM (about 5× faster than `bernoulli_`
-  here), seeded from torch's generator on every call, so `torch.manual_seed` still makes runs
+  `nn.Dropout` does. The mask comes from numpy's PCG64-DXSM (about 5× faster than `bernoulli_`),
+  seeded from torch's generator on every call, so `torch.manual_seed` still makes runs
   repeatable. Mask elements are 16-bit draws, so p is applied in steps of 1/65536 (p=0.1 is
   applied as 0.100006). numpy writes the mask as ones and zeros in the tensor's dtype, and dropout
   multiplies by it: on the CPU a multiply costs well under half of a `masked_fill` with a bool
@@ -69,9 +68,8 @@ def _one_bits() -> dict[Any, tuple[Any, int]]:
 def keep_mask(shape: Any, p: float, dtype: Any) -> Any:
     """A `dtype` tensor of `shape`: 1 where an element is kept (probability 1 − p), 0 where dropped.
 
-    For the same torch seed it is the complement of `drop_mask`. Multiplying by it costs well under
-    half of `masked_fill` with a bool mask on the CPU, forward and backward, and numpy writes the
-    bit pattern of 1.0 directly, so no conversion pass is needed."""
+    For the same torch seed it is the complement of `drop_mask`. numpy writes the bit pattern of 1.0
+    directly, so no conversion pass is needed."""
     import torch
 
     keep = _uniform16(shape) >= round(p * _MASK_LEVELS)

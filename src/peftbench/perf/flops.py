@@ -35,9 +35,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from peftbench.models.heads import runs_once_per_sequence
 from peftbench.records.io import atomic_write_json
-
-PER_SEQUENCE_HEADS = ("pooler", "classifier", "pre_classifier", "score", "qa_outputs")
 
 # Dense (no sparsity) peak TFLOP/s by dtype; matched as a substring of the device name, first hit wins.
 GPU_PEAK_TFLOPS: tuple[tuple[str, dict[str, float]], ...] = (
@@ -72,7 +71,7 @@ def linear_flop_terms(model: Any) -> list[tuple[str, int, int]]:
     for name, mod in model.named_modules():
         if not isinstance(mod, torch.nn.Linear):
             continue
-        if any(part in PER_SEQUENCE_HEADS for part in name.split(".")):
+        if runs_once_per_sequence(name):
             continue
         w = mod.weight
         qs = getattr(w, "quant_state", None)
@@ -228,8 +227,8 @@ def auto_threads(physical: int, load_1min: float) -> int:
     """Intra-op threads for a CPU run: the physical cores not already busy, at least one.
 
     OpenMP threads meet at a barrier after every operator; when the cores are oversubscribed, one
-    descheduled thread stalls the others for a scheduler slice each time. On a 2-core machine under
-    a load of ~16, one thread trained MiniLM ~7x faster than two (docs/performance.md)."""
+    descheduled thread stalls the others for a scheduler slice each time: on a 2-core machine under
+    a load of about 16, one thread trains MiniLM about 7× faster than two (docs/performance.md)."""
     return max(1, min(physical, int(physical - load_1min + 0.5)))
 
 

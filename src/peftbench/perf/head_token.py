@@ -12,7 +12,7 @@ are the same function of the weights as before; only dropout draws fewer mask el
 aside (the layer's own forward runs) whenever anything else may read the other positions: a KV cache
 (prefix tuning), cross-attention, attention weights asked for, or packed rows (several examples per
 row, each with its own first token). The record's `train.head_token` section says what was done, and
-the FLOP estimate (perf.py) counts the work that remains.
+the FLOP estimate (perf/flops.py) counts the work that remains.
 """
 
 from __future__ import annotations
@@ -24,11 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-
-def _base(model: Any) -> Any:
-    """The transformers model under a peft wrapper (or the model itself)."""
-    get = getattr(model, "get_base_model", None)
-    return get() if callable(get) else model
+from peftbench.models.loading import transformers_model
 
 
 def _first_row(attention_mask: Any) -> Any:
@@ -150,7 +146,7 @@ def _has_path(obj: Any, dotted: str) -> bool:
 
 def install(model: Any, *, enabled: bool = True, packing: bool = False) -> dict[str, Any]:
     """Swap in the first-token last layer where it is exact; the record's `head_token` section."""
-    base = _base(model)
+    base = transformers_model(model)
     cls = type(base).__name__
     if not enabled:
         return {"first_token_only": False, "reason": "train.head_token_only is false"}

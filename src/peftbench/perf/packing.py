@@ -39,17 +39,6 @@ def prepare_for_packing(model: Any) -> Any:
     return model
 
 
-def pack_batches(lengths: list[int], max_tokens: int, seed: int, shuffle: bool = True) -> list[list[int]]:
-    """Index groups whose total length fits `max_tokens`, filled first-fit in (seeded) random order.
-
-    An example longer than `max_tokens` gets a row of its own (it is never split)."""
-    import torch
-
-    n = len(lengths)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist() if shuffle else list(range(n))
-    return first_fit(lengths, order, max_tokens)
-
-
 def first_fit(lengths: list[int], order: list[int], width: int) -> list[list[int]]:
     """The indices in `order`, each put in the first row with room for it (rows of `width` tokens);
     one longer than `width` gets a row of its own."""

@@ -60,7 +60,7 @@ def _step(spec_dict: dict[str, Any], batch_size: int, max_length: int, device: s
     import torch
 
     from peftbench.core.runner import prepare_model
-    from peftbench.core.train import can_fuse_adamw
+    from peftbench.core.train import adamw
     from peftbench.methods.base import METHODS
     from peftbench.models.loading import quiet_libraries
     from peftbench.runtime.device import autocast, resolve_dtype
@@ -73,8 +73,7 @@ def _step(spec_dict: dict[str, Any], batch_size: int, max_length: int, device: s
     _, model, amp_dtype, _, _ = prepare_model(spec, TASKS.get("classification"), METHODS.get(spec.method.name),
                                               placeholder_data(), compute_dtype, device)
     model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=spec.train.lr, fused=can_fuse_adamw(params))  # as train.train builds it
+    _, opt = adamw(model, spec.train)  # the optimizer train.train builds
     vocab = int(getattr(model.config, "vocab_size", 1000) or 1000)
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(1000 if vocab > 2000 else 1, vocab, (batch_size, max_length), generator=g)

@@ -1,4 +1,5 @@
-"""Reading fields of a record that may be partial, failed or of an older version: never raises."""
+"""Reading fields of a record that may be partial, failed or of an older version (never raises),
+and the labels they are shown with in tables and progress lines."""
 
 from __future__ import annotations
 
@@ -21,3 +22,37 @@ def value_at(record: dict[str, Any], *path: str) -> Any:
             return None
         node = node.get(part)
     return node
+
+
+# The `kind` field of a profile.json written by `peftbench profile` (read back by the report).
+PROFILE_KIND = "peftbench-profile"
+
+
+def model_label(name: str | None, *, short: bool = False) -> str:
+    """Short model name: a local folder's last component, a hub id as written. `short` (the run
+    list's column): the last component of any name, so a hub id loses its organisation too."""
+    if not name:
+        return "?"
+    if short or name.startswith(("/", ".", "~")):
+        return name.rstrip("/").split("/")[-1]
+    return name
+
+
+def status_label(record: dict[str, Any], unknown: str = "?") -> str:
+    """'success', or the status joined with the error type ('failed:oom'); `unknown` stands for
+    a missing error type."""
+    status = str(record.get("status", "?"))
+    if status == "success":
+        return status
+    return f"{status}:{(record.get('error') or {}).get('type', unknown)}"
+
+
+def fmt_bytes(n: float | None) -> str:
+    """A byte count as shown in tables and progress lines: '512 B', '1.5 MB', '2.0 GB'."""
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return "-"

@@ -9,24 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from peftbench.reports.analysis import Analysis
-from peftbench.reports.build import (
-    FORGETTING_NOTE,
-    TEST_SELECTED_MARK,
-    TUNING_NOTE,
-    WEIGHT_CHANGE_NOTE,
-    Cell,
-    comparison_rows,
-    dashboard,
-    forgetting_rows,
-    pair_rows,
-    per_class_rows,
-    protocol_lines,
-    run_rows,
-    slug,
-    target_note,
-    tuning_rows,
-    weight_change_rows,
-)
+from peftbench.reports.rows import TEST_SELECTED_MARK
+from peftbench.reports.sections import Section, slug, task_sections, task_title
+from peftbench.reports.stats import ALPHA
+from peftbench.reports.tables import Cell, Row, headers
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;max-width:1500px}
@@ -64,20 +50,18 @@ def _e(text: Any) -> str:
     return html.escape(str(text), quote=True)
 
 
-def table(rows: list[dict[str, Cell]], row_class: list[str] | None = None) -> str:
+def table(rows: list[Row], row_class: list[str] | None = None) -> str:
     """A sortable table; each cell carries its sort value in data-v."""
     if not rows:
         return '<p class="muted">(none)</p>'
-    headers: list[str] = []
-    for r in rows:
-        headers += [h for h in r if h not in headers]
+    cols = headers(rows)
     out = ['<div class="tw"><table class="sortable"><thead><tr>']
-    out += [f"<th>{_e(h)}</th>" for h in headers]
+    out += [f"<th>{_e(h)}</th>" for h in cols]
     out.append("</tr></thead><tbody>")
     for i, r in enumerate(rows):
         cls = (row_class or [""] * len(rows))[i]
         out.append(f'<tr class="{cls}">' if cls else "<tr>")
-        for h in headers:
+        for h in cols:
             cell = r.get(h, Cell(""))
             sort = "" if cell.sort is None else cell.sort
             wrap = ' class="wrap"' if len(cell.text) > 40 else ""
@@ -94,7 +78,7 @@ def image(path: Path, caption: str) -> str:
             f"<figcaption>{_e(caption)}</figcaption></figure>")
 
 
-def _row_classes(rows: list[dict[str, Cell]]) -> list[str]:
+def _row_classes(rows: list[Row]) -> list[str]:
     out = []
     for r in rows:
         status = r["status"].text
@@ -104,11 +88,28 @@ def _row_classes(rows: list[dict[str, Cell]]) -> list[str]:
     return out
 
 
+def html_section(section: Section) -> str:
+    """One section: heading, table, note, remarks, verdict list, figure grid."""
+    h = f"h{section.level}"
+    parts = [f"<{h}>{_e(section.title)}</{h}>"]
+    if section.rows is not None:
+        parts.append(table(section.rows, _row_classes(section.rows) if section.highlight else None))
+    if section.note:
+        parts.append(f"<p class='muted'>{_e(section.note)}</p>")
+    parts += [f"<p class='{'warn' if line.startswith(TEST_SELECTED_MARK) else 'muted'}'>{_e(line)}</p>"
+              for line in section.lines]
+    if section.verdicts is not None:
+        parts.append("<ul class='verdicts'>" + "".join(
+            f"<li><b>{_e(c['label'])}</b> [{_e(c['verdict']['label'])}]: {_e(c['verdict']['text'])}</li>"
+            for c in section.verdicts) + "</ul>")
+    if section.figures:
+        parts.append("<div class='grid'>" + "".join(image(p, c) for c, p in section.figures) + "</div>")
+    return "".join(parts)
+
+
 def render_html(analysis: Analysis, plots: dict[str, list[tuple[str, Path]]], records: list[dict[str, Any]],
                 extra_html: str = "") -> str:
     """The whole page; `extra_html` (e.g. the cost-curves section) goes after the tasks."""
-    from peftbench.reports.stats import ALPHA
-
     n_ok = sum(r.get("status") == "success" for r in records)
     parts = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
              "<title>peftbench report</title>", f"<style>{CSS}</style></head><body>",
@@ -120,38 +121,8 @@ def render_html(analysis: Analysis, plots: dict[str, list[tuple[str, Path]]], re
         parts.append("<nav>" + "".join(f"<a href='#task-{slug(t)}'>{_e(t)}</a>" for t in analysis.tasks) + "</nav>")
     parts += [f"<p class='muted'>Note: {_e(n)}</p>" for n in analysis.notes]
     for task in analysis.tasks:
-        metric = analysis.task_configs(task)[0].metric
-        base = analysis.baselines.get(task)
-        parts.append(f"<section id='task-{slug(task)}'><h2>Task: {_e(task)} (metric: {_e(metric)})</h2>")
-        dash = dashboard(analysis, task)
-        parts.append("<h3>Dashboard</h3>" + table(dash, _row_classes(dash)))
-        parts.append(f"<p class='muted'>★ best mean {_e(metric)} in the task. ± is the standard deviation over "
-                     f"seeds; 95% CI is a t-interval over seeds (blank with one seed).{_e(target_note(analysis, task))}</p>")
-        parts += [f"<p class='{'warn' if line.startswith(TEST_SELECTED_MARK) else 'muted'}'>{_e(line)}</p>"
-                  for line in protocol_lines(analysis, task)]
-        tuning = tuning_rows(analysis, task)
-        if tuning:
-            parts.append("<h3>Tuning: defaults vs tuned</h3>" + table(tuning) + f"<p class='muted'>{_e(TUNING_NOTE)}</p>")
-        if base is not None:
-            parts.append(f"<h3>Against the baseline: {_e(base.label)}</h3>" + table(comparison_rows(analysis, task)))
-            parts.append("<ul class='verdicts'>" + "".join(
-                f"<li><b>{_e(c['label'])}</b> [{_e(c['verdict']['label'])}]: {_e(c['verdict']['text'])}</li>"
-                for c in analysis.comparisons.get(task, [])) + "</ul>")
-            pc = per_class_rows(analysis, task)
-            if pc:
-                parts.append("<h4>Per-class deltas against the baseline</h4>" + table(pc))
-        parts.append(f"<h3>Paired significance (α = {ALPHA})</h3>" + table(pair_rows(analysis, task)))
-        parts.append("<p class='muted'>Classification: McNemar's test on per-example correctness; generation: "
-                     "paired bootstrap of per-example scores. With several seeds, each seed pair is tested and the "
-                     "pair is significant only if every seed pair is (p shown = largest).</p>")
-        for title, rows, note in (("Forgetting", forgetting_rows(analysis, task), FORGETTING_NOTE),
-                                  ("Weight change (ΔW)", weight_change_rows(analysis, task), WEIGHT_CHANGE_NOTE)):
-            if rows:
-                parts.append(f"<h3>{_e(title)}</h3>" + table(rows) + f"<p class='muted'>{_e(note)}</p>")
-        figures = plots.get(task, [])
-        if figures:
-            parts.append("<h3>Figures</h3><div class='grid'>" + "".join(image(p, c) for c, p in figures) + "</div>")
-        parts.append("<h3>All runs</h3>" + table(run_rows(analysis, task)))
+        parts.append(f"<section id='task-{slug(task)}'><h2>{_e(task_title(analysis, task))}</h2>")
+        parts += [html_section(s) for s in task_sections(analysis, task, plots.get(task, []))]
         parts.append("</section>")
     parts.append(extra_html)
     parts.append(f"<script>{JS}</script></body></html>")

@@ -10,9 +10,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from peftbench.reports.analysis import Config, higher_is_better, summed_confusion
+from peftbench.reports.configs import Config, summed_confusion
 from peftbench.reports.stats import pareto_front
 from peftbench.reports.trust import forgetting_points, layer_profiles
+from peftbench.tasks.metrics import higher_is_better
 
 BEST_COLOR = "#2a9d8f"
 BASE_COLOR = "#e9c46a"
@@ -211,7 +212,7 @@ FORGETTING_LABELS = {"probe_accuracy_drop": "forgetting: probe accuracy drop",
 
 def forgetting_pareto(configs: list[Config], path: Path, *, title: str) -> Path | None:
     """Task metric vs forgetting per configuration, one panel per way forgetting was measured;
-    the front is `report_trust.forgetting_points`'s, so the figure and analysis.json agree."""
+    the front is `trust.forgetting_points`'s, so the figure and analysis.json agree."""
     points = forgetting_points(configs)
     if not points:
         return None

@@ -1,21 +1,123 @@
-"""Compact comparison tables (terminal and markdown) from run records."""
+"""Tables as text: cells and their number formats, the one terminal and markdown renderer, and the
+compact per-run table printed after `peftbench run` and in the demo summary."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from peftbench.records.fields import fmt_bytes, status_label
 
-def fmt_bytes(n: float | None) -> str:
+# ---- cells and formatting ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A table cell: what is shown and what it sorts by (numbers sort as numbers in the HTML)."""
+
+    text: str
+    sort: float | str | None = None
+
+
+Row = dict[str, Cell]
+# Report tables in the terminal clip longer cells to this width.
+TERMINAL_CELL_WIDTH = 60
+
+
+def fmt_num(x: float | None, digits: int = 4) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def fmt_count(n: float | None) -> str:
     if n is None:
         return "-"
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return "-"
+    for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{unit}"
+    return f"{n:.0f}"
 
 
-def rows(records: list[dict[str, Any]]) -> list[dict[str, str]]:
+def fmt_ratio(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}×"
+
+
+def fmt_p(p: float | None) -> str:
+    if p is None:
+        return "-"
+    return "<0.0001" if p < 1e-4 else f"{p:.4f}"
+
+
+def mean_std(stats: dict[str, Any] | None, digits: int = 4, spec: str | None = None) -> str:
+    """'mean ± std' with `digits` decimals, or in format `spec` (e.g. '.3g' for small ratios)."""
+    if not stats or stats.get("mean") is None:
+        return "-"
+    spec = spec or f".{digits}f"
+    if stats.get("std") is None:
+        return f"{stats['mean']:{spec}}"
+    return f"{stats['mean']:{spec}} ± {stats['std']:{spec}}"
+
+
+def ci_text(stats: dict[str, Any] | None, digits: int = 4) -> str:
+    if not stats or stats.get("ci_low") is None:
+        return "-"
+    text = f"[{stats['ci_low']:.{digits}f}, {stats['ci_high']:.{digits}f}]"
+    if stats.get("boot_low") is not None:
+        text += f" boot [{stats['boot_low']:.{digits}f}, {stats['boot_high']:.{digits}f}]"
+    return text
+
+
+# ---- rendering --------------------------------------------------------------------------------------
+
+
+def headers(rows: list[Row]) -> list[str]:
+    """Every column of the rows, in order of first appearance (rows may lack some)."""
+    out: list[str] = []
+    for r in rows:
+        out += [h for h in r if h not in out]
+    return out
+
+
+def terminal(rows: list[Row], *, max_width: int | None = None, empty: str = "(none)", strip: bool = True) -> str:
+    """Columns padded to their widest cell, under a dashed rule; cells longer than `max_width` are
+    clipped with '...'. `strip` drops the padding at the end of each row."""
+    if not rows:
+        return empty
+    cols = headers(rows)
+
+    def clip(s: str) -> str:
+        return s if max_width is None or len(s) <= max_width else s[: max_width - 3] + "..."
+
+    texts = [{h: clip(r.get(h, Cell("")).text) for h in cols} for r in rows]
+    widths = {h: max(len(h), *(len(t[h]) for t in texts)) for h in cols}
+    lines = ["  ".join(h.ljust(widths[h]) for h in cols), "  ".join("-" * widths[h] for h in cols)]
+    for t in texts:
+        line = "  ".join(t[h].ljust(widths[h]) for h in cols)
+        lines.append(line.rstrip() if strip else line)
+    return "\n".join(lines)
+
+
+def markdown(rows: list[Row], *, empty: str = "(none)") -> str:
+    if not rows:
+        return empty + "\n"
+    cols = headers(rows)
+    out = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    out += ["| " + " | ".join(_md_escape(r.get(h, Cell("")).text) for h in cols) + " |" for r in rows]
+    return "\n".join(out) + "\n"
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+# ---- the compact per-run table ----------------------------------------------------------------------
+
+
+def _float_cell(value: Any, spec: str) -> Cell:
+    return Cell(format(value, spec) if isinstance(value, float) else "-")
+
+
+def rows(records: list[dict[str, Any]]) -> list[Row]:
+    """One row per record: method, status, main metric, F1, loss and costs."""
     out = []
     for r in records:
         m = r.get("metrics") or {}
@@ -23,36 +125,22 @@ def rows(records: list[dict[str, Any]]) -> list[dict[str, str]]:
         p = r.get("params") or {}
         main = r.get("main_metric") or "accuracy"
         out.append({
-            "method": r.get("method", "?"),
-            "status": r.get("status", "?") if r.get("status") == "success" else
-            f"{r.get('status')}:{(r.get('error') or {}).get('type', '?')}",
-            main: f"{m[main]:.4f}" if isinstance(m.get(main), float) else "-",
-            "f1_macro": f"{m['f1_macro']:.4f}" if isinstance(m.get("f1_macro"), float) else "-",
-            "eval_loss": f"{m['eval_loss']:.4f}" if isinstance(m.get("eval_loss"), float) else "-",
-            "trainable_%": f"{p['trainable_pct']:.3f}" if "trainable_pct" in p else "-",
-            "train_time_s": f"{t['time_s']:.1f}" if isinstance(t.get("time_s"), float) else "-",
-            "peak_mem": fmt_bytes(t.get("peak_memory_bytes")),
-            "saved_size": fmt_bytes((r.get("artifact") or {}).get("size_bytes")),
+            "method": Cell(r.get("method", "?")),
+            "status": Cell(status_label(r)),
+            main: _float_cell(m.get(main), ".4f"),
+            "f1_macro": _float_cell(m.get("f1_macro"), ".4f"),
+            "eval_loss": _float_cell(m.get("eval_loss"), ".4f"),
+            "trainable_%": Cell(f"{p['trainable_pct']:.3f}" if "trainable_pct" in p else "-"),
+            "train_time_s": _float_cell(t.get("time_s"), ".1f"),
+            "peak_mem": Cell(fmt_bytes(t.get("peak_memory_bytes"))),
+            "saved_size": Cell(fmt_bytes((r.get("artifact") or {}).get("size_bytes"))),
         })
     return out
 
 
 def terminal_table(records: list[dict[str, Any]]) -> str:
-    table = rows(records)
-    if not table:
-        return "(no runs)"
-    headers = list(table[0])
-    widths = {h: max(len(h), *(len(row.get(h, "")) for row in table)) for h in headers}
-    lines = ["  ".join(h.ljust(widths[h]) for h in headers), "  ".join("-" * widths[h] for h in headers)]
-    lines += ["  ".join(row.get(h, "").ljust(widths[h]) for h in headers) for row in table]
-    return "\n".join(lines)
+    return terminal(rows(records), empty="(no runs)", strip=False)
 
 
 def markdown_table(records: list[dict[str, Any]]) -> str:
-    table = rows(records)
-    if not table:
-        return "(no runs)\n"
-    headers = list(table[0])
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(row.get(h, "") for h in headers) + " |" for row in table]
-    return "\n".join(lines) + "\n"
+    return markdown(rows(records), empty="(no runs)")

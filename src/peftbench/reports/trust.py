@@ -4,7 +4,7 @@ report leaves it out.
 
 - Tuning (`tuning`, records of `peftbench tune`): per search, the budget, the best validation
   score and settings, and the test metric of the defaults and of the tuned settings over the same
-  seeds. Trials only served the search: `compare.analyze` keeps them out of every comparison.
+  seeds. Trials only served the search: `analysis.analyze` keeps them out of every comparison.
 - Protocol (`protocol`): which split each reported number came from; configurations that selected
   on the test split (`protocol.test_selection`, or a tuning search on test) are flagged.
 - Forgetting (`retention`): means over seeds and the learning-vs-forgetting Pareto front.
@@ -20,15 +20,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from peftbench.records.fields import number, value_at
-from peftbench.reports.analysis import (
-    TARGET_FRACTION,
-    Config,
-    higher_is_better,
-    model_label,
-    scalar_metrics,
-)
+from peftbench.records.fields import model_label, number, value_at
+from peftbench.reports.configs import Config, scalar_metrics
 from peftbench.reports.stats import pareto_front, seed_summary
+from peftbench.tasks.metrics import higher_is_better
+
+# Time to target: the training time at which a run's per-epoch metric first came within this share
+# of its final value (`time_to_target`; `peftbench report --target-fraction`).
+TARGET_FRACTION = 0.95
 
 # Record numbers summarized per configuration (mean over seeds), with their place in the record.
 FORGETTING_STATS = {

@@ -1,8 +1,10 @@
-"""Where runs execute: on this machine (a fresh process per run) or on a Ray cluster (a task per run).
+"""Where runs execute besides this machine: a Ray cluster (a task per run).
 
-An executor takes jobs (a spec and an output folder) and yields each job's record as it finishes.
-Both give the same records for the same specs: the worker function is the same (`run_job`), and a
-failure comes back as a `failed` record, never as an exception that stops the other runs.
+On this machine a sweep runs each run in a process of its own (`peftbench.core.isolate`, the
+sweep's `local` executor). An executor here takes jobs (a spec and an output folder) and yields
+each job's record as it finishes. Its worker function is `run_job`, which a job gives the same
+record as a run in this process; a failure comes back as a `failed` record, never as an exception
+that stops the other runs.
 
 Ray is imported only when the Ray executor is asked for (`pip install 'peftbench[ray]'`). Fault
 handling is Ray's: a task whose worker or node dies is retried (`max_retries`). Records are always
@@ -13,18 +15,14 @@ filesystem to keep them together.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from peftbench.errors import PeftbenchError, SpecError
-from peftbench.records.io import RESULT_FILE, atomic_write_json, now_iso, read_record
+from peftbench.records.failure import error_message, failure_record
+from peftbench.records.io import RESULT_FILE, atomic_write_json, read_record
 
 Record = dict[str, Any]
 
@@ -67,10 +65,7 @@ def run_job(job: Job) -> Record:
 
 def _failure_record(job: Job, run_id: str | None, err: BaseException) -> Record:
     """For failures before the runner had a run folder (bad spec, missing data)."""
-    message = err.one_line() if isinstance(err, PeftbenchError) else f"{type(err).__name__}: {err}"
-    return {"run_id": run_id, "status": "failed", "spec": job.spec,
-            "error": {"type": getattr(err, "kind", "error"), "message": message[:2000]},
-            "timestamps": {"started": None, "finished": now_iso()}}
+    return failure_record(run_id, "failed", getattr(err, "kind", "error"), error_message(err), spec=job.spec)
 
 
 def _keep(job: Job, record: Record) -> None:
@@ -82,37 +77,6 @@ def _keep(job: Job, record: Record) -> None:
     path = Path(job.out_dir) / run_id / RESULT_FILE
     if read_record(path) is None:
         atomic_write_json(path, record)
-
-
-class LocalExecutor:
-    """One fresh Python process per run, one run at a time: a crash or a leak in one run cannot
-    touch the next, and memory figures are per run."""
-
-    name = "local"
-
-    def __init__(self, timeout_s: float | None = None):
-        self.timeout_s = timeout_s
-
-    def map(self, jobs: Sequence[Job]) -> Iterator[tuple[Job, Record]]:
-        for job in jobs:
-            yield job, self._one(job)
-
-    def _one(self, job: Job) -> Record:
-        with tempfile.TemporaryDirectory(prefix="peftbench-job-") as tmp:
-            job_file, result_file = Path(tmp) / "job.json", Path(tmp) / "record.json"
-            atomic_write_json(job_file, {"spec": job.spec, "out_dir": job.out_dir, "force": job.force})
-            cmd = [sys.executable, "-m", "peftbench.sweeps.executors", str(job_file), str(result_file)]
-            try:
-                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout_s)
-            except subprocess.TimeoutExpired:
-                record = _failure_record(job, _run_id(job), TimeoutError(f"run exceeded {self.timeout_s:g}s"))
-                record["error"]["type"] = "timeout"
-            else:
-                record = read_record(result_file) or _failure_record(
-                    job, _run_id(job), RuntimeError(f"worker process exited {proc.returncode}: "
-                                                    f"{proc.stderr.strip().splitlines()[-1:] or ''}"))
-        _keep(job, record)
-        return record
 
 
 class RayExecutor:
@@ -159,13 +123,15 @@ class RayExecutor:
                 ray.cancel(ref)
 
 
-EXECUTORS: dict[str, type[LocalExecutor] | type[RayExecutor]] = {"local": LocalExecutor, "ray": RayExecutor}
+EXECUTORS: dict[str, type[RayExecutor]] = {"ray": RayExecutor}
 
 
 def get_executor(name: str, **options: Any) -> Executor:
-    """`local` (default) or `ray`; options go to the executor's constructor."""
+    """The executor called `name` (`ray`); options go to its constructor."""
     if name not in EXECUTORS:
-        raise SpecError(f"unknown executor '{name}'", hint=f"use one of: {', '.join(EXECUTORS)}")
+        raise SpecError(f"unknown executor '{name}'",
+                        hint=f"use one of: {', '.join(EXECUTORS)} (a sweep's default, local, runs a process per run "
+                             "on this machine)")
     return EXECUTORS[name](**options)
 
 
@@ -176,17 +142,3 @@ def _run_id(job: Job) -> str | None:
         return RunSpec.from_dict(job.spec).run_id()
     except PeftbenchError:
         return None
-
-
-def _main(argv: list[str]) -> int:
-    """`python -m peftbench.sweeps.executors JOB.json RECORD.json`: the local executor's worker process."""
-    job_file, result_file = argv
-    data = json.loads(Path(job_file).read_text())
-    record = run_job(Job(data["spec"], data["out_dir"], data.get("force", False)))
-    atomic_write_json(result_file, record)
-    return 0
-
-
-if __name__ == "__main__":
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    sys.exit(_main(sys.argv[1:]))

@@ -30,7 +30,7 @@ from peftbench.tasks.metrics import higher_is_better
 TRIALS_DIR = "tune-trials"
 
 
-def _search_space(spec: RunSpec) -> dict[str, Any]:
+def search_space(spec: RunSpec) -> dict[str, Any]:
     from peftbench.methods.base import METHODS
 
     method = METHODS.get(spec.method.name)
@@ -92,26 +92,16 @@ def _score(record: dict[str, Any], metric: str, split: str) -> float:
     return float(values[metric])
 
 
-def tune_method(spec: RunSpec, out_dir: str | Path, *, progress: bool = False, log: Any = None) -> dict[str, Any]:
-    """Search, then run the best and the default settings over the seeds; return the summary."""
+def _search(spec: RunSpec, out: Path, tune_id: str, space: dict[str, Any], metric: str, budget: dict[str, Any], *,
+            progress: bool, log: Any, say: Any) -> tuple[list[dict[str, Any]], float]:
+    """The Optuna study: each trial an ordinary run scored on `tune.split`. Returns every trial
+    (failed ones included) and the search's seconds."""
     import optuna
 
     from peftbench.core.runner import run
-    from peftbench.tasks.base import TASKS
 
-    if spec.tune is None:
-        raise SpecError("the spec has no 'tune:' section", hint="add e.g. tune: {trials: 8}")
-    say = log or (lambda msg: print(msg, file=sys.stderr))
-    out = Path(out_dir)
     t = spec.tune
-    metric = t.metric or TASKS.get(spec.task).main_metric
-    maximize = higher_is_better(metric)
-    space = _search_space(spec)
-    seeds = list(t.seeds or [spec.train.seed])
-    tune_id = f"tune-{spec.method.name}-" + hashlib.sha256(
-        json.dumps(spec.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
-    budget = {"trials": t.trials, "timeout_s": t.timeout_s, "metric": metric, "split": t.split,
-              "sampler": "optuna TPESampler", "sampler_seed": t.sampler_seed}
+    assert t is not None
     trials: list[dict[str, Any]] = []
 
     def objective(trial: Any) -> float:
@@ -132,16 +122,55 @@ def tune_method(spec: RunSpec, out_dir: str | Path, *, progress: bool = False, l
         return value
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize" if maximize else "minimize",
+    study = optuna.create_study(direction="maximize" if higher_is_better(metric) else "minimize",
                                 sampler=optuna.samplers.TPESampler(seed=t.sampler_seed))
     t0 = time.perf_counter()
     study.optimize(objective, n_trials=t.trials, timeout=t.timeout_s, catch=())
-    search_s = time.perf_counter() - t0
+    return trials, time.perf_counter() - t0
+
+
+def _run_settings(spec: RunSpec, out: Path, role: str, params: dict[str, Any], seeds: list[int], metric: str,
+                  summary: dict[str, Any], *, progress: bool, log: Any, say: Any) -> dict[str, Any]:
+    """`params` run over every seed and reported on the test split; each record gets its `tuning`."""
+    from peftbench.core.runner import run
+
+    tune_id = summary["tune_id"]
+    runs = []
+    for seed in seeds:
+        say(f"[peftbench] {tune_id}: {role} settings {params}, seed {seed}")
+        rec = run(_with(spec, params, seed=seed), out, progress=progress, log=log)
+        rec = _annotate(out, rec, {"role": role, "tune_id": tune_id, "params": params, "budget": summary["budget"],
+                                   "best_validation": summary["best"]["value"]})
+        runs.append({"run_id": rec["run_id"], "seed": seed, "test": rec["metrics"].get(metric),
+                     "validation": (rec["protocol"]["selection"].get("validation_metrics") or {}).get(metric)})
+    tests = [r["test"] for r in runs if r["test"] is not None]
+    return {"params": params, "runs": runs, "split": "test",
+            "test_mean": statistics.fmean(tests) if tests else None,
+            "test_std": statistics.stdev(tests) if len(tests) > 1 else None}
+
+
+def tune_method(spec: RunSpec, out_dir: str | Path, *, progress: bool = False, log: Any = None) -> dict[str, Any]:
+    """Search, then run the best and the default settings over the seeds; return the summary."""
+    from peftbench.tasks.base import TASKS
+
+    if spec.tune is None:
+        raise SpecError("the spec has no 'tune:' section", hint="add e.g. tune: {trials: 8}")
+    say = log or (lambda msg: print(msg, file=sys.stderr))
+    out = Path(out_dir)
+    t = spec.tune
+    metric = t.metric or TASKS.get(spec.task).main_metric
+    space = search_space(spec)
+    seeds = list(t.seeds or [spec.train.seed])
+    tune_id = f"tune-{spec.method.name}-" + hashlib.sha256(
+        json.dumps(spec.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
+    budget = {"trials": t.trials, "timeout_s": t.timeout_s, "metric": metric, "split": t.split,
+              "sampler": "optuna TPESampler", "sampler_seed": t.sampler_seed}
+    trials, search_s = _search(spec, out, tune_id, space, metric, budget, progress=progress, log=log, say=say)
     done = [x for x in trials if x["state"] == "complete"]
     if not done:
         raise TrainingError(f"{tune_id}: every trial failed", reason="tune_failed",
                             hint="narrow tune.lr_range or check the spec with `peftbench run` first")
-    best = (max if maximize else min)(done, key=lambda x: x["value"])
+    best = (max if higher_is_better(metric) else min)(done, key=lambda x: x["value"])
     resolved = spec.resolved()
     default_params = {"lr": resolved.train.lr}
     if "r" in space:
@@ -154,18 +183,8 @@ def tune_method(spec: RunSpec, out_dir: str | Path, *, progress: bool = False, l
         "best": {"params": best["params"], "value": best["value"], "run_id": best["run_id"]},
     }
     for role, params in (("default", default_params), ("tuned", best["params"])):
-        runs = []
-        for seed in seeds:
-            say(f"[peftbench] {tune_id}: {role} settings {params}, seed {seed}")
-            rec = run(_with(spec, params, seed=seed), out, progress=progress, log=log)
-            rec = _annotate(out, rec, {"role": role, "tune_id": tune_id, "params": params, "budget": summary["budget"],
-                                       "best_validation": best["value"]})
-            runs.append({"run_id": rec["run_id"], "seed": seed, "test": rec["metrics"].get(metric),
-                         "validation": (rec["protocol"]["selection"].get("validation_metrics") or {}).get(metric)})
-        tests = [r["test"] for r in runs if r["test"] is not None]
-        summary[role] = {"params": params, "runs": runs, "split": "test",
-                         "test_mean": statistics.fmean(tests) if tests else None,
-                         "test_std": statistics.stdev(tests) if len(tests) > 1 else None}
+        summary[role] = _run_settings(spec, out, role, params, seeds, metric, summary,
+                                      progress=progress, log=log, say=say)
     atomic_write_json(out / f"{tune_id}.json", summary)
     return summary
 

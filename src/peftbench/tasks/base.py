@@ -1,18 +1,18 @@
-"""Task registry: how each task loads data and a model, encodes, batches and evaluates.
+"""What a task is (the `Task` protocol), the task registry and the data a task prepares.
 
-Adding a task is one entry. A task never trains: `train.train` does that for every task.
+A task loads data and a model, encodes, batches and evaluates; it never trains (`core.train`
+does that for every task). Each task module adds its entry to `TASKS`; importing the
+`peftbench.tasks` package registers them all.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from peftbench.data.batching import Encoded, collate
-from peftbench.data.classification import encode_classification, load_classification
-from peftbench.models.loading import LoadedModel, load_classifier
+from peftbench.data.batching import Encoded
+from peftbench.models.loading import LoadedModel
 from peftbench.registry import Registry
-from peftbench.tasks.metrics import classification_metrics
 
 
 @dataclass
@@ -23,6 +23,39 @@ class Prepared:
     info: dict[str, Any]
 
 
+class Task(Protocol):
+    """A task's declaration and its steps.
+
+    Optional steps, looked up with getattr: `encode_validation(loaded, prepared, spec)` (the
+    selection split; tasks without one evaluate per epoch on the test split) and
+    `preflight_checks(loaded, prepared, enc, spec)` (checks of the encoded training data).
+    """
+
+    name: str
+    peft_task_type: str  # the peft `TaskType` adapter methods configure
+    main_metric: str
+    metrics: dict[str, bool]  # the scalar metrics `evaluate` reports -> higher is better
+    model_kinds: tuple[str, ...]  # family kinds the task runs on (encoder, seq2seq, decoder, unknown)
+    model_description: str  # those models in words, for messages ("encoder-decoder")
+    generative: bool  # the model generates text (`peftbench generate` applies)
+    supports_packing: bool  # train.packing
+    supports_retention: bool  # the retention section (forgetting)
+
+    def load_data(self, spec: Any) -> Prepared: ...
+
+    def load_model(self, spec: Any, prepared: Prepared, load_kwargs: dict[str, Any]) -> LoadedModel: ...
+
+    def encode(self, loaded: LoadedModel, prepared: Prepared, spec: Any) -> tuple[Encoded, Encoded]: ...
+
+    def collate(self, enc: Encoded, idx: list[int], pad_id: int, multiple: int = 8) -> dict[str, Any]: ...
+
+    def evaluate(self, model: Any, enc: Encoded, prepared: Prepared, *, batch_size: int, device: str,
+                 autocast_dtype: Any, pad_id: int) -> dict[str, Any]: ...
+
+
+TASKS: Registry[Task] = Registry("task")
+
+
 def placeholder_data(label_names: tuple[str, ...] = ("0", "1")) -> Prepared:
     """What `load_model` reads of the data (classification: the label names; generative tasks read
     nothing), for measurements on synthetic tokens (`peftbench probe`, `peftbench profile`)."""
@@ -31,74 +64,16 @@ def placeholder_data(label_names: tuple[str, ...] = ("0", "1")) -> Prepared:
     return Prepared(SimpleNamespace(label_names=list(label_names)), {})
 
 
-class ClassificationTask:
-    name = "classification"
-    main_metric = "accuracy"
-    families = ("encoder", "decoder", "unknown")
+def evaluate_untrained(spec: Any, batch_size: int = 32) -> dict[str, Any]:
+    """The task's metrics for the spec's model before any training: the start a run improves on.
+    (A fresh LoRA adapter is the identity, so this is also where a LoRA run begins.)"""
+    from peftbench.runtime.device import pick_device
 
-    def load_data(self, spec: Any) -> Prepared:
-        data = load_classification(spec.data)
-        return Prepared(data, {**data.info, "label_names": data.label_names})
-
-    def load_model(self, spec: Any, prepared: Prepared, load_kwargs: dict[str, Any]) -> LoadedModel:
-        names = prepared.data.label_names
-        return load_classifier(spec.model, len(names), names, load_kwargs)
-
-    def encode(self, loaded: LoadedModel, prepared: Prepared, spec: Any) -> tuple[Encoded, Encoded]:
-        from peftbench.data.token_cache import cached
-
-        d = prepared.data
-        tok = loaded.tokenizer
-        ml = spec.data.max_length
-        return (cached(encode_classification, tok, d.train_texts, d.train_pairs, d.train_labels, ml),
-                cached(encode_classification, tok, d.eval_texts, d.eval_pairs, d.eval_labels, ml))
-
-    def encode_validation(self, loaded: LoadedModel, prepared: Prepared, spec: Any) -> Encoded | None:
-        """The selection split (None when the spec asked for none); see `protocol`."""
-        d = prepared.data
-        if d.validation_texts is None:
-            return None
-        return encode_classification(loaded.tokenizer, d.validation_texts, d.validation_pairs,
-                                     d.validation_labels, spec.data.max_length)
-
-    collate = staticmethod(collate)
-
-    def evaluate(self, model: Any, enc: Encoded, prepared: Prepared, *, batch_size: int, device: str,
-                 autocast_dtype: Any, pad_id: int) -> dict[str, Any]:
-        import torch
-
-        model.eval()
-        # Sorted by length: eval order does not matter and sorting removes most padding.
-        order = sorted(range(len(enc)), key=lambda i: len(enc.input_ids[i]))
-        preds = [0] * len(enc)
-        loss_sum = 0.0
-        from peftbench.runtime.device import autocast
-
-        with torch.inference_mode(), autocast(device, autocast_dtype):
-            for start in range(0, len(order), batch_size):
-                idx = order[start:start + batch_size]
-                batch = {k: v.to(device) for k, v in self.collate(enc, idx, pad_id).items()}
-                labels = batch.pop("labels")
-                logits = model(**batch).logits.float()
-                loss_sum += torch.nn.functional.cross_entropy(logits, labels, reduction="sum").item()
-                for i, p in zip(idx, logits.argmax(-1).tolist(), strict=True):
-                    preds[i] = p
-        model.train()
-        metrics = classification_metrics(enc.labels, preds, prepared.data.label_names)
-        metrics["eval_loss"] = loss_sum / max(1, len(enc))
-        metrics["predictions"] = {"pred": preds, "gold": list(enc.labels)}
-        return metrics
-
-
-TASKS: Registry[Any] = Registry("task")
-TASKS.add("classification", ClassificationTask())
-
-
-def _add_generative_tasks() -> None:
-    from peftbench.tasks.generative import InstructionTask, SummarizationTask
-
-    TASKS.add("summarization", SummarizationTask())
-    TASKS.add("instruction", InstructionTask())
-
-
-_add_generative_tasks()
+    task = TASKS.get(spec.task)
+    prepared = task.load_data(spec)
+    loaded = task.load_model(spec, prepared, {})
+    device = pick_device(spec.train.device)
+    loaded.model.to(device)
+    _, eval_enc = task.encode(loaded, prepared, spec)
+    return task.evaluate(loaded.model, eval_enc, prepared, batch_size=batch_size, device=device,
+                         autocast_dtype=None, pad_id=loaded.tokenizer.pad_token_id or 0)

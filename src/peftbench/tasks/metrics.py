@@ -1,8 +1,12 @@
-"""Task metrics, computed with scikit-learn so that definitions match what users already know."""
+"""Task metrics, computed with scikit-learn and rouge_score so that definitions match what users
+already know, and the direction of every metric."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+from peftbench.tasks.base import TASKS
 
 
 def classification_metrics(gold: list[int], pred: list[int], label_names: list[str]) -> dict[str, Any]:
@@ -25,17 +29,46 @@ def classification_metrics(gold: list[int], pred: list[int], label_names: list[s
     }
 
 
-# Direction of every scalar metric peftbench records: reports need it for "best" and Pareto fronts.
-HIGHER_IS_BETTER = {
-    "accuracy": True, "f1_macro": True, "precision_macro": True, "recall_macro": True,
-    "eval_loss": False, "perplexity": False, "rouge1": True, "rouge2": True, "rougeL": True, "rougeLsum": True,
-    "trainable_params": False, "train_time_s": False, "peak_memory_bytes": False, "artifact_bytes": False,
-}
+# ---- ROUGE (summarization) ------------------------------------------------------------------
+
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+
+
+def sentence_lines(text: str) -> str:
+    # rougeLsum scores sentence by sentence, split at newlines (as in the `evaluate` recipe, which
+    # uses nltk's sentence splitter; its data files are not shipped, so split at end punctuation).
+    return "\n".join(s for s in re.split(r"(?<=[.!?])\s+|\n+", text.strip()) if s)
+
+
+def rouge_scores(predictions: list[str], references: list[str]) -> dict[str, float]:
+    """Mean ROUGE F1 (0-1) per type from `rouge_score`, with stemming, as `evaluate`'s rouge reports."""
+    from rouge_score import rouge_scorer
+
+    if len(predictions) != len(references):
+        raise ValueError("predictions and references differ in length")
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
+    sums = dict.fromkeys(ROUGE_TYPES, 0.0)
+    for pred, ref in zip(predictions, references, strict=True):
+        scores = scorer.score(sentence_lines(ref), sentence_lines(pred))
+        for k in ROUGE_TYPES:
+            sums[k] += scores[k].fmeasure
+    n = max(1, len(predictions))
+    return {k: v / n for k, v in sums.items()}
+
+
+# ---- direction -------------------------------------------------------------------------------
+
+# Direction of the run-level numbers a record holds next to the task's metrics (`Task.metrics`).
+RUN_METRICS = {"trainable_params": False, "train_time_s": False, "peak_memory_bytes": False, "artifact_bytes": False}
 
 
 def higher_is_better(metric: str) -> bool:
-    """Direction of a metric: the table above, else losses and perplexities go down."""
-    if metric in HIGHER_IS_BETTER:
-        return HIGHER_IS_BETTER[metric]
+    """Direction of a metric: as the tasks and `RUN_METRICS` declare it, else losses, perplexities,
+    errors, times and sizes go down."""
+    for _, task in TASKS.items():
+        if metric in task.metrics:
+            return task.metrics[metric]
+    if metric in RUN_METRICS:
+        return RUN_METRICS[metric]
     low = metric.lower()
     return not any(word in low for word in ("loss", "perplexity", "error", "time", "memory", "bytes"))

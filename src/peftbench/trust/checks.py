@@ -31,7 +31,8 @@ def model_type_of(path: str) -> str | None:
 def preflight(spec: Any, method: Any) -> None:
     """Refuse a method that cannot apply to the model's family (local models only), before any data
     or weights are read. (Tasks check their model family themselves when they load the model.)"""
-    from peftbench.models.loading import family_for, resolve_model_path
+    from peftbench.models.families import family_for
+    from peftbench.models.loading import resolve_model_path
 
     path = resolve_model_path(spec.model.name_or_path)
     model_type = model_type_of(path)

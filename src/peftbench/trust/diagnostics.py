@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from peftbench.models.heads import is_head
+
 INTRUDER_TOP_K = 10
 INTRUDER_COSINE = 0.5
 SINGLE_THREAD_MAX_ELEMENTS = 4_000_000
@@ -32,10 +34,8 @@ SINGLE_THREAD_MAX_ELEMENTS = 4_000_000
 def _linear_weights(model: Any) -> dict[str, Any]:
     import torch
 
-    from peftbench.trust.preflight import is_head_param
-
     return {name: m.weight for name, m in model.named_modules()
-            if isinstance(m, torch.nn.Linear) and m.weight.requires_grad and not is_head_param(name + ".weight")
+            if isinstance(m, torch.nn.Linear) and m.weight.requires_grad and not is_head(name + ".weight")
             and "lora_" not in name}
 
 
@@ -107,7 +107,7 @@ def _layer_stats(w: Any, delta: Any) -> dict[str, Any]:
 @contextmanager
 def _svd_threads(w: Any) -> Iterator[None]:
     """One CPU thread for small matrices: their SVDs gain nothing from threads, and on a busy
-    machine the thread pool's contention made them 40x slower (3 s instead of 0.08 s at 384x384)."""
+    machine thread-pool contention makes them up to 40× slower (3 s instead of 0.08 s at 384×384)."""
     import torch
 
     if w.device.type != "cpu" or w.numel() > SINGLE_THREAD_MAX_ELEMENTS:

@@ -49,13 +49,9 @@ def load(spec: Any) -> RetentionData | None:
     r = spec.retention
     if r is None:
         return None
-    from peftbench.data.classification import (
-        label_values,
-        read_table,
-        require_column,
-        stratified_subsample,
-        text_values,
-    )
+    from peftbench.data.classification import label_values, require_column, text_values
+    from peftbench.data.readers import read_table
+    from peftbench.data.splits import stratified_subsample
 
     df = read_table(r.file)
     require_column(df, r.text_column, r.file, "text")
@@ -118,7 +114,7 @@ def before(data: RetentionData | None, model: Any, tokenizer: Any, spec: Any, pa
         return
     bs = spec.train.eval_batch_size or spec.train.batch_size * 4
     if data.lm:
-        from peftbench.tasks.generative import encode_causal
+        from peftbench.data.text_pairs import encode_causal
 
         # An empty prompt: BOS (when the tokenizer has one) + text + EOS, cut at max_length; every
         # text token and the EOS carry loss, as response tokens do in training.

@@ -17,14 +17,8 @@ They run once, after the method is applied and before the first training step:
   unaffected (at most `PROBE_MAX_ELEMENTS` weights, the ones nearest the output, are stepped).
 - `quantized_4bit` (quantized methods): every linear layer outside the head is a bitsandbytes
   4-bit layer (except those the model keeps in full precision on purpose, e.g. T5's `wo`).
-- `prompt_masking` (instruction task): on the first `MASK_CHECK_EXAMPLES` encoded training
-  examples, the tokens carrying loss (labels != -100) are the input tokens at those positions
-  and decode to the example's response text (whitespace aside; a prefix of it when the example
-  hit a length limit), so no prompt token carries loss and no response token is left out; an
-  example with no response token carrying loss that is not at `data.max_length` is a wrong mask.
-  Over all training examples, those where truncation left no response token carrying loss are
-  counted: above `MASK_MAX_EMPTY_SHARE` of them the run stops, otherwise the check passes with a
-  warning. A wrong mask crashes nothing: the model just learns to reproduce prompts.
+- `prompt_masking` (instruction task; `tasks.instruction.check_prompt_masking`, run here as one of
+  the task's data checks): the tokens carrying loss are each example's response, nothing else.
 
 A failed check raises `PreflightError` with a one-line message; the results (passed or not)
 are stored in the record under `preflight`.
@@ -38,12 +32,11 @@ from collections.abc import Callable
 from typing import Any
 
 from peftbench.errors import ModelError
+from peftbench.models.heads import is_head
 
 PROBE_STEP = 1e-2  # size of the sign-gradient step of the activity probe
 PROBE_MAX_ELEMENTS = 50_000_000  # most weight elements the probe steps (and copies)
 PROBE_RTOL = 1e-6  # smallest output change (relative to max |output|) counted as "changed"
-MASK_CHECK_EXAMPLES = 16  # training examples whose loss-carrying tokens are decoded and compared
-MASK_MAX_EMPTY_SHARE = 0.5  # above this share of examples without response tokens, the run stops
 
 # What to change when a check fails; checks not listed are about the method section.
 HINTS = {"prompt_masking": "check data.prompt_template / the target column, and that data.max_length leaves "
@@ -54,13 +47,6 @@ class PreflightError(ModelError):
     """A pre-flight check failed: the method config would not train what it says."""
 
     kind = "preflight"
-
-
-def is_head_param(name: str) -> bool:
-    from peftbench.models.loading import HEAD_NAMES
-
-    parts = name.split(".")
-    return any(p in HEAD_NAMES for p in parts) or "modules_to_save" in parts
 
 
 def _numel(module: Any) -> int:
@@ -95,7 +81,7 @@ def _expected_lora(model: Any, config: Any) -> tuple[int, dict[str, Any]]:
     bias = 0
     if config.bias == "all":
         bias = sum(p.numel() for n, p in model.named_parameters()
-                   if n.endswith(".bias") and not is_head_param(n) and "lora_" not in n)
+                   if n.endswith(".bias") and not is_head(n) and "lora_" not in n)
     elif config.bias == "lora_only":
         bias = sum(m.get_base_layer().bias.numel() for _, m in layers if m.get_base_layer().bias is not None)
     head = _head_count(model)
@@ -113,7 +99,7 @@ def _expected_ia3(model: Any, config: Any) -> tuple[int, dict[str, Any]]:
 
 
 def _expected_partial(model: Any, params: dict[str, Any], family: Any) -> tuple[int, dict[str, Any]]:
-    from peftbench.models.loading import find_layer_lists
+    from peftbench.models.families import find_layer_lists
 
     blocks = [(f"{n}.{i}", b) for n, ml in find_layer_lists(model, family) for i, b in enumerate(ml)]
     layers = params.get("layers")
@@ -209,7 +195,7 @@ def check_4bit(model: Any) -> dict[str, Any]:
     for name, m in model.named_modules():
         if isinstance(m, Linear4bit):
             four += 1
-        elif (isinstance(m, torch.nn.Linear) and not is_head_param(name + ".w") and "lora_" not in name
+        elif (isinstance(m, torch.nn.Linear) and not is_head(name + ".w") and "lora_" not in name
               and not kept & set(name.split("."))):
             other.append(name)
     ok = four > 0 and not other
@@ -229,7 +215,7 @@ def check_active(model: Any, batch: dict[str, Any], autocast_dtype: Any, device:
 
     from peftbench.runtime.device import autocast
 
-    body = [(n, p) for n, p in model.named_parameters() if p.requires_grad and not is_head_param(n)]
+    body = [(n, p) for n, p in model.named_parameters() if p.requires_grad and not is_head(n)]
     if not body:
         return {"name": "adapter_active", "passed": False, "changed": 0.0,
                 "message": "no trainable weights outside the output head: only the head would learn"}
@@ -276,80 +262,6 @@ def check_active(model: Any, batch: dict[str, Any], autocast_dtype: Any, device:
             "probe_params": len(body), "probe_subset": subset,
             "message": None if ok else "one training step on the adapter weights did not change the output "
                                        "(adapter disabled, zero scaling, or not in the forward pass)"}
-
-
-# ---- prompt masking (instruction tuning) -------------------------------------------------------
-
-
-def _squash(text: str) -> str:
-    """Text without whitespace: tokenizers differ in the spaces they decode, not in the words."""
-    return "".join(text.split())
-
-
-def _snippet(text: str, width: int = 60) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 3] + "..."
-
-
-def check_prompt_masking(tokenizer: Any, responses: list[str], enc: Any, *, max_length: int,
-                         max_target_length: int) -> dict[str, Any]:
-    """The tokens carrying loss are each example's response: no prompt token, no missing response."""
-    from peftbench.data.batching import IGNORE_INDEX
-
-    labels = enc.extra["labels"]
-    special = set(tokenizer.all_special_ids)
-    # Position 0 never carries loss (the model shifts labels by one); EOS alone is no response.
-    empty = {i for i, lab in enumerate(labels)
-             if not any(t != IGNORE_INDEX and t not in special for t in lab[1:])}
-    checked = range(min(MASK_CHECK_EXAMPLES, len(labels)))
-    wrong: list[dict[str, Any]] = []
-    truncated = 0
-    for i in checked:
-        ids, lab = enc.input_ids[i], labels[i]
-        loss_ids = [t for t in lab if t != IGNORE_INDEX]
-        got = tokenizer.decode(loss_ids, skip_special_tokens=True)
-        want = tokenizer.decode(tokenizer(responses[i], add_special_tokens=False)["input_ids"],
-                                skip_special_tokens=True)
-        g, w = _squash(got), _squash(want)
-        at_limit = len(ids) >= max_length or len(loss_ids) >= max_target_length - 1
-        if len(lab) != len(ids) or any(t != IGNORE_INDEX and t != x for t, x in zip(lab, ids, strict=False)):
-            problem = "labels differ from the input tokens at loss positions"
-        elif i in empty:
-            if len(ids) >= max_length:
-                continue  # truncated away: counted below over all examples
-            problem = "no response token carries loss, though the example is not truncated"
-        elif g == w:
-            continue
-        elif at_limit and w.startswith(g.rstrip("\ufffd")):  # a byte-level cut can split a character
-            truncated += 1
-            continue
-        elif g.endswith(w):
-            problem = "prompt tokens carry loss"
-        else:
-            problem = "the tokens carrying loss are not the response"
-        wrong.append({"index": i, "problem": problem, "loss_text": _snippet(got), "response": _snippet(want)})
-    n = len(labels)
-    share = len(empty) / n if n else 0.0
-    out: dict[str, Any] = {
-        "name": "prompt_masking", "examples_total": n, "examples_checked": len(checked),
-        "examples_wrong": len(wrong), "responses_truncated": truncated,
-        "examples_without_response": len(empty), "share_without_response": share,
-        "max_share_without_response": MASK_MAX_EMPTY_SHARE, "first_wrong": wrong[0] if wrong else None,
-        "warning": None, "message": None}
-    if wrong:
-        w0 = wrong[0]
-        out["message"] = (f"prompt masking is wrong in {len(wrong)} of {len(checked)} checked training "
-                          f"examples: {w0['problem']} (example {w0['index']}: loss on '{w0['loss_text']}', "
-                          f"response '{w0['response']}')")
-    elif empty:
-        lost = (f"{len(empty)} of {n} training examples have no response token carrying loss "
-                f"(truncated away at data.max_length={max_length})")
-        if share > MASK_MAX_EMPTY_SHARE:
-            out["message"] = lost
-        else:
-            out["warning"] = lost + "; they train nothing"
-    out["passed"] = out["message"] is None
-    return out
 
 
 # ---- entry point ------------------------------------------------------------------------------

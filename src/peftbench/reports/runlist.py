@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from peftbench.errors import SpecError
+from peftbench.records.fields import model_label, status_label
 from peftbench.records.io import load_records
-
-COLUMNS = ("run_id", "model", "task", "method", "hparams", "status", "metric", "time_s")
+from peftbench.reports.tables import Cell, Row, terminal
 
 
 def key_hparams(record: dict[str, Any]) -> str:
@@ -35,35 +35,27 @@ def key_hparams(record: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-def row(record: dict[str, Any]) -> dict[str, str]:
-    status = str(record.get("status", "?"))
-    if status != "success":
-        status = f"{status}:{(record.get('error') or {}).get('type', '?')}"
+def row(record: dict[str, Any]) -> Row:
     main = record.get("main_metric") or "accuracy"
     value = (record.get("metrics") or {}).get(main)
     t = (record.get("train") or {}).get("time_s")
-    model = str(record.get("model_name") or "?")
     return {
-        "run_id": str(record.get("run_id", "?")),
-        "model": Path(model).name if "/" in model else model,
-        "task": str(record.get("task", "?")),
-        "method": str(record.get("method", "?")),
-        "hparams": key_hparams(record),
-        "status": status,
-        "metric": f"{main}={value:.4f}" if isinstance(value, int | float) else "-",
-        "time_s": f"{t:.1f}" if isinstance(t, int | float) else "-",
+        "run_id": Cell(str(record.get("run_id", "?"))),
+        "model": Cell(model_label(record.get("model_name"), short=True)),
+        "task": Cell(str(record.get("task", "?"))),
+        "method": Cell(str(record.get("method", "?"))),
+        "hparams": Cell(key_hparams(record)),
+        "status": Cell(status_label(record)),
+        "metric": Cell(f"{main}={value:.4f}" if isinstance(value, int | float) else "-"),
+        "time_s": Cell(f"{t:.1f}" if isinstance(t, int | float) else "-"),
     }
 
 
 def runs_table(folder: str | Path, status: str | None = None) -> str:
+    """Every run under `folder` (only those of `status`, e.g. 'failed', when given)."""
     if not Path(folder).exists():
         raise SpecError(f"runs folder '{folder}' does not exist", hint="give the --out folder of a run or sweep")
     rows = [row(r) for r in load_records(folder)]
     if status:
-        rows = [r for r in rows if r["status"].split(":")[0] == status]
-    if not rows:
-        return f"(no runs in {folder})"
-    widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in COLUMNS}
-    lines = ["  ".join(c.ljust(widths[c]) for c in COLUMNS), "  ".join("-" * widths[c] for c in COLUMNS)]
-    lines += ["  ".join(r[c].ljust(widths[c]) for c in COLUMNS).rstrip() for r in rows]
-    return "\n".join(lines)
+        rows = [r for r in rows if r["status"].text.split(":")[0] == status]
+    return terminal(rows, empty=f"(no runs in {folder})")

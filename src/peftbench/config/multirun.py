@@ -13,7 +13,8 @@
 Runs are models × methods × the product of all axes that apply (global, the model's and the
 method's own). Each run gets a readable name (model-method-r8-seed1). `${NAME}` in strings is
 replaced from the environment; `${PEFTBENCH_SHARED_DATA}` defaults to `../shared/data`.
-A plain single-run spec is the one-model, one-method case.
+A plain single-run spec is the one-model, one-method case. Running the runs is
+`peftbench.sweeps.engine.run_spec_file`'s job; a grid sweep file is `peftbench.config.sweep`'s format.
 """
 
 from __future__ import annotations
@@ -23,15 +24,16 @@ import os
 import re
 from typing import Any
 
-from peftbench.config.spec import deep_merge, set_dotted
+from peftbench.config.spec import RunSpec, apply_overrides, deep_merge, load_yaml, set_dotted
 from peftbench.errors import SpecError
 
-SWEEP_KEYS = ("defaults", "models", "methods", "axes", "tiny")
+# The top-level keys that make a document a multi-run spec (`name` and `tiny` may top a single run too).
+MULTI_RUN_KEYS = ("defaults", "models", "methods", "axes")
 ENV_DEFAULTS = {"PEFTBENCH_SHARED_DATA": "../shared/data"}
 
 
 def is_multi_run(doc: dict[str, Any]) -> bool:
-    return any(k in doc for k in ("defaults", "models", "methods", "axes"))
+    return any(k in doc for k in MULTI_RUN_KEYS)
 
 
 def is_run_list(doc: dict[str, Any]) -> bool:
@@ -145,35 +147,6 @@ def _override_model(spec: dict[str, Any], override: str, doc_tiny: dict[str, Any
     return spec
 
 
-def load_runs(config: str, model_override: str | None = None, overrides: list[str] | None = None) -> list[Any]:
+def load_runs(config: str, model_override: str | None = None, overrides: list[str] | None = None) -> list[RunSpec]:
     """Validated RunSpecs of a spec file, `--set` overrides applied to each run (all checked first)."""
-    from peftbench.config.spec import RunSpec, apply_overrides, load_yaml
-
     return [RunSpec.from_dict(apply_overrides(d, overrides or [])) for d in expand(load_yaml(config), model_override)]
-
-
-def run_spec_file(config: str, out: str, *, model_override: str | None = None, overrides: list[str] | None = None,
-                  progress: bool = True, force: bool = False, say: Any = print) -> list[dict[str, Any]]:
-    """Run every run of a spec file in turn. A failed run is recorded and reported; the others still run."""
-    from peftbench.core.runner import run
-    from peftbench.errors import PeftbenchError, RunCanceled
-
-    specs = load_runs(config, model_override, overrides)
-    say(f"[peftbench] {config}: {len(specs)} run(s)")
-    records = []
-    for i, spec in enumerate(specs, 1):
-        say(f"[peftbench] run {i}/{len(specs)}: {spec.name or spec.method.name}")
-        try:
-            record = run(spec, out, progress=progress, force=force)
-            records.append(record)
-            metrics = record.get("metrics") or {}
-            shown = [k for k in (record.get("main_metric"), "eval_loss") if isinstance(metrics.get(k), float)]
-            say(f"[peftbench] run {i}/{len(specs)} {record['status']}: "
-                + " ".join(f"{k}={metrics[k]:.4f}" for k in shown))
-        except RunCanceled:
-            raise
-        except PeftbenchError as err:
-            say(f"[peftbench] run {i}/{len(specs)} failed: {err.one_line()}")
-            records.append({"run_id": spec.run_id(), "status": "failed", "method": spec.method.name,
-                            "error": {"type": err.kind, "message": err.one_line()}})
-    return records

@@ -1,0 +1,142 @@
+"""What a report shows for each task, in order: one list of sections (title, rows, note, ...) that
+both the markdown writer here and the HTML writer (`html.render_html`) lay out; and the short
+terminal summary the CLI prints."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from peftbench.reports.analysis import Analysis
+from peftbench.reports.rows import (
+    TEST_SELECTED_MARK,
+    comparison_rows,
+    dashboard,
+    forgetting_rows,
+    pair_rows,
+    per_class_rows,
+    protocol_lines,
+    run_rows,
+    target_header,
+    tuning_rows,
+    weight_change_rows,
+)
+from peftbench.reports.stats import ALPHA
+from peftbench.reports.tables import TERMINAL_CELL_WIDTH, Row, markdown, terminal
+
+TUNING_NOTE = ("Each method searched with the same budget on the validation split; the best trial's settings "
+               "(tuned) and the spec's own (defaults) then ran over the same seeds and are reported on test. "
+               "Trial runs are not in the dashboard.")
+FORGETTING_NOTE = ("Forgetting: probe accuracy before − after fine-tuning on the retention data (positive = forgot), "
+                   "or representation drift for text-only data; lower is better. Pareto-optimal: no other "
+                   "configuration has both less forgetting and a better task metric.")
+WEIGHT_CHANGE_NOTE = ("‖ΔW‖/‖W‖ per adapted layer, the effective rank of ΔW and intruder dimensions (new "
+                      "high-magnitude singular directions), averaged over seeds.")
+PAIRED_NOTE = ("Classification: McNemar's test on per-example correctness; generation: paired bootstrap of "
+               "per-example scores. With several seeds, each seed pair is tested and the pair is significant only "
+               "if every seed pair is (p shown = largest).")
+
+
+@dataclass
+class Section:
+    """One titled part of a task's report. `rows` None: no table (a figure grid). `lines` are remarks
+    after the note (a line starting with ⚠ is a warning); `verdicts` (the baseline section only) are the
+    comparisons whose verdicts are listed; `figures` are (caption, PNG path)."""
+
+    title: str
+    rows: list[Row] | None = None
+    note: str = ""
+    level: int = 3
+    lines: list[str] = field(default_factory=list)
+    verdicts: list[dict[str, Any]] | None = None
+    figures: list[tuple[str, Path]] = field(default_factory=list)
+    highlight: bool = False  # the dashboard: rows coloured by status, best, baseline
+
+
+def slug(text: str) -> str:
+    """A task name as a file-name and anchor part."""
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "task"
+
+
+def task_title(analysis: Analysis, task: str) -> str:
+    return f"Task: {task} (metric: {analysis.task_configs(task)[0].metric})"
+
+
+def target_note(analysis: Analysis, task: str) -> str:
+    if not any("time_to_target_s" in c.stats for c in analysis.task_configs(task)):
+        return ""
+    pct = f"{analysis.target_fraction * 100:g}%"
+    return (f" {target_header(analysis.target_fraction)}: training time until the per-epoch metric first came "
+            f"within {pct} of its final value (one evaluation per epoch).")
+
+
+def task_sections(analysis: Analysis, task: str, figures: list[tuple[str, Path]]) -> list[Section]:
+    """The sections of one task, in report order; optional ones only where there is something to show."""
+    metric = analysis.task_configs(task)[0].metric
+    base = analysis.baselines.get(task)
+    sections = [Section("Dashboard", dashboard(analysis, task), highlight=True,
+                        note=(f"★ best mean {metric} in the task. ± is the standard deviation over seeds; 95% CI is "
+                              f"a t-interval over seeds (blank with one seed).{target_note(analysis, task)}"),
+                        lines=protocol_lines(analysis, task))]
+    tuning = tuning_rows(analysis, task)
+    if tuning:
+        sections.append(Section("Tuning: defaults vs tuned", tuning, TUNING_NOTE))
+    if base is not None:
+        sections.append(Section(f"Against the baseline: {base.label}", comparison_rows(analysis, task),
+                                verdicts=analysis.comparisons.get(task, [])))
+        per_class = per_class_rows(analysis, task)
+        if per_class:
+            sections.append(Section("Per-class deltas against the baseline", per_class, level=4))
+    sections.append(Section(f"Paired significance (α = {ALPHA})", pair_rows(analysis, task), PAIRED_NOTE))
+    for title, rows, note in (("Forgetting", forgetting_rows(analysis, task), FORGETTING_NOTE),
+                              ("Weight change (ΔW)", weight_change_rows(analysis, task), WEIGHT_CHANGE_NOTE)):
+        if rows:
+            sections.append(Section(title, rows, note))
+    if figures:
+        sections.append(Section("Figures", figures=figures))
+    sections.append(Section("All runs", run_rows(analysis, task)))
+    return sections
+
+
+# ---- markdown ---------------------------------------------------------------------------------------
+
+
+def markdown_section(section: Section, out: Path) -> str:
+    """One section as markdown; figure paths relative to the report folder `out`."""
+    parts = [f"\n{'#' * section.level} {section.title}\n\n"]
+    if section.rows is not None:
+        parts.append(markdown(section.rows))
+    if section.note:
+        parts.append(f"\n{section.note}\n")
+    parts += [f"\n> {line}\n" for line in section.lines]
+    if section.verdicts is not None:
+        parts.append("\n" + "".join(f"- **{c['label']}**: {c['verdict']['text']}\n" for c in section.verdicts))
+    parts += [f"\n![{caption}]({p.relative_to(out).as_posix()})\n" for caption, p in section.figures]
+    return "".join(parts)
+
+
+def markdown_report(analysis: Analysis, plots: dict[str, list[tuple[str, Path]]], out: Path) -> str:
+    parts = ["# peftbench report\n"]
+    parts += [f"> {n}\n" for n in analysis.notes]
+    for task in analysis.tasks:
+        parts.append(f"\n## {task_title(analysis, task)}\n")
+        parts += [markdown_section(s, out) for s in task_sections(analysis, task, plots.get(task, []))]
+    return "".join(parts)
+
+
+# ---- terminal ---------------------------------------------------------------------------------------
+
+
+def terminal_report(analysis: Analysis) -> str:
+    """Per task: the dashboard, test-selection warnings and verdicts; then the notes."""
+    out = []
+    for task in analysis.tasks:
+        out.append(f"== {task} ==")
+        out.append(terminal(dashboard(analysis, task), max_width=TERMINAL_CELL_WIDTH))
+        out += [f"  {line}" for line in protocol_lines(analysis, task) if line.startswith(TEST_SELECTED_MARK)]
+        for c in analysis.comparisons.get(task, []):
+            out.append(f"  {c['label']}: {c['verdict']['text']}")
+    out += [f"note: {n}" for n in analysis.notes]
+    return "\n".join(out)
