@@ -25,6 +25,7 @@ import argparse
 import json
 import math
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -79,8 +80,11 @@ def _peftbench(*args: str, cwd: Path) -> None:
 
 
 def capture(out: Path, demo: bool) -> None:
-    with tempfile.TemporaryDirectory(prefix="records_equal") as tmp:
-        tmp_path = Path(tmp)
+    # One fixed folder: data paths, and so run ids (which hash the spec), are the same in every capture.
+    tmp_path = Path(tempfile.gettempdir()) / "records_equal_work"
+    shutil.rmtree(tmp_path, ignore_errors=True)
+    tmp_path.mkdir(parents=True)
+    try:
         # One thread: the same reductions in the same order in every capture, whatever the load.
         _peftbench("--debug", "sweep", str(ROOT / "examples" / "seed000_lora_vs_ia3.yaml"), "--model-override",
                    "tiny", "--set", "train.num_threads=1", "--out", str(tmp_path / "seed000"), cwd=ROOT)
@@ -88,6 +92,8 @@ def capture(out: Path, demo: bool) -> None:
         if demo:
             _peftbench("demo", "--out", str(tmp_path / "demo"), "--quiet", cwd=tmp_path)
             snapshot["demo"] = _records(tmp_path / "demo")
+    finally:
+        shutil.rmtree(tmp_path, ignore_errors=True)
     out.write_text(json.dumps(snapshot, indent=1, sort_keys=True))
     print(f"{sum(len(v) for v in snapshot.values())} records -> {out}")
 
@@ -102,9 +108,11 @@ def _diff(a: Any, b: Any, path: str, found: list[str], close: list[str]) -> None
     elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
         for i, (x, y) in enumerate(zip(a, b, strict=True)):
             _diff(x, y, f"{path}[{i}]", found, close)
+    elif a == b:
+        return
     elif isinstance(a, float) and isinstance(b, float) and math.isclose(a, b, rel_tol=REL_TOL, abs_tol=1e-9):
         close.append(f"{path}: {a} ~ {b}")
-    elif a != b:
+    else:
         found.append(f"{path}: {json.dumps(a)[:120]} != {json.dumps(b)[:120]}")
 
 

@@ -50,3 +50,15 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data folder {SHARED_DATA} is absent (set PEFTBENCH_SHARED_DATA to its path)")
     return SHARED_DATA
+
+
+def load_schema(name: str) -> dict:
+    """A JSON Schema of src/peftbench/records/schema/, its `task` enum filled from the task registry
+    (the files say "a registered task name": adding a task touches no schema)."""
+    import json
+
+    from peftbench.tasks.base import TASKS
+
+    schema = json.loads((REPO / "src" / "peftbench" / "records" / "schema" / f"{name}.schema.json").read_text())
+    schema["properties"]["task"]["enum"] = TASKS.names()
+    return schema

@@ -13,10 +13,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from conftest import REPO, tiny_spec
+from conftest import REPO, load_schema, tiny_spec
 from peftbench.cli.app import cli
 
-SCHEMA = REPO / "src" / "peftbench" / "records" / "schema" / "profile.schema.json"
 BATCH, LENGTHS, STEPS = 4, (16, 32), 2
 
 
@@ -80,7 +79,7 @@ def test_json_is_valid_documented_and_plots_decode(profiled: tuple[Path, dict[st
     from PIL import Image
 
     out, data, _ = profiled
-    jsonschema.validate(data, json.loads(SCHEMA.read_text()))
+    jsonschema.validate(data, load_schema("profile"))
     assert data["kind"] == "peftbench-profile" and data["environment"]["packages"]["torch"]
     assert data["settings"]["lengths"] == list(LENGTHS) and data["timestamps"]["finished"]
     doc = (REPO / "docs" / "profile.md").read_text()

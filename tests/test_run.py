@@ -5,19 +5,17 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tiny_spec
+from conftest import load_schema, tiny_spec
 from peftbench.config.spec import RunSpec
 from peftbench.core.runner import run
 from peftbench.errors import NanLossError
 from peftbench.records.io import load_records
 
-SCHEMA = Path(__file__).resolve().parents[1] / "src" / "peftbench" / "records" / "schema" / "record.schema.json"
-
 
 def validate(record: dict) -> None:
     import jsonschema
 
-    jsonschema.validate(record, json.loads(SCHEMA.read_text()))
+    jsonschema.validate(record, load_schema("record"))
 
 
 @pytest.mark.parametrize("method", ["full", "partial", "lora", "qlora", "ia3", "dora"])

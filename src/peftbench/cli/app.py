@@ -11,6 +11,8 @@ from typing import Any
 
 import click
 
+from peftbench.methods.base import SEED_METHODS  # names only: imports no torch
+
 
 class _Group(click.Group):
     """Turns peftbench errors into one line and an exit code, unless --debug."""
@@ -149,7 +151,7 @@ def methods() -> None:
 
 @cli.command()
 @click.option("--out", default="demo_runs", show_default=True, help="Output folder.")
-@click.option("--methods", "method_list", default="full,partial,lora,qlora,ia3,dora", show_default=True,
+@click.option("--methods", "method_list", default=",".join(SEED_METHODS), show_default=True,
               help="Comma-separated methods to compare.")
 @click.option("--n-train", default=None, type=click.IntRange(min=1), help="Synthetic training examples.")
 @click.option("--epochs", default=None, type=click.IntRange(min=1), help="Epochs per method.")

@@ -199,7 +199,11 @@ def merge_run(run_dir: str | Path, out_dir: str | Path) -> Path:
     return out
 
 
-GENERATION_TASKS = ("summarization", "instruction")
+def generation_tasks() -> list[str]:
+    """The tasks whose models generate text."""
+    from peftbench.tasks.base import TASKS
+
+    return [name for name in TASKS.names() if TASKS.get(name).generative]
 
 
 def load_generator(run_dir: str | Path, device: str | None = None) -> tuple[Any, Any, dict[str, Any]]:
@@ -213,9 +217,9 @@ def load_generator(run_dir: str | Path, device: str | None = None) -> tuple[Any,
 
     quiet_libraries()
     record = load_run_record(run_dir)
-    if record.get("task") not in GENERATION_TASKS:
+    if record.get("task") not in generation_tasks():
         raise SpecError(f"run '{record.get('run_id')}' is a {record.get('task')} run: it does not generate text",
-                        hint=f"give runs of a generation task ({', '.join(GENERATION_TASKS)}); for classification "
+                        hint=f"give runs of a generation task ({', '.join(generation_tasks())}); for classification "
                              "use peftbench disagreements")
     kind, path = artifact_dir(run_dir, record)
     spec = RunSpec.from_dict(record["spec"])

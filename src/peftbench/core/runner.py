@@ -36,7 +36,7 @@ from peftbench.errors import (
 )
 from peftbench.methods.base import METHODS, MethodContext
 from peftbench.methods.seed import method_load_kwargs, quantization_summary
-from peftbench.records.failure import write_failure
+from peftbench.records.failure import error_entry, error_message, write_failure
 from peftbench.records.io import (
     RESULT_FILE,
     SCHEMA_VERSION,
@@ -183,7 +183,7 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
         set_seed(spec.train.seed)
         train_and_evaluate(ctx, record, run_dir, tracker)
     except KeyboardInterrupt:
-        record.update(status="canceled", error={"type": "canceled", "message": "run canceled by the user (Ctrl-C)"})
+        record.update(status="canceled", error=error_entry("canceled", "run canceled by the user (Ctrl-C)"))
         record["timestamps"]["finished"] = now_iso()
         _write_failure(run_dir, record)
         raise RunCanceled() from None
@@ -372,9 +372,8 @@ def record_failure(run_dir: Path, record: dict[str, Any], err: BaseException) ->
         err = OutOfMemory.from_error(err)
     reason = getattr(err, "reason", None) or ("canceled" if isinstance(err, RunCanceled) else
                                               getattr(err, "kind", None) or "error")
-    message = err.one_line() if isinstance(err, PeftbenchError) else f"{type(err).__name__}: {err}"
-    record.update(status="canceled" if reason == "canceled" else "failed",
-                  error={"type": reason, "message": message[:2000]})
+    message = error_message(err)
+    record.update(status="canceled" if reason == "canceled" else "failed", error=error_entry(reason, message))
     record["timestamps"]["finished"] = now_iso()
     _write_failure(run_dir, record)
     if isinstance(err, PeftbenchError | KeyboardInterrupt):

@@ -31,7 +31,6 @@ from peftbench.records.io import atomic_write_json, environment, git_commit, now
 PROFILE_VERSION = 1
 PROFILE_FILE = "profile.json"
 LABELS = ("0", "1")  # classification heads get two classes; the synthetic labels are random
-TINY_FAMILY_FOR_TASK = {"classification": "bert", "instruction": "gpt2", "summarization": "t5"}
 ROW_KEYS = (
     "method", "length", "batch_size", "status", "error", "device", "compute_dtype", "precision", "cpu_ops", "threads",
     "trainable_params", "total_params", "warmup_steps", "steps", "tokens_per_step", "tokens", "padding_free",
@@ -59,8 +58,9 @@ def resolve_model_ref(name: str, task: str) -> str:
     if Path(name).exists() or not (name == "tiny" or name.startswith("tiny:")):
         return name
     from peftbench.models.tiny import TINY_CONFIGS, tiny_model_path
+    from peftbench.tasks.base import TASKS
 
-    family = name.partition(":")[2] or TINY_FAMILY_FOR_TASK.get(task, "bert")
+    family = name.partition(":")[2] or TASKS.get(task).tiny_family
     TINY_CONFIGS.get(family)  # did-you-mean for an unknown family
     return str(tiny_model_path(family))
 
@@ -76,24 +76,23 @@ def max_positions(config: Any) -> int | None:
 
 def _check_model(spec: RunSpec, lengths: list[int]) -> None:
     """From the config alone (no weights): the task fits the family and every length fits the model."""
-    from peftbench.models.embedded import EMBEDDED_CAUSAL, EMBEDDED_SEQ2SEQ, embedded_model_path
+    from peftbench.models.embedded import embedded_model_path
     from peftbench.models.families import family_for
     from peftbench.models.generative import EMBEDDED_BUILDERS
     from peftbench.models.loading import load_config, resolve_model_path
     from peftbench.tasks.base import TASKS
 
     name = spec.model.name_or_path
-    want = {"summarization": EMBEDDED_SEQ2SEQ, "instruction": EMBEDDED_CAUSAL}.get(spec.task)
-    if name in EMBEDDED_BUILDERS and name != want:
+    task = TASKS.get(spec.task)
+    if name in EMBEDDED_BUILDERS and name != task.embedded_model:
         raise SpecError(f"task '{spec.task}' cannot run on '{name}'",
-                        hint=f"use --model {want}" if want else "use --model embedded for classification")
+                        hint=f"use --model {task.embedded_model}" + (" for classification" if task.embedded_model == "embedded" else ""))
     config = load_config(str(embedded_model_path()) if name in EMBEDDED_BUILDERS else resolve_model_path(name),
                          spec.model)
-    task = TASKS.get(spec.task)
     kind = family_for(config.model_type, spec.model.family).kind
     if name not in EMBEDDED_BUILDERS and kind not in task.model_kinds and kind != "unknown":
         raise SpecError(f"task '{spec.task}' cannot run on a {kind} model ({config.model_type})",
-                        hint="pick --task to match the model (classification, instruction, summarization)")
+                        hint=f"pick --task to match the model ({', '.join(TASKS.names())})")
     limit = max_positions(config)
     if limit is not None and lengths[-1] > limit:
         raise SpecError(f"--lengths {lengths[-1]} is longer than the {limit} positions of '{name}'",

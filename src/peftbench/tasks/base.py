@@ -40,6 +40,8 @@ class Task(Protocol):
     generative: bool  # the model generates text (`peftbench generate` applies)
     supports_packing: bool  # train.packing
     supports_retention: bool  # the retention section (forgetting)
+    tiny_family: str  # the tiny random family that stands in for the task's models (`--model tiny`)
+    embedded_model: str  # the bundled-weights stand-in for the task's models ('embedded', ...)
 
     def load_data(self, spec: Any) -> Prepared: ...
 

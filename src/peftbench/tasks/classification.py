@@ -25,6 +25,8 @@ class ClassificationTask:
     generative = False
     supports_packing = True
     supports_retention = True
+    tiny_family = "bert"
+    embedded_model = "embedded"
 
     def load_data(self, spec: Any) -> Prepared:
         data = load_classification(spec.data)

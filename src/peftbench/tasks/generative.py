@@ -38,6 +38,8 @@ class GenerativeTask:
     generative = True
     supports_packing = False
     supports_retention = False
+    tiny_family = ""
+    embedded_model = ""
 
     @property
     def model_kinds(self) -> tuple[str, ...]:

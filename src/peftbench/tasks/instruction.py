@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 from peftbench.data.batching import IGNORE_INDEX, Encoded
 from peftbench.data.text_pairs import encode_causal
+from peftbench.models.embedded import EMBEDDED_CAUSAL
 from peftbench.models.loading import LoadedModel
 from peftbench.runtime.device import autocast
 from peftbench.tasks.base import Prepared
@@ -35,6 +36,8 @@ class InstructionTask(GenerativeTask):
     main_metric = "perplexity"
     metrics: ClassVar[dict[str, bool]] = {"eval_loss": False, "perplexity": False}
     model_description = "causal LM"
+    tiny_family = "gpt2"
+    embedded_model = EMBEDDED_CAUSAL
     supports_retention = True
 
     def encode_texts(self, tok: Any, sources: list[str], targets: list[str], spec: Any) -> Encoded:

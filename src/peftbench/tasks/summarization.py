@@ -6,6 +6,7 @@ from typing import Any, ClassVar
 
 from peftbench.data.batching import Encoded, collate_lm
 from peftbench.data.text_pairs import encode_seq2seq
+from peftbench.models.embedded import EMBEDDED_SEQ2SEQ
 from peftbench.runtime.device import autocast
 from peftbench.tasks.base import Prepared
 from peftbench.tasks.generative import GenerativeTask, loss_sum
@@ -21,6 +22,8 @@ class SummarizationTask(GenerativeTask):
     main_metric = "rougeL"
     metrics: ClassVar[dict[str, bool]] = {"eval_loss": False, **dict.fromkeys(ROUGE_TYPES, True)}
     model_description = "encoder-decoder"
+    tiny_family = "t5"
+    embedded_model = EMBEDDED_SEQ2SEQ
 
     def encode_texts(self, tok: Any, sources: list[str], targets: list[str], spec: Any) -> Encoded:
         return encode_seq2seq(tok, sources, targets, spec.data.max_length, spec.data.max_target_length)

@@ -29,8 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from peftbench.errors import DataError
-
-LM_TASKS = ("instruction",)  # tasks whose model is a causal LM: retention is scored by its loss
+from peftbench.tasks.base import TASKS
 
 
 @dataclass
@@ -56,7 +55,7 @@ def load(spec: Any) -> RetentionData | None:
     df = read_table(r.file)
     require_column(df, r.text_column, r.file, "text")
     labels = None
-    lm = spec.task in LM_TASKS
+    lm = TASKS.get(spec.task).peft_task_type == "CAUSAL_LM"  # a causal LM: retention is scored by its loss
     if r.label_column and r.label_column in df.columns and not lm:
         values = label_values(df, r.label_column, r.file)
         names = sorted(set(values), key=str)
