@@ -32,7 +32,8 @@ test-all: $(STAMP)
 	$(PY) -m pytest -q -m "slow or not slow"
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff check src tests bench scripts
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) demo_runs runs report

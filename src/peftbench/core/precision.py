@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-ADAPTER_METHODS_KEEP_FP32 = ("full", "partial")
+BASE_TRAINING_METHODS = ("full", "partial")  # they train base weights: fp32 masters under autocast
 
 
 def apply_dtype_policy(model: Any, method_name: str, compute_dtype: str) -> tuple[Any, dict[str, Any]]:
@@ -15,7 +15,7 @@ def apply_dtype_policy(model: Any, method_name: str, compute_dtype: str) -> tupl
     if compute_dtype == "float32":
         return None, {"compute_dtype": "float32", "autocast": False, "frozen_base_dtype": "float32"}
     dtype = getattr(torch, compute_dtype)
-    frozen_cast = method_name not in ADAPTER_METHODS_KEEP_FP32
+    frozen_cast = method_name not in BASE_TRAINING_METHODS
     if frozen_cast:
         for p in model.parameters():
             if p.is_floating_point():

@@ -114,12 +114,15 @@ def _method_names(methods: Sequence[str] | None) -> list[str]:
 
 
 def synthetic(task: str, tokenizer: Any, n: int, length: int, seed: int) -> Any:
-    """`n` examples of exactly `length` random non-special token ids. Classification gets random
-    labels; instruction tuning puts loss on every token; summarization gets random targets of the
-    same length."""
+    """`n` examples of exactly `length` random non-special token ids, shaped for the task's model:
+    a classifier gets random labels, a causal LM carries loss on every token, a seq2seq model gets
+    random targets of the same length."""
     import torch
 
     from peftbench.data.batching import Encoded
+    from peftbench.tasks.base import TASKS
+
+    model_type = TASKS.get(task).peft_task_type
 
     g = torch.Generator().manual_seed(seed)
     special = set(tokenizer.all_special_ids)
@@ -129,9 +132,9 @@ def synthetic(task: str, tokenizer: Any, n: int, length: int, seed: int) -> Any:
         return allowed[torch.randint(len(allowed), (n, length), generator=g)].tolist()
 
     ids = draw()
-    if task == "classification":
+    if model_type == "SEQ_CLS":
         return Encoded(ids, torch.randint(0, len(LABELS), (n,), generator=g).tolist())
-    return Encoded(ids, [], {"labels": [list(r) for r in ids] if task == "instruction" else draw()})
+    return Encoded(ids, [], {"labels": [list(r) for r in ids] if model_type == "CAUSAL_LM" else draw()})
 
 
 def _no_evaluation(_model: Any) -> dict[str, Any]:
@@ -280,14 +283,11 @@ def profile(model: str, methods: Sequence[str] | None = None, lengths: Sequence[
     """Measure every (method, batch size, length); write `out_dir/profile.json` after each row (an
     interrupted profile keeps what it measured). Returns the result; `reports.cost_curves.write_profile_report`
     renders it (profile.md and plots/)."""
-    from peftbench.core.isolate import call_isolated
     from peftbench.core.runner import check_writable
-    from peftbench.methods.base import METHODS
     from peftbench.runtime.device import pick_device
     from peftbench.tasks.base import TASKS
-    from peftbench.trust.checks import preflight
 
-    TASKS.get(task)
+    TASKS.get(task)  # did-you-mean for an unknown task, first
     names = _method_names(methods)
     lengths, batch_sizes = sorted(set(lengths)), sorted(set(batch_sizes))
     if not lengths or not batch_sizes or min(*lengths, *batch_sizes) <= 0:
@@ -295,13 +295,7 @@ def profile(model: str, methods: Sequence[str] | None = None, lengths: Sequence[
     if steps < 1 or warmup < 1 or latency_calls < 1:
         raise SpecError("steps, warmup and latency calls must be at least 1", hint="e.g. --steps 5 --warmup 1")
     path = resolve_model_ref(model, task)
-    specs = []
-    for name in names:
-        spec = RunSpec.from_dict({"task": task, "model": {"name_or_path": path, "dtype": dtype},
-                                  "method": {"name": name}, "data": {"max_length": lengths[-1]},
-                                  "train": {"device": device, "seed": seed, "num_threads": num_threads}}).resolved()
-        preflight(spec, METHODS.get(name))
-        specs.append(spec)
+    specs = _specs(path, task, names, lengths, device, dtype, seed, num_threads)
     _check_model(specs[0], lengths)
     out = Path(out_dir)
     check_writable(out)
@@ -309,8 +303,8 @@ def profile(model: str, methods: Sequence[str] | None = None, lengths: Sequence[
     result: dict[str, Any] = {
         "kind": PROFILE_KIND, "schema_version": PROFILE_VERSION, "model_name": model, "model_path": path,
         "task": task, "device": picked, "memory_kind": "cuda_allocated" if picked == "cuda" else "cpu_rss_growth",
-        "settings": {"methods": names, "lengths": lengths, "batch_sizes": batch_sizes, "steps": steps,
-                     "warmup": warmup, "latency_calls": latency_calls, "seed": seed, "dtype": dtype,
+        "settings": {"methods": [s.method.name for s in specs], "lengths": lengths, "batch_sizes": batch_sizes,
+                     "steps": steps, "warmup": warmup, "latency_calls": latency_calls, "seed": seed, "dtype": dtype,
                      "num_threads": num_threads},
         "timestamps": {"started": now_iso(), "finished": None},
         "load_average": {"start": os.getloadavg()[0], "end": None},
@@ -318,23 +312,47 @@ def profile(model: str, methods: Sequence[str] | None = None, lengths: Sequence[
     }
     for spec in specs:
         for batch_size in batch_sizes:
-            oom_at = None
-            for length in lengths:
-                if oom_at is not None:  # a longer sequence than one that ran out of memory
-                    row = _row(spec.method.name, length, batch_size, status="skipped",
-                               error=f"out of memory at length {oom_at}")
-                else:
-                    got = call_isolated(measure, (spec.to_dict(), length, batch_size, steps, warmup, latency_calls),
-                                        name=f"peftbench-profile-{spec.method.name}-{length}x{batch_size}",
-                                        timeout_s=timeout_s)
-                    row = (_row(spec.method.name, length, batch_size, **got.value) if got.reason is None else
-                           _row(spec.method.name, length, batch_size, status=got.reason, error=got.message))
-                    oom_at = length if got.reason == "oom" else None
-                result["rows"].append(row)
-                atomic_write_json(out / PROFILE_FILE, result)
-                if say:
-                    say(_say_row(row))
+            _measure_lengths(spec, batch_size, lengths, (steps, warmup, latency_calls), result, out, timeout_s, say)
     result["timestamps"]["finished"] = now_iso()
     result["load_average"]["end"] = os.getloadavg()[0]
     atomic_write_json(out / PROFILE_FILE, result)
     return result
+
+
+def _specs(path: str, task: str, names: list[str], lengths: list[int], device: str, dtype: str, seed: int,
+           num_threads: int | None) -> list[RunSpec]:
+    """One validated spec per method, checked like a run's before anything loads."""
+    from peftbench.methods.base import METHODS
+    from peftbench.trust.checks import preflight
+
+    specs = []
+    for name in names:
+        spec = RunSpec.from_dict({"task": task, "model": {"name_or_path": path, "dtype": dtype},
+                                  "method": {"name": name}, "data": {"max_length": lengths[-1]},
+                                  "train": {"device": device, "seed": seed, "num_threads": num_threads}}).resolved()
+        preflight(spec, METHODS.get(name))
+        specs.append(spec)
+    return specs
+
+
+def _measure_lengths(spec: RunSpec, batch_size: int, lengths: list[int], counts: tuple[int, int, int],
+                     result: dict[str, Any], out: Path, timeout_s: float | None,
+                     say: Callable[[str], None] | None) -> None:
+    """Measure one method at one batch size over the lengths, shortest first, each in its own process;
+    after an out-of-memory, the longer lengths are skipped. Each row is written as soon as it exists."""
+    from peftbench.core.isolate import call_isolated
+
+    oom_at = None
+    for length in lengths:
+        if oom_at is not None:  # a longer sequence than one that ran out of memory
+            row = _row(spec.method.name, length, batch_size, status="skipped", error=f"out of memory at length {oom_at}")
+        else:
+            got = call_isolated(measure, (spec.to_dict(), length, batch_size, *counts),
+                                name=f"peftbench-profile-{spec.method.name}-{length}x{batch_size}", timeout_s=timeout_s)
+            row = (_row(spec.method.name, length, batch_size, **got.value) if got.reason is None else
+                   _row(spec.method.name, length, batch_size, status=got.reason, error=got.message))
+            oom_at = length if got.reason == "oom" else None
+        result["rows"].append(row)
+        atomic_write_json(out / PROFILE_FILE, result)
+        if say:
+            say(_say_row(row))
