@@ -154,7 +154,8 @@ def test_killed_run_is_recorded_then_ctrl_c_cancels_and_lock_refuses_second_swee
     assert sorted(recs) == sorted([first, second])
     assert recs[first]["status"] == "failed" and recs[first]["error"]["type"] == "oom"
     assert "SIGKILL" in recs[first]["error"]["message"] and recs[first]["process"]["exit_code"] == -9
-    assert recs[second]["status"] == "canceled" and recs[second]["error"]["type"] == "canceled"
+    assert recs[second]["status"] == "canceled" and recs[second]["error"]["type"] == "canceled", (
+        recs[second].get("error"), recs[second].get("process"), text[-3000:])
     summary = json.loads((out / "sweep-summary.json").read_text())
     assert summary["interrupted"] is True
     lock = acquire_lock(out)  # released on exit
