@@ -22,7 +22,8 @@ import json, os, time
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from peftbench.perf.flops import peak_flops, training_flops
+from peftbench.perf.flops import training_flops
+from peftbench.perf.peak import peak_flops
 
 tiny = os.environ["TINY"] == "1"
 steps, warmup = int(os.environ["STEPS"]), int(os.environ["WARMUP"])

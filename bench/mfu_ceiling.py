@@ -108,7 +108,8 @@ def main() -> None:
     from step_time import build
 
     from peftbench.models.loading import quiet_libraries
-    from peftbench.perf.flops import gemm_probe, training_flops
+    from peftbench.perf.flops import training_flops
+    from peftbench.perf.peak import gemm_probe
     from peftbench.profiling.profile import measure
     from peftbench.records.io import atomic_write_json, environment
     from peftbench.runtime.device import resolve_dtype

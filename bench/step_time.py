@@ -11,7 +11,10 @@ To compare two versions of the code, run it from each checkout in turn, alternat
     for i in 1 2 3; do (cd ../old && python bench/step_time.py); python bench/step_time.py; done
 
 `--ab head-token` instead alternates steps with and without the first-token last layer (head_token.py)
-in one process, and prints both medians and their ratio.
+in one process, and prints both medians and their ratio. Every timing is printed with the load it was
+taken under (`peftbench.perf.load`: cores busy with other work, CPU steal, the 1-minute load average),
+so that two invocations can be compared; `--ab` withholds the ratio when its two variants' steps ran
+under clearly different load (exit 2), unless `--allow-load-mismatch`.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ def build(model_ref: str, method: str, length: int, threads: int, dtype: str = "
     from transformers import set_seed
 
     from peftbench.config.spec import RunSpec
-    from peftbench.core.runner import prepare_model
+    from peftbench.core.build import prepare_model
     from peftbench.methods.base import METHODS
     from peftbench.profiling.profile import LABELS, resolve_model_ref
     from peftbench.runtime.device import resolve_dtype
@@ -61,6 +64,8 @@ def main() -> None:
     ap.add_argument("--heap", choices=("retained", "default"), default="retained",
                     help="glibc thresholds as a run sets them while training (cpu_heap.py), or glibc's own")
     ap.add_argument("--ab", choices=("head-token",), help="alternate steps with this change on and off")
+    ap.add_argument("--allow-load-mismatch", action="store_true",
+                    help="with --ab: print the ratio even when the two variants' steps ran under different load")
     args = ap.parse_args()
 
     import functools
@@ -69,6 +74,7 @@ def main() -> None:
 
     from peftbench.models.loading import quiet_libraries
     from peftbench.perf.cpu_heap import retained_heap
+    from peftbench.perf.load import sampled_load
     from peftbench.profiling.profile import synthetic
     from peftbench.tasks.base import TASKS
 
@@ -103,43 +109,69 @@ def main() -> None:
             print(prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=30))
             return
         if args.ab == "head-token":
-            _alternate_head_token(model, step, args.steps)
+            _alternate_head_token(model, step, args.steps, args.allow_load_mismatch)
             return
         times = []
-        for _ in range(args.steps):
-            t0 = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - t0)
+        with sampled_load(interval_s=0.5) as load:
+            for _ in range(args.steps):
+                t0 = time.perf_counter()
+                step()
+                times.append(time.perf_counter() - t0)
         rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"{args.method} {args.batch_size}x{args.length} {precision['compute_dtype']} heap {args.heap}: step s "
               f"{' '.join(f'{t:.3f}' for t in times)} (min {min(times):.3f}); peak RSS {rss_mb:.0f} MB")
+        print(f"load: {load_text(load)}")
 
 
-def _alternate_head_token(model: Any, step: Any, rounds: int) -> None:
-    """Steps with the first-token last layer and with the whole layer, alternating: one machine state for both."""
+def load_text(load: dict[str, Any]) -> str:
+    """'1-min 1.85 (start 1.70, end 1.90); others 1.0 cores; steal 0%' ('-' for what is unknown)."""
+    def fmt(key: str, spec: str) -> str:
+        v = load.get(key)
+        return format(v, spec) if isinstance(v, int | float) else "-"
+
+    one_min = (f"1-min {fmt('mean_1min', '.2f')} (start {fmt('start_1min', '.2f')}, end {fmt('end_1min', '.2f')}); "
+               if "mean_1min" in load else "")
+    return f"{one_min}others {fmt('other_busy_cores', '.1f')} cores; steal {fmt('steal_share', '.0%')}"
+
+
+def _alternate_head_token(model: Any, step: Any, rounds: int, allow_mismatch: bool = False) -> None:
+    """Steps with the first-token last layer and with the whole layer, alternating: one machine state for both
+    (each variant's load is measured over its own steps, and the ratio withheld when they differ)."""
     import statistics
 
     from peftbench.perf import head_token
+    from peftbench.perf.load import load_differs, merge_windows, snapshot, window
 
     if head_token.installed(model) is None:
         sys.exit(f"step_time: the head-token layer is not in use for this model ({type(model).__name__})")
 
-    def timed() -> float:
+    windows: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
+
+    def timed(variant: str) -> float:
+        before = snapshot()
         t0 = time.perf_counter()
         step()
-        return time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
+        windows[variant].append(window(before, snapshot()))
+        return seconds
 
     on: list[float] = []
     off: list[float] = []
     for _ in range(rounds):
-        on.append(timed())
+        on.append(timed("on"))
         head_token.remove(model)
-        off.append(timed())
+        off.append(timed("off"))
         head_token.install(model)
     a, b = statistics.median(off), statistics.median(on)
-    print(f"whole last layer: step s {' '.join(f'{t:.3f}' for t in off)} (median {a:.3f})")
-    print(f"head token only:  step s {' '.join(f'{t:.3f}' for t in on)} (median {b:.3f})")
-    print(f"ratio {a / b:.3f}x")
+    load_off, load_on = merge_windows(windows["off"]), merge_windows(windows["on"])
+    print(f"whole last layer: step s {' '.join(f'{t:.3f}' for t in off)} (median {a:.3f}); load: {load_text(load_off)}")
+    print(f"head token only:  step s {' '.join(f'{t:.3f}' for t in on)} (median {b:.3f}); load: {load_text(load_on)}")
+    why = load_differs(load_off, load_on)
+    if why and not allow_mismatch:
+        print(f"step_time: ratio withheld, the two variants' steps ran under different load ({why}); "
+              "rerun on a quieter machine, or pass --allow-load-mismatch", file=sys.stderr)
+        sys.exit(2)
+    print(f"ratio {a / b:.3f}x" + (f"  (⚠ load differs: {why})" if why else ""))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,10 @@ attention-with-dropout of `peftbench.perf.cpu_ops` (same dropout probabilities).
 same number of optimizer steps. Only training wall time is compared (evaluation is timed apart on both sides).
 
 The machine may be shared: the two sides of a pair run one after the other, with the order
-alternating between pairs; read the ratios, not the absolute times. Each side runs in a fresh process
+alternating between pairs; read the ratios, not the absolute times. Each side records the load it trained
+under (`peftbench.perf.load`: cores busy with other work, CPU steal, the 1-minute load average); a pair
+whose two sides trained under clearly different load gets no ratio unless `--allow-load-mismatch`, and
+the script then ends with exit code 2 and a line naming the pair (the results are saved first). Each side runs in a fresh process
 (spawned), so that neither inherits what the other left behind: the heap (a peftbench run keeps
 freed blocks while it trains, `peftbench.perf.cpu_heap`), caches, thread pools.
 
@@ -91,6 +94,8 @@ def run_seed_recipe(spec: Any, threads: int | None, padding: str = "max_length")
     import torch
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
 
+    from peftbench.perf.load import sampled_load
+
     if threads:
         torch.set_num_threads(threads)
 
@@ -124,16 +129,18 @@ def run_seed_recipe(spec: Any, threads: int | None, padding: str = "max_length")
         collator = DataCollatorWithPadding(tok, pad_to_multiple_of=8) if padding == "longest" else None
         trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                           data_collator=collator)
-        t0 = time.perf_counter()
-        out = trainer.train()
-        train_s = time.perf_counter() - t0
+        with sampled_load() as load:  # the machine's load while this side trained, as a run records it
+            t0 = time.perf_counter()
+            out = trainer.train()
+            train_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         pred = trainer.predict(eval_ds)
         eval_s = time.perf_counter() - t0
     acc = float((np.argmax(pred.predictions, -1) == np.array(d.eval_labels)).mean())
     del trainer, model
     return {"train_time_s": train_s, "eval_time_s": eval_s, "accuracy": acc, "steps": out.global_step,
-            "train_loss": out.training_loss, "padding_efficiency": _seed_padding(d.train_texts, tok, ml)}
+            "train_loss": out.training_loss, "padding_efficiency": _seed_padding(d.train_texts, tok, ml),
+            "load": load}
 
 
 def _steps(spec: Any) -> int:
@@ -160,6 +167,7 @@ def run_peftbench(spec: Any, out_dir: str) -> dict[str, Any]:
             "padding_efficiency": t["padding_efficiency"], "overhead_share": t["overhead_share"],
             "tokens_per_s": t["tokens_per_s"], "samples_per_s": t["samples_per_s"],
             "flops": t["flops"], "achieved_tflops": t["achieved_tflops"], "mfu_cached_peak": t["mfu"],
+            "load": t.get("load"),
             "precision": rec["precision"], "threads": t["threads"], "head_token": t.get("head_token")}
 
 
@@ -212,6 +220,9 @@ def main() -> None:
     ap.add_argument("--seed-threads", choices=("same", "default"), default="same",
                     help="threads of the seed recipe: the count pinned for peftbench's side (isolates padding and dtype), "
                          "or torch's default of one per core (the seeds' setting; slow on a loaded machine)")
+    ap.add_argument("--allow-load-mismatch", action="store_true",
+                    help="report a pair's ratio even when its two sides trained under clearly different load "
+                         "(marked in the table and the JSON); by default such a ratio is withheld")
     ap.add_argument("--threads", type=int, default=None,
                     help="intra-op threads for every pair (default: peftbench's rule, one per idle core, read at each "
                          "pair's start); pin it to keep a core free for other work during a long run")
@@ -222,7 +233,8 @@ def main() -> None:
     import torch
 
     from peftbench.models.loading import quiet_libraries
-    from peftbench.perf.flops import configure_threads, cpu_peak_flops, gemm_probe
+    from peftbench.perf.flops import configure_threads
+    from peftbench.perf.peak import cpu_peak_flops, gemm_probe, mfu_fields
     from peftbench.records.io import atomic_write_json, environment
     from peftbench.runtime.device import cpu_has_native_bf16, resolve_dtype
 
@@ -267,12 +279,12 @@ def main() -> None:
             torch.set_num_threads(default_threads)
             pb, seed = res["peftbench"], res["seed"]
             pb["peak_tflops_probe"] = peak / 1e12
-            pb["mfu"] = pb["flops"] / pb["train_time_s"] / peak
+            pb.update(mfu_fields(pb["flops"] / pb["train_time_s"], peak, "GEMM probed next to the run"))
             row = {"dataset": ds, "method": method, "n_train": spec.data.n_train, "n_eval": spec.data.n_eval,
                    "max_length": spec.data.max_length, "lr": spec.train.lr, "order": list(sides),
                    "group_by_length": spec.train.group_by_length, "packing": spec.train.packing,
                    "seed_recipe": seed, "peftbench": pb,
-                   "ratio": seed["train_time_s"] / pb["train_time_s"],
+                   **pair_ratio(seed, pb, args.allow_load_mismatch),
                    "accuracy_delta_points": 100 * (pb["accuracy"] - seed["accuracy"])}
             report["pairs"].append(row)
             report["machine"]["cached_peak_tflops"] = cpu_peak_flops(dtype)[0] / 1e12
@@ -282,17 +294,45 @@ def main() -> None:
             print_row(row)
     print_table(report["pairs"])
     print(f"saved {out_path}")
+    withheld = [row for row in report["pairs"] if row.get("ratio_withheld")]
+    if withheld:
+        print(f"vs_seed_recipe: {len(withheld)} ratio(s) withheld, their two sides trained under different load "
+              f"({withheld[0]['ratio_withheld']}); rerun on a quieter machine, or pass --allow-load-mismatch",
+              file=sys.stderr)
+        sys.exit(2)
+
+
+def pair_ratio(seed: dict[str, Any], pb: dict[str, Any], allow_mismatch: bool) -> dict[str, Any]:
+    """The pair's time ratio (seed / peftbench), withheld (None, with why) when the two sides trained
+    under clearly different load, unless `allow_mismatch`; `load_differs` says why either way."""
+    from peftbench.perf.load import load_differs
+
+    why = load_differs(seed.get("load"), pb.get("load"))
+    ratio = seed["train_time_s"] / pb["train_time_s"]
+    return {"ratio": None if why and not allow_mismatch else ratio, "load_differs": why,
+            "ratio_withheld": why if why and not allow_mismatch else None}
 
 
 HEADER = (f"{'data':6} {'method':6} {'seed s':>8} {'pb s':>8} {'ratio':>6} {'acc seed':>8} {'acc pb':>7} "
-          f"{'pad eff':>7} {'ovh':>6} {'MFU':>6}")
+          f"{'pad eff':>7} {'ovh':>6} {'MFU':>6} {'others':>9}")
+
+
+def _others(side: dict[str, Any]) -> str:
+    busy = (side.get("load") or {}).get("other_busy_cores")
+    return f"{busy:.1f}" if isinstance(busy, int | float) else "-"
+
+
+def _or_dash(x: Any, spec: str) -> str:
+    return format(x, spec) if isinstance(x, int | float) else "-"
 
 
 def _fmt(row: dict[str, Any]) -> str:
     s, p = row["seed_recipe"], row["peftbench"]
     return (f"{row['dataset']:6} {row['method']:6} {s['train_time_s']:8.1f} {p['train_time_s']:8.1f} "
-            f"{row['ratio']:6.2f} {s['accuracy']:8.3f} {p['accuracy']:7.3f} {p['padding_efficiency']:7.3f} "
-            f"{p['overhead_share']:6.3f} {p['mfu']:6.2f}")
+            f"{_or_dash(row['ratio'], '6.2f'):>6} {s['accuracy']:8.3f} {p['accuracy']:7.3f} "
+            f"{p['padding_efficiency']:7.3f} {p['overhead_share']:6.3f} {_or_dash(p['mfu'], '6.2f'):>6} "
+            f"{_others(s) + '/' + _others(p):>9}" + (f"  ⚠ load differs: {row['load_differs']}"
+                                                     if row.get("load_differs") else ""))
 
 
 def print_row(row: dict[str, Any]) -> None:
@@ -305,7 +345,9 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     for row in rows:
         print(_fmt(row))
     print("MFU: estimated training FLOPs / train time / bf16-or-fp32 GEMM peak probed next to the run "
-          "(peftbench side). json: " + json.dumps({"pairs": len(rows)}))
+          "(peftbench side; '-' when above 1: the peak was wrong). others: cores busy with other work while "
+          "each side trained (seed/peftbench); a ratio is '-' when the two sides' loads differ (see "
+          "--allow-load-mismatch). json: " + json.dumps({"pairs": len(rows)}))
 
 
 if __name__ == "__main__":

@@ -215,7 +215,7 @@ def test_packing_refuses_multi_process_runs(tiny_bert, sentiment_files, monkeypa
     """The packed loss goes past DistributedDataParallel's forward, whose hooks average gradients."""
     from conftest import tiny_spec
     from peftbench.config.spec import RunSpec
-    from peftbench.core.runner import training_batches
+    from peftbench.core.build import training_batches
     from peftbench.errors import SpecError
     from peftbench.tasks.base import TASKS
 

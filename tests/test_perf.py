@@ -55,7 +55,7 @@ def test_lora_counts_frozen_base_at_four_and_adapters_at_six(tiny_bert: Path) ->
 
 
 def test_gpu_table_and_override() -> None:
-    from peftbench.perf.flops import gpu_peak_tflops, peak_flops
+    from peftbench.perf.peak import gpu_peak_tflops, peak_flops
 
     assert gpu_peak_tflops("NVIDIA H100 80GB HBM3", "bfloat16") == 989.0
     assert gpu_peak_tflops("NVIDIA H100 PCIe", "bfloat16") == 756.0
@@ -65,22 +65,81 @@ def test_gpu_table_and_override() -> None:
 
 
 def test_cpu_probe_is_cached_per_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from peftbench.perf import flops as perf
+    from peftbench.perf import peak
 
     monkeypatch.setenv("PEFTBENCH_CACHE", str(tmp_path))
     calls = []
-    monkeypatch.setattr(perf, "gemm_probe", lambda dtype: calls.append(dtype) or 5e10)
-    assert perf.cpu_peak_flops("float32") == (5e10, "gemm_probe")
-    assert perf.cpu_peak_flops("float32") == (5e10, "gemm_probe_cached")
+    monkeypatch.setattr(peak, "gemm_probe", lambda dtype: calls.append(dtype) or 5e10)
+    monkeypatch.setattr(peak, "busy_reason", lambda load, threads: None)  # a stand-in probe uses no CPU
+    assert peak.cpu_peak_flops("float32") == (5e10, "gemm_probe")
+    assert peak.cpu_peak_flops("float32") == (5e10, "gemm_probe_cached")
     assert calls == ["float32"]
-    perf.cpu_peak_flops("bfloat16")  # another dtype is another entry
+    peak.cpu_peak_flops("bfloat16")  # another dtype is another entry
     assert calls == ["float32", "bfloat16"]
     cached = json.loads((tmp_path / "gemm_peak.json").read_text())
     assert len(cached) == 2 and all(v["flops"] == 5e10 for v in cached.values())
+    # Each entry says when, at how many threads and under what load it was probed.
+    entry = next(iter(cached.values()))
+    assert entry["threads"] == torch.get_num_threads() and entry["measured"] and entry["busy"] is None
+    assert {"load_1min", "other_busy_cores", "steal_share", "cpu_share"} <= set(entry["load"])
+
+
+def test_a_probe_on_a_busy_machine_is_not_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from peftbench.perf import peak
+
+    monkeypatch.setenv("PEFTBENCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(peak, "gemm_probe", lambda dtype: 6.5e9)
+    monkeypatch.setattr(peak, "busy_reason", lambda load, threads: "2.0 of 2 cores busy with other work")
+    entry = peak.cpu_peak("float32")
+    assert entry["source"] == "gemm_probe_busy" and entry["cached"] is False
+    assert entry["busy"] == "2.0 of 2 cores busy with other work"
+    assert peak.read_cache() == {}  # the next run probes again
+    # A stale entry proven too low is removed even when the busy re-probe cannot take its place.
+    key = entry["key"]
+    peak.write_cache({key: {"flops": 1e6, "measured": "then"}})
+    used, refresh = peak.refreshed_peak(peak.cpu_peak("float32"), achieved=2e6, dtype="float32")
+    assert refresh["cached"] is False and "stale entry removed" in refresh["note"]
+    assert used["flops"] == 6.5e9 and used["source"] == "gemm_probe_busy"
+    assert peak.read_cache() == {}
+
+
+def test_mfu_above_one_is_invalid_with_its_reason() -> None:
+    from peftbench.perf.peak import mfu_fields
+
+    assert mfu_fields(1e9, 1e9, "spec") == {"mfu": 1.0, "mfu_valid": True, "mfu_invalid_reason": None}
+    over = mfu_fields(13.6e9, 6.5e9, "gemm_probe_cached")
+    assert over["mfu"] is None and over["mfu_valid"] is False
+    assert "2.09× the peak" in over["mfu_invalid_reason"] and "gemm_probe_cached" in over["mfu_invalid_reason"]
+    assert mfu_fields(1e9, None, "unknown GPU 'X'")["mfu_invalid_reason"] == "no peak: unknown GPU 'X'"
+    assert mfu_fields(None, 1e9, "spec")["mfu_valid"] is False
+
+
+def test_a_cached_peak_below_what_the_run_achieved_is_reprobed(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from peftbench.perf import peak
+
+    monkeypatch.setenv("PEFTBENCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(peak, "busy_reason", lambda load, threads: None)  # judged quiet: the refresh is cached
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        key = peak.machine_key("float32", 1)
+        peak.write_cache({key: {"flops": 1e6, "measured": "then"}})  # an old entry, without load fields
+        stale = peak.cpu_peak("float32")
+        assert stale["source"] == "gemm_probe_cached"
+        used, refresh = peak.refreshed_peak(stale, achieved=2e6, dtype="float32")
+    finally:
+        torch.set_num_threads(before)
+    assert "above the cached peak" in refresh["reason"]
+    assert refresh["before_tflops"] == 1e-6 and refresh["after_tflops"] > 1e-3  # a real GEMM: far above 1 MFLOP/s
+    assert used["flops"] == pytest.approx(refresh["after_tflops"] * 1e12) and used["source"] == "gemm_probe"
+    entry = peak.read_cache()[key]
+    assert entry["flops"] == used["flops"] and entry["replaces"]["flops"] == 1e6
+    assert "1e-06 TFLOP/s" in refresh["note"] and "cache replaced" in refresh["note"]
 
 
 def test_gemm_probe_measures_something() -> None:
-    from peftbench.perf.flops import gemm_probe
+    from peftbench.perf.peak import gemm_probe
 
     assert gemm_probe("float32", seconds=0.05, shape=(128, 128, 128)) > 1e6
 
@@ -101,12 +160,14 @@ def test_perf_fields_mfu_consistent(tiny_bert: Path, monkeypatch: pytest.MonkeyP
 
     model = _tiny_bert_classifier(tiny_bert)
     outcome = SimpleNamespace(real_tokens=2000, real_sq_tokens=40000, samples=100, train_time_s=2.0)
-    monkeypatch.setattr(perf, "cpu_peak_flops", lambda dtype: (1e11, "gemm_probe"))
+    monkeypatch.setattr(perf, "peak_entry", lambda *args: {"flops": 1e11, "source": "gemm_probe", "threads": 2})
     f = perf.perf_fields(model, outcome, device="cpu", compute_dtype="float32", peak_tflops=None,
                          threads=2, compiled=False)
     assert f["achieved_tflops"] == pytest.approx(f["flops"] / 2.0 / 1e12)
-    assert f["mfu"] == pytest.approx(f["flops"] / 2.0 / 1e11)
+    assert f["mfu"] == pytest.approx(f["flops"] / 2.0 / 1e11) and f["mfu_valid"] is True
     assert f["peak_source"] == "gemm_probe" and f["attn_implementation"] == "sdpa"
+    assert f["peak_probe"]["threads"] == 2 and f["peak_refresh"] is None
+    assert f["load"] is None  # an outcome without a load (older callers)
 
 
 def test_run_record_has_measurement_fields(tiny_bert: Path, sentiment_files: tuple[Path, Path],
@@ -122,6 +183,8 @@ def test_run_record_has_measurement_fields(tiny_bert: Path, sentiment_files: tup
     assert 0 < t["padding_efficiency"] <= 1 and 0 <= t["overhead_share"] < 1
     assert t["peak_tflops"] == 0.5 and t["peak_source"] == "spec"
     assert t["mfu"] == pytest.approx(t["flops"] / t["time_s"] / 0.5e12)
+    assert t["mfu_valid"] is True and t["mfu_invalid_reason"] is None
+    assert t["peak_probe"] is None and t["peak_refresh"] is None  # a spec peak is neither probed nor refreshed
     assert t["threads"] >= 1 and t["compiled"] is False
     saved = json.loads((tmp_path / rec["run_id"] / "result.json").read_text())
     assert saved["train"]["flops"] == t["flops"]
@@ -153,3 +216,48 @@ def test_pad_multiple_only_on_gpu() -> None:
     assert pad_multiple_kwargs(collate, "cpu") == {"multiple": 1}
     assert pad_multiple_kwargs(collate, "cuda") == {}
     assert pad_multiple_kwargs(lambda enc, idx, pad_id: {}, "cpu") == {}  # collates without the knob still work
+
+
+def test_poisoned_peak_cache_is_replaced_by_a_real_run(tiny_bert: Path, sentiment_files: tuple[Path, Path],
+                                                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cached peak a tenth of the real one (probed under load): the run notices, re-probes, replaces
+    the entry and records a valid MFU with the before and after figures."""
+    from peftbench.config.spec import RunSpec
+    from peftbench.core.runner import run
+    from peftbench.perf import peak
+
+    monkeypatch.setenv("PEFTBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(peak, "busy_reason", lambda load, threads: None)  # shared machine: judge it quiet
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        real = peak.cpu_peak("float32")  # the run's key: float32 at one thread
+    finally:
+        torch.set_num_threads(before)
+    poisoned = real["flops"] / 10
+    cache = peak.read_cache()
+    cache[real["key"]] = {**cache[real["key"]], "flops": poisoned}
+    peak.write_cache(cache)
+    said: list[str] = []
+    spec = RunSpec.from_dict(tiny_spec(tiny_bert, sentiment_files, "lora", max_steps=4, num_threads=1))
+    t = run(spec, tmp_path / "runs", progress=False, log=said.append)["train"]
+    refresh = t["peak_refresh"]
+    assert refresh["before_tflops"] == pytest.approx(poisoned / 1e12)
+    assert refresh["after_tflops"] > 5 * refresh["before_tflops"] and refresh["cached"] is True
+    assert "check GEMM" in refresh["reason"]  # the tiny run achieves far less than even the poisoned peak
+    assert t["peak_tflops"] == refresh["after_tflops"] and t["peak_source"] == "gemm_probe"
+    assert t["mfu_valid"] is True and 0 < t["mfu"] <= 1
+    assert peak.read_cache()[real["key"]]["flops"] == pytest.approx(refresh["after_tflops"] * 1e12)
+    assert any("peak refreshed" in line for line in said)
+
+
+def test_run_with_a_peak_below_its_throughput_records_no_mfu(tiny_bert: Path, sentiment_files: tuple[Path, Path],
+                                                             tmp_path: Path) -> None:
+    from peftbench.config.spec import RunSpec
+    from peftbench.core.runner import run
+
+    spec = RunSpec.from_dict(tiny_spec(tiny_bert, sentiment_files, "lora", max_steps=2, peak_tflops=1e-9))
+    t = run(spec, tmp_path, progress=False, log=lambda m: None)["train"]
+    assert t["achieved_tflops"] > 1e-9
+    assert t["mfu"] is None and t["mfu_valid"] is False
+    assert "× the peak" in t["mfu_invalid_reason"] and "(spec)" in t["mfu_invalid_reason"]

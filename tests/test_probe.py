@@ -46,3 +46,41 @@ def test_probe_cli_writes_json_and_table(tiny_bert, tmp_path) -> None:
     assert data["memory_limit_bytes"] == 64 * 1024**3 and data["memory_kind"] == "cpu_peak_rss"
     lines = [line for line in result.stdout.splitlines() if line.startswith(("full", "lora"))]
     assert len(lines) == 2 and all(line.split()[1] == "2" for line in lines)
+
+
+def test_probe_peak_refreshes_and_shows_the_cache(tmp_path, monkeypatch) -> None:
+    from peftbench.perf import peak
+
+    monkeypatch.setenv("PEFTBENCH_CACHE", str(tmp_path))
+    key = peak.machine_key("float32", 1)
+    other = "0123456789ab-t4-torch0-bfloat16"
+    peak.write_cache({key: {"flops": 6.5e9, "measured": "long ago"},  # stale, from before the load fields
+                      other: {"flops": 1e12, "measured": "elsewhere"}})
+    monkeypatch.setattr(peak, "busy_reason", lambda load, threads: None)  # judged quiet: the probe is cached
+    result = CliRunner().invoke(cli, ["probe", "--peak", "--dtype", "float32", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    cache = peak.read_cache()
+    fresh = cache[key]
+    assert fresh["flops"] > 6.5e9 and fresh["measured"] != "long ago" and fresh["threads"] == 1
+    assert cache[other]["flops"] == 1e12  # other machines' entries stay
+    rows = {line.split()[-1]: line for line in result.stdout.splitlines() if line.endswith(("float32", "bfloat16"))}
+    assert f"{fresh['flops'] / 1e12:.4g}" in rows[key]
+    assert rows[other].split()[3:8] == ["elsewhere", "-", "-", "-", "-"]  # an entry without load fields
+
+
+def test_probe_peak_on_a_busy_machine_keeps_the_cache(tmp_path, monkeypatch) -> None:
+    from peftbench.perf import peak
+
+    monkeypatch.setenv("PEFTBENCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(peak, "busy_reason", lambda load, threads: "1.9 of 2 cores busy with other work")
+    result = CliRunner().invoke(cli, ["probe", "--peak", "--dtype", "float32", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "not cached: 1.9 of 2 cores busy with other work" in result.output
+    assert peak.read_cache() == {}
+
+
+def test_probe_needs_model_or_peak() -> None:
+    result = CliRunner().invoke(cli, ["probe"])
+    assert result.exit_code == 2 and "--model" in result.output and "--peak" in result.output
+    bad = CliRunner().invoke(cli, ["probe", "--peak", "--threads", "0"])
+    assert bad.exit_code == 2 and "invalid --threads '0'" in bad.output

@@ -77,8 +77,7 @@ def test_instruction_without_per_example_scores_falls_back_to_welch(gen_records:
 
 
 def test_rouge_per_example_mean_is_the_corpus_score() -> None:
-    from peftbench.reports.scores import rouge_per_example
-    from peftbench.tasks.metrics import rouge_scores
+    from peftbench.tasks.metrics import rouge_per_example, rouge_scores
 
     preds = ["Ann has two cats. She likes them.", "Bob runs home", "", "the meeting moved to Friday"]
     refs = ["Ann has 2 cats.", "Bob is running home.", "Nothing happened.", "The meeting is on Friday. Bring notes."]

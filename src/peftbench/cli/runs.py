@@ -62,7 +62,7 @@ COMMANDS.append(disagreements)
 
 
 @click.command()
-@click.option("--model", required=True, help="Model folder or hub id ('embedded' = the bundled MiniLM).")
+@click.option("--model", default=None, help="Model folder or hub id ('embedded' = the bundled MiniLM).")
 @click.option("--methods", "method_list", default="full,lora,qlora", show_default=True,
               help="Comma-separated methods.")
 @click.option("--max-length", default=256, show_default=True, type=click.IntRange(min=1),
@@ -75,13 +75,39 @@ COMMANDS.append(disagreements)
 @click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
               show_default=True)
 @click.option("--out", "out_path", default="probe.json", show_default=True, help="JSON result file.")
-def probe(model: str, method_list: str, max_length: int, memory_limit: str | None, max_batch: int, device: str,
-          dtype: str, out_path: str) -> None:
-    """Largest batch size per method that trains a step within a memory limit (one process per trial)."""
-    from peftbench.profiling.probe import parse_bytes, probe_table
+@click.option("--peak", is_flag=True,
+              help="Probe the CPU GEMM peak (the MFU denominator) afresh in --dtype, replace its cached entry when "
+                   "the machine is quiet, and show the cache with the load each entry was probed under.")
+@click.option("--threads", "thread_list", default=None,
+              help="With --peak: thread counts to probe, e.g. 1,2 (default: the count a run would pick now and "
+                   "every physical core).")
+def probe(model: str | None, method_list: str, max_length: int, memory_limit: str | None, max_batch: int,
+          device: str, dtype: str, out_path: str, peak: bool, thread_list: str | None) -> None:
+    """Largest batch size per method that trains a step within a memory limit (one process per trial);
+    with --peak, the machine's GEMM peak and its cache."""
+    from peftbench.errors import SpecError
+    from peftbench.profiling.probe import (
+        parse_bytes,
+        parse_threads,
+        peak_cache_table,
+        probe_table,
+        refresh_peaks,
+    )
     from peftbench.profiling.probe import probe as run_probe
     from peftbench.records.io import atomic_write_json
 
+    if not model and not peak:
+        raise SpecError("peftbench probe needs --model (batch-size probe) or --peak (the machine's GEMM peak)",
+                        hint="e.g. peftbench probe --peak, or peftbench probe --model embedded")
+    if peak:
+        from peftbench.perf.peak import cache_file, read_cache
+
+        refresh_peaks(dtype, parse_threads(thread_list) if thread_list else None,
+                      say=lambda msg: click.echo(msg, err=True))
+        click.echo(peak_cache_table(read_cache()))
+        click.echo(f"cache: {cache_file()}", err=True)
+    if not model:
+        return
     limit = parse_bytes(memory_limit) if memory_limit else None
     methods = [m.strip() for m in method_list.split(",") if m.strip()]
     result = run_probe(model, methods, max_length, memory_limit=limit, device=device, max_batch=max_batch,

@@ -22,8 +22,8 @@ from typing import Any, NoReturn
 
 from peftbench.config.spec import RunSpec
 from peftbench.core.artifacts import save_artifact
-from peftbench.core.distributed import bind_device, describe, is_main_process, world_size
-from peftbench.core.precision import apply_dtype_policy
+from peftbench.core.build import prepare_model, training_batches
+from peftbench.core.distributed import bind_device, describe, is_main_process
 from peftbench.core.trackers import open_trackers
 from peftbench.errors import (
     OutOfMemory,
@@ -34,8 +34,8 @@ from peftbench.errors import (
     from_os_error,
     is_out_of_memory,
 )
-from peftbench.methods.base import METHODS, MethodContext
-from peftbench.methods.seed import method_load_kwargs, quantization_summary
+from peftbench.methods.base import METHODS
+from peftbench.methods.seed import quantization_summary
 from peftbench.records.failure import error_entry, error_message, write_failure
 from peftbench.records.io import (
     RESULT_FILE,
@@ -69,49 +69,6 @@ def check_writable(out_dir: str | Path) -> None:
     except OSError as err:
         raise SpecError(f"output folder '{out_dir}' is not writable: {err.strerror}",
                         hint="choose another --out folder or fix its permissions") from None
-
-
-def prepare_model(spec: RunSpec, task: Any, method: Any, prepared: Any, compute_dtype: str,
-                  device: str) -> tuple[Any, Any, Any, dict[str, Any], dict[str, Any]]:
-    """Load the task's model, apply the method, the dtype policy and the CPU ops, move it to `device`;
-    return (loaded, model, autocast dtype, precision, ops): `ops` holds the record's `cpu_ops` and
-    `head_token` sections. One place, so that `peftbench profile` measures the very model a run trains."""
-    from peftbench.perf import head_token
-    from peftbench.perf.cpu_ops import install as install_cpu_ops
-    from peftbench.perf.flops import maybe_compile
-
-    params = spec.method.params
-    loaded = task.load_model(spec, prepared, method_load_kwargs(method, params, compute_dtype))
-    if loaded.family.kind not in task.model_kinds and loaded.family.kind != "unknown":
-        raise SpecError(f"task '{spec.task}' cannot run on a {loaded.family.kind} model "
-                        f"({loaded.model_type})", hint="pick a model of a family the task supports")
-    model = method.prepare(method, params, MethodContext(loaded.model, loaded.family, task.peft_task_type, compute_dtype))
-    amp_dtype, precision = apply_dtype_policy(model, method.name, compute_dtype)
-    model.to(device)
-    cpu_ops = (install_cpu_ops(model, device) if spec.train.cpu_ops
-               else {"enabled": False, "reason": "train.cpu_ops is false"})
-    head = head_token.install(model, enabled=spec.train.head_token_only, packing=spec.train.packing)
-    maybe_compile(model, spec.train.compile)
-    return loaded, model, amp_dtype, precision, {"cpu_ops": cpu_ops, "head_token": head}
-
-
-def training_batches(spec: RunSpec, model: Any, task: Any) -> tuple[Any, Any]:
-    """(collate, loss function) for training: the task's own, or packed rows with `train.packing`."""
-    if not spec.train.packing:
-        return task.collate, None
-    from peftbench.perf.packing import (
-        collate_packed_classification,
-        packed_classification_loss,
-        packing_problem,
-    )
-
-    # The packed loss calls the classifier's parts directly, past a DistributedDataParallel wrapper's forward,
-    # whose hooks average the gradients: one process only.
-    problem = (f"packed batches train in one process, this run has {world_size()}" if world_size() > 1
-               else packing_problem(model))
-    if problem:
-        raise SpecError(f"train.packing cannot be used here: {problem}", hint="set train.packing: false")
-    return collate_packed_classification, packed_classification_loss
 
 
 def _write_failure(run_dir: Path, record: dict[str, Any]) -> None:
@@ -240,9 +197,10 @@ def train_and_evaluate(ctx: RunContext, record: dict[str, Any], run_dir: Path, t
     forgetting.before(ctx.retention, built.model, built.loaded.tokenizer, ctx.spec, data.pad_id, ctx.device,
                       built.amp_dtype)
     selection = model_selection(ctx, built, data)
+    base = base_model(ctx, built, data, run_dir) if ctx.task.generative else None
     weights_before = diagnostics.snapshot(built.model, ctx.spec)
     outcome = train_model(ctx, built, data, selection, record, tracker)
-    evaluate_model(ctx, built, selection, outcome, record)
+    evaluate_model(ctx, built, selection, outcome, record, base)
     record["retention"] = forgetting.after(ctx.retention, built.model, ctx.spec, data.pad_id, ctx.device,
                                            built.amp_dtype)
     record["diagnostics"] = diagnostics.diagnose(built.model, ctx.spec, weights_before)
@@ -253,6 +211,7 @@ def train_and_evaluate(ctx: RunContext, record: dict[str, Any], run_dir: Path, t
 def build_model(ctx: RunContext, record: dict[str, Any]) -> BuiltModel:
     """Load the model and apply the method (`prepare_model`); record what was built."""
     from peftbench.models.loading import count_params
+    from peftbench.perf.memory import model_footprint
 
     spec, method = ctx.spec, ctx.method
     ctx.say(f"[peftbench] {ctx.run_id}: loading {spec.model.name_or_path} for {spec.method.name}")
@@ -263,7 +222,8 @@ def build_model(ctx: RunContext, record: dict[str, Any]) -> BuiltModel:
     if trainable == 0:
         raise SpecError(f"method '{method.name}' left no trainable parameters",
                         hint="check method.layers / target_modules")
-    record["model"] = {"path": loaded.path, "model_type": loaded.model_type, "family": loaded.family.name}
+    record["model"] = {"path": loaded.path, "model_type": loaded.model_type, "family": loaded.family.name,
+                       "footprint": model_footprint(model)}
     record["params"] = {"trainable": trainable, "total": total, "trainable_pct": 100.0 * trainable / total}
     record["precision"] = precision
     if hasattr(model, "peft_config"):
@@ -323,7 +283,18 @@ def train_model(ctx: RunContext, built: BuiltModel, data: EncodedData, selection
                  on_log=tracker.log_point)
 
 
-def evaluate_model(ctx: RunContext, built: BuiltModel, selection: Any, outcome: Any, record: dict[str, Any]) -> None:
+def base_model(ctx: RunContext, built: BuiltModel, data: EncodedData, run_dir: Path) -> dict[str, Any]:
+    """The untrained base model's scores on the test set (cached beside the runs): what a generative run
+    must improve on."""
+    from peftbench.core.baseline import base_model_scores
+
+    return base_model_scores(ctx.spec, ctx.task, built.model, data.eval, ctx.prepared,
+                             cache_dir=run_dir.parent / ".cache" / "base", compute_dtype=ctx.compute_dtype,
+                             device=ctx.device, amp_dtype=built.amp_dtype, pad_id=data.pad_id)
+
+
+def evaluate_model(ctx: RunContext, built: BuiltModel, selection: Any, outcome: Any, record: dict[str, Any],
+                   base: dict[str, Any] | None) -> None:
     """Restore the selected weights, evaluate them on the test set; record training, evaluation and protocol."""
     from peftbench.core.protocol import record_protocol
 
@@ -339,6 +310,8 @@ def evaluate_model(ctx: RunContext, built: BuiltModel, selection: Any, outcome: 
     last_loss = record["train"]["final_loss"]
     record["overfit_gap"] = (final["eval_loss"] - last_loss) if last_loss is not None else None
     record["predictions"] = predictions
+    judge = getattr(ctx.task, "judge_learning", None)  # baselines and the learned verdict (tasks/learning.py)
+    record.update(judge(predictions, ctx.prepared, final, base) if judge else {})
 
 
 def train_section(ctx: RunContext, built: BuiltModel, outcome: Any) -> dict[str, Any]:
@@ -355,13 +328,14 @@ def train_section(ctx: RunContext, built: BuiltModel, outcome: Any) -> dict[str,
                                if outcome.computed_tokens else None),
         "overhead_share": max(0.0, 1 - outcome.compute_time_s / t) if t else None,
         "memory": outcome.memory, "peak_memory_bytes": outcome.memory.get("peak_bytes"),
+        "memory_by_kind": outcome.memory_by_kind,
         "loss_curve": outcome.loss_curve,
         "final_loss": outcome.loss_curve[-1]["loss"] if outcome.loss_curve else None, **built.ops,
         "cpu_heap": outcome.cpu_heap, "optimizer": outcome.optimizer,
     }
     section.update(perf_fields(built.model, outcome, device=ctx.device, compute_dtype=ctx.compute_dtype,
                                peak_tflops=ctx.spec.train.peak_tflops, threads=ctx.threads,
-                               compiled=ctx.spec.train.compile))
+                               compiled=ctx.spec.train.compile, say=ctx.say))
     return section
 
 

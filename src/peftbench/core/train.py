@@ -1,8 +1,10 @@
 """The explicit training loop, on `accelerate`.
 
 Only optimizer steps are inside the training clock; evaluation runs outside it and is timed
-apart. Peak memory covers training only (CUDA allocator peak, or the growth of process RSS on
-the CPU). The loss is checked for NaN/inf as training goes, so a diverging run stops at once.
+apart. Memory covers training only: counted by kind (`perf.memory`: parameters, gradients,
+optimizer state, saved activations), and as the device sees it (CUDA allocator peak, or the growth
+of process RSS on the CPU) as a diagnostic. The loss is checked for NaN/inf as training goes, so
+a diverging run stops at once.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from peftbench.core.distributed import DataParallel, accelerator_options
 from peftbench.data.batching import Encoded, collate, make_batches, pad_multiple_kwargs
 from peftbench.errors import NanLossError, OutOfMemory, RunCanceled, is_out_of_memory
 from peftbench.perf.cpu_heap import retained_heap
+from peftbench.perf.load import sampled_load
+from peftbench.perf.memory import MemoryByKind
 from peftbench.runtime.device import autocast
 
 
@@ -33,13 +37,16 @@ def can_fuse_adamw(params: list[Any]) -> bool:
 
 
 class PeakMemory:
-    """Run-wide peak over the training phase only (paused during evaluation)."""
+    """The device's view of training memory, paused during evaluation: on CUDA the allocator's peak
+    (allocated and reserved) of the training phase only, on the CPU the growth of process RSS. A
+    diagnostic: the figure reports compare is `perf.memory`'s count by kind."""
 
     def __init__(self, device: str, interval_s: float = 0.02):
         self.device = device
         self.interval_s = interval_s
         self.baseline = 0
         self.peak = 0
+        self.peak_reserved = 0
         self._active = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -54,8 +61,8 @@ class PeakMemory:
             import torch
 
             torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
             self.baseline = torch.cuda.memory_allocated()
+            self.resume()
             return
         self.baseline = self.peak = self._rss()
         self._thread = threading.Thread(target=self._poll, daemon=True)
@@ -69,22 +76,30 @@ class PeakMemory:
             time.sleep(self.interval_s)
 
     def pause(self) -> None:
-        if self.device != "cuda":
-            self.peak = max(self.peak, self._rss())
-            self._active.clear()
-
-    def resume(self) -> None:
-        if self.device != "cuda":
-            self._active.set()
-
-    def stop(self) -> dict[str, Any]:
+        """Fold in the peak so far; what runs until `resume` (evaluation) is not counted."""
         if self.device == "cuda":
             import torch
 
-            return {"kind": "cuda_allocated", "peak_bytes": int(torch.cuda.max_memory_allocated()),
-                    "peak_reserved_bytes": int(torch.cuda.max_memory_reserved()),
-                    "baseline_bytes": int(self.baseline)}
+            torch.cuda.synchronize()
+            self.peak = max(self.peak, int(torch.cuda.max_memory_allocated()))
+            self.peak_reserved = max(self.peak_reserved, int(torch.cuda.max_memory_reserved()))
+            return
+        self.peak = max(self.peak, self._rss())
+        self._active.clear()
+
+    def resume(self) -> None:
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.reset_peak_memory_stats()
+            return
+        self._active.set()
+
+    def stop(self) -> dict[str, Any]:
         self.pause()
+        if self.device == "cuda":
+            return {"kind": "cuda_allocated", "peak_bytes": self.peak, "peak_reserved_bytes": self.peak_reserved,
+                    "baseline_bytes": int(self.baseline)}
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=1)
@@ -109,9 +124,11 @@ class TrainOutcome:
     loss_curve: list[dict[str, float]] = field(default_factory=list)
     epochs: list[dict[str, Any]] = field(default_factory=list)
     memory: dict[str, Any] = field(default_factory=dict)
+    memory_by_kind: dict[str, Any] = field(default_factory=dict)
     final_eval: dict[str, Any] = field(default_factory=dict)
     optimizer: dict[str, Any] = field(default_factory=dict)
     cpu_heap: dict[str, Any] = field(default_factory=dict)
+    load: dict[str, Any] = field(default_factory=dict)  # the machine's load while training (perf/load.py)
 
 
 def adamw(model: Any, tspec: Any) -> tuple[list[Any], Any]:
@@ -126,6 +143,11 @@ def adamw(model: Any, tspec: Any) -> tuple[list[Any], Any]:
         lr=tspec.lr, fused=can_fuse_adamw(params),
     )
     return params, optimizer
+
+
+def batch_shape(batch: dict[str, Any]) -> tuple[int, ...]:
+    """Every dimension of the batch's tensors, in key order: what a micro-step's activations grow with."""
+    return tuple(d for k in sorted(batch) for d in getattr(batch[k], "shape", ()))
 
 
 def total_steps(n_examples: int, tspec: Any) -> int:
@@ -152,6 +174,8 @@ class TrainingLoop:
                                        **accelerator_options())
         self.dp = DataParallel(self.accelerator)  # one process: every dp call is a no-op
         self.params, optimizer = adamw(model, tspec)
+        self.memory = MemoryByKind(model)  # training memory by kind (perf/memory.py)
+        self.memory.attach(optimizer)
         self.out = TrainOutcome(optimizer={"name": "AdamW", "fused": bool(optimizer.defaults["fused"])})
         self.total_steps = total_steps(n_examples, tspec)
         scheduler = get_linear_schedule_with_warmup(optimizer, int(tspec.warmup_ratio * self.total_steps),
@@ -204,7 +228,7 @@ class TrainingLoop:
         out.samples += len(idx)
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         t0 = time.perf_counter()
-        with accelerator.accumulate(model), self.amp:
+        with self.memory.measured(batch_shape(batch)), accelerator.accumulate(model), self.amp:
             loss = shard.scale(self.loss_fn(model, batch) if self.loss_fn else model(**batch).loss)
             accelerator.backward(loss)
             if accelerator.sync_gradients and self.tspec.max_grad_norm:
@@ -264,6 +288,7 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, An
     mem = PeakMemory(device)
     scopes = ExitStack()
     out.cpu_heap = scopes.enter_context(retained_heap(device, getattr(tspec, "cpu_ops", True)))
+    out.load = scopes.enter_context(sampled_load())
     mem.start()
     try:
         for epoch in range(tspec.epochs):
@@ -285,6 +310,8 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, An
     finally:
         loop.bar.close()
         out.memory = mem.stop()
+        out.memory_by_kind = loop.memory.result()
+        loop.memory.detach()
         scopes.close()
     out.steps = loop.step
     loop.dp.finish(out)

@@ -19,44 +19,23 @@ Training FLOPs are counted per matmul weight, from the real (non-padding) tokens
   and feed-forward weights count once per sequence (`T` = sequences), and its attention 12·L·d (one
   query row): only the work done is counted.
 
-MFU = FLOPs / training wall time / peak FLOP/s. The peak comes from `train.peak_tflops`, else a table
-of common GPUs (dense bf16/fp16, fp32 without TF32), else, on a CPU, a short GEMM probe in the run's
-dtype, cached per machine under `~/.cache/peftbench/gemm_peak.json` (or $PEFTBENCH_CACHE).
+MFU = FLOPs / training wall time / peak FLOP/s. The peak, its cache and its checks are in
+`peftbench.perf.peak` (re-exported here); an MFU above 1 is recorded as invalid, never as `mfu`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import os
-import platform
-import time
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from peftbench.models.heads import runs_once_per_sequence
-from peftbench.records.io import atomic_write_json
-
-# Dense (no sparsity) peak TFLOP/s by dtype; matched as a substring of the device name, first hit wins.
-GPU_PEAK_TFLOPS: tuple[tuple[str, dict[str, float]], ...] = (
-    ("H200", {"bfloat16": 989.0, "float16": 989.0, "float32": 67.0}),
-    ("H100 PCIe", {"bfloat16": 756.0, "float16": 756.0, "float32": 51.0}),
-    ("H100", {"bfloat16": 989.0, "float16": 989.0, "float32": 67.0}),
-    ("GH200", {"bfloat16": 989.0, "float16": 989.0, "float32": 67.0}),
-    ("B200", {"bfloat16": 2250.0, "float16": 2250.0, "float32": 80.0}),
-    ("A100", {"bfloat16": 312.0, "float16": 312.0, "float32": 19.5}),
-    ("A10G", {"bfloat16": 70.0, "float16": 70.0, "float32": 35.0}),
-    ("A10", {"bfloat16": 125.0, "float16": 125.0, "float32": 31.2}),
-    ("L40S", {"bfloat16": 362.0, "float16": 362.0, "float32": 91.6}),
-    ("L4", {"bfloat16": 121.0, "float16": 121.0, "float32": 30.3}),
-    ("RTX 4090", {"bfloat16": 165.0, "float16": 165.0, "float32": 82.6}),
-    ("V100", {"float16": 125.0, "float32": 15.7}),
-    ("T4", {"float16": 65.0, "float32": 8.1}),
+from peftbench.perf.peak import (
+    mfu_fields,
+    peak_entry,
+    probe_circumstances,
+    refreshed_peak,
 )
-
-PROBE_SHAPE = (2048, 2048, 2048)
-
 
 # ---- FLOPs -----------------------------------------------------------------------------------
 
@@ -136,90 +115,6 @@ def training_flops(model: Any, real_tokens: int, sum_sq_lengths: int, sequences:
             "flops_per_token_linear": per_token, "formula": formula}
 
 
-# ---- peak FLOP/s --------------------------------------------------------------------------------
-
-
-def gpu_peak_tflops(device_name: str, dtype: str) -> float | None:
-    for key, peaks in GPU_PEAK_TFLOPS:
-        if key.lower() in device_name.lower():
-            return peaks.get(dtype)
-    return None
-
-
-def _cache_file() -> Path:
-    root = os.environ.get("PEFTBENCH_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "peftbench")
-    return Path(root) / "gemm_peak.json"
-
-
-def machine_key(dtype: str, threads: int) -> str:
-    """Same CPU model, flags, thread count, torch version and dtype: same cached peak."""
-    import torch
-
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-        model = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "")
-        flags = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("flags")), "")
-    except OSError:
-        model, flags = platform.processor(), ""
-    digest = hashlib.sha256(f"{model}|{flags}|{platform.machine()}".encode()).hexdigest()[:12]
-    return f"{digest}-t{threads}-torch{torch.__version__}-{dtype}"
-
-
-def gemm_probe(dtype: str, seconds: float = 1.0, shape: tuple[int, int, int] = PROBE_SHAPE) -> float:
-    """Best-of-reps FLOP/s of one square matmul in `dtype` on the CPU (best: other load only lowers it)."""
-    import torch
-
-    from peftbench.runtime.device import torch_dtype
-
-    m, k, n = shape
-    dt = torch_dtype(dtype)
-    a = torch.randn(m, k).to(dt)
-    b = torch.randn(k, n).to(dt)
-    for _ in range(2):
-        a @ b
-    best = 0.0
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        t0 = time.perf_counter()
-        a @ b
-        best = max(best, 2.0 * m * k * n / (time.perf_counter() - t0))
-    return best
-
-
-def cpu_peak_flops(dtype: str, refresh: bool = False) -> tuple[float, str]:
-    """(FLOP/s, source): the cached probe for this machine, or a fresh probe (then cached)."""
-    import torch
-
-    key = machine_key(dtype, torch.get_num_threads())
-    path = _cache_file()
-    cache: dict[str, Any] = {}
-    if path.is_file():
-        try:
-            cache = json.loads(path.read_text())
-        except (OSError, ValueError):
-            cache = {}
-    if not refresh and key in cache:
-        return float(cache[key]["flops"]), "gemm_probe_cached"
-    flops = gemm_probe(dtype)
-    cache[key] = {"flops": flops, "shape": list(PROBE_SHAPE), "measured": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    with contextlib.suppress(OSError):  # a read-only home only costs a re-probe next time
-        atomic_write_json(path, cache)
-    return flops, "gemm_probe"
-
-
-def peak_flops(device: str, dtype: str, override_tflops: float | None = None) -> tuple[float | None, str]:
-    """Peak FLOP/s for MFU and where it came from: spec, GPU table, CPU probe; (None, why) if unknown."""
-    if override_tflops:
-        return override_tflops * 1e12, "spec"
-    if device == "cuda":
-        import torch
-
-        name = torch.cuda.get_device_name()
-        tf = gpu_peak_tflops(name, dtype)
-        return (tf * 1e12, f"table:{name}") if tf else (None, f"unknown GPU '{name}': set train.peak_tflops")
-    return cpu_peak_flops(dtype)
-
-
 # ---- run-time settings --------------------------------------------------------------------------
 
 
@@ -255,20 +150,26 @@ def maybe_compile(model: Any, enabled: bool) -> Any:
     return model
 
 
-def perf_fields(model: Any, outcome: Any, *, device: str, compute_dtype: str,
-                peak_tflops: float | None, threads: int, compiled: bool) -> dict[str, Any]:
-    """Record fields: FLOP estimate, achieved FLOP/s and MFU, with the peak's source and settings."""
+def perf_fields(model: Any, outcome: Any, *, device: str, compute_dtype: str, peak_tflops: float | None,
+                threads: int, compiled: bool, say: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Record fields: FLOP estimate, achieved FLOP/s and MFU, with the peak's source, how it was
+    checked, the load the training ran under (`outcome.load`) and the settings."""
     est = training_flops(model, outcome.real_tokens, outcome.real_sq_tokens, outcome.samples)
     t = outcome.train_time_s
     achieved = est["flops"] / t if t else None
-    peak, source = peak_flops(device, compute_dtype, peak_tflops)
+    entry, refresh = refreshed_peak(peak_entry(device, compute_dtype, peak_tflops), achieved, compute_dtype)
+    if refresh and say:
+        say(f"[peftbench] {refresh['note']}")
+    peak, source = entry["flops"], entry["source"]
     cfg = getattr(model, "config", None)
     return {
         "flops": est["flops"], "flops_linear": est["linear_flops"], "flops_attention": est["attention_flops"],
         "flops_formula": est["formula"],
         "achieved_tflops": achieved / 1e12 if achieved else None,
         "peak_tflops": peak / 1e12 if peak else None, "peak_source": source,
-        "mfu": achieved / peak if achieved and peak else None,
+        "peak_probe": probe_circumstances(entry), "peak_refresh": refresh,
+        **mfu_fields(achieved, peak, source),
+        "load": getattr(outcome, "load", None) or None,
         "threads": threads, "compiled": compiled,
         "attn_implementation": getattr(cfg, "_attn_implementation", None),
     }

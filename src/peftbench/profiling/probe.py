@@ -5,10 +5,15 @@ so optimizer state counts) on sequences of the full `max_length`, in its own pro
 out-of-memory crash ends that trial only, and every trial starts from a clean allocator. Peak
 memory is the CUDA allocator peak on a GPU, or the process's peak resident set size (VmHWM) on the
 CPU, where `memory_limit` is the only limit that applies.
+
+`refresh_peaks` and `peak_cache_table` are `peftbench probe --peak`: the machine's GEMM peak (the
+MFU denominator of CPU runs, `perf.peak`) probed afresh at each thread count, and the cache shown
+with when and under what load each entry was probed.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -59,7 +64,7 @@ def _step(spec_dict: dict[str, Any], batch_size: int, max_length: int, device: s
     """In the trial's own process: one training step at `batch_size`; (peak bytes, baseline bytes)."""
     import torch
 
-    from peftbench.core.runner import prepare_model
+    from peftbench.core.build import prepare_model
     from peftbench.core.train import adamw
     from peftbench.methods.base import METHODS
     from peftbench.models.loading import quiet_libraries
@@ -161,4 +166,73 @@ def probe_table(result: dict[str, Any]) -> str:
                           f"{t['batch_size']}:x" for t in m["trials"])
         largest = m["largest_batch_size"]
         lines.append(f"{m['method']:<10} {largest if largest is not None else '-':>13}  {trials}")
+    return "\n".join(lines)
+
+
+# ---- the machine's GEMM peak (`peftbench probe --peak`) -----------------------------------------
+
+
+def default_peak_threads() -> list[int]:
+    """The thread counts a CPU run may use here: the one it would pick now and every physical core."""
+    import psutil
+
+    from peftbench.perf.flops import auto_threads
+
+    physical = psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    return sorted({auto_threads(physical, os.getloadavg()[0]), physical})
+
+
+def parse_threads(text: str) -> list[int]:
+    """'1,2' -> [1, 2]."""
+    try:
+        counts = sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        counts = []
+    if not counts or counts[0] < 1:
+        raise SpecError(f"invalid --threads '{text}'", hint="write thread counts separated by commas, e.g. 1,2")
+    return counts
+
+
+def refresh_peaks(dtype: str = "auto", threads: list[int] | None = None, say: Any = None) -> list[dict[str, Any]]:
+    """Probe the CPU GEMM peak afresh at each thread count; a probe on a quiet machine replaces its
+    cache entry, one on a busy machine is shown and not cached (`perf.peak.cpu_peak`)."""
+    import torch
+
+    from peftbench.perf.peak import cpu_peak
+    from peftbench.runtime.device import resolve_dtype
+
+    dtype = resolve_dtype(dtype, "cpu")
+    before = torch.get_num_threads()
+    entries = []
+    try:
+        for count in threads or default_peak_threads():
+            torch.set_num_threads(count)
+            entry = cpu_peak(dtype, refresh=True)
+            entries.append(entry)
+            if say:
+                kept = "cached" if entry["cached"] else f"not cached: {entry['busy'] or 'cache not writable'}"
+                say(f"[probe] {dtype} at {count} thread(s): {entry['flops'] / 1e12:.4g} TFLOP/s ({kept})")
+    finally:
+        torch.set_num_threads(before)
+    return entries
+
+
+def _num(x: Any, spec: str) -> str:
+    return format(x, spec) if isinstance(x, int | float) and not isinstance(x, bool) else "-"
+
+
+def peak_cache_table(cache: dict[str, Any]) -> str:
+    """The cached peaks, one line each: TFLOP/s, when, and the load the probe ran under."""
+    head = (f"{'dtype':9} {'threads':>7} {'TFLOP/s':>8}  {'measured':25} {'load 1m':>7} {'others':>6} "
+            f"{'steal':>6} {'share':>6}  key")
+    lines = [head, "-" * len(head)]
+    for key, e in sorted(cache.items()):
+        e = e if isinstance(e, dict) else {}
+        load = e.get("load") if isinstance(e.get("load"), dict) else {}
+        flops = e.get("flops")
+        lines.append(f"{e.get('dtype') or key.rsplit('-', 1)[-1]!s:9} {_num(e.get('threads'), '.0f'):>7} "
+                     f"{_num(flops / 1e12 if isinstance(flops, int | float) else None, '.4g'):>8}  "
+                     f"{e.get('measured') or '-'!s:25} {_num(load.get('load_1min'), '.2f'):>7} "
+                     f"{_num(load.get('other_busy_cores'), '.2f'):>6} {_num(load.get('steal_share'), '.1%'):>6} "
+                     f"{_num(load.get('cpu_share'), '.0%'):>6}  {key}")
     return "\n".join(lines)

@@ -204,7 +204,7 @@ def measure(spec_dict: dict[str, Any], length: int, batch_size: int, steps: int,
 
     from transformers import set_seed
 
-    from peftbench.core.runner import prepare_model
+    from peftbench.core.build import prepare_model
     from peftbench.core.train import train
     from peftbench.methods.base import METHODS
     from peftbench.models.loading import count_params, quiet_libraries

@@ -20,6 +20,7 @@ from peftbench.reports.comparisons import (
     pick_baseline,
 )
 from peftbench.reports.configs import Config, group_configs
+from peftbench.reports.decision import PRIORITIES, decide
 from peftbench.reports.stats import ALPHA
 from peftbench.reports.trust import TARGET_FRACTION, add_trust_stats, task_trust
 
@@ -36,9 +37,15 @@ class Analysis:
     notes: list[str]
     trust: dict[str, dict[str, Any]] = field(default_factory=dict)  # per task: trust.task_trust
     target_fraction: float = TARGET_FRACTION
+    decisions: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # per task: decision.decide
+    best_comparisons: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # against the best learner
 
     def task_configs(self, task: str) -> list[Config]:
         return [c for c in self.configs if c.task == task]
+
+    def best(self, task: str) -> Config | None:
+        """The task's ★ configuration (the first on a tie), None when no configuration learned."""
+        return next((c for c in self.task_configs(task) if c.best and c.runs), None)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -48,6 +55,9 @@ class Analysis:
                 "baseline": b.label if (b := self.baselines.get(t)) else None,
                 "configs": [c.to_dict() for c in self.task_configs(t)],
                 "comparisons": self.comparisons.get(t, []),
+                "decision": self.decisions.get(t),
+                "best": b.label if (b := self.best(t)) else None,
+                "best_comparisons": self.best_comparisons.get(t, []),
                 "pairs": self.pairs.get(t, []),
                 "trust": self.trust.get(t, {}),
             } for t in self.tasks},
@@ -77,9 +87,13 @@ def _against_baseline(configs: list[Config], base: Config, pairs: list[dict[str,
 
 
 def analyze(records: list[dict[str, Any]], *, baseline: str | None = "full", metric: str | None = None,
-            bootstrap: bool = False, target_fraction: float = TARGET_FRACTION) -> Analysis:
+            bootstrap: bool = False, target_fraction: float = TARGET_FRACTION, prefer: str = "metric",
+            floors: dict[str, tuple[str, float]] | None = None) -> Analysis:
     """Group, summarize, test and compare. Duplicate run ids (the same folder found twice) count once;
-    tuning trials (validation-only search runs) are summarized in the tuning section, never compared."""
+    tuning trials (validation-only search runs) are summarized in the tuning section, never compared.
+    `prefer` and `floors` ({metric: ('min'|'max', value)}) steer the decision each task opens with."""
+    if prefer not in PRIORITIES:
+        raise SpecError(f"unknown priority '{prefer}'", hint=f"use --prefer with one of {', '.join(PRIORITIES)}")
     if not 0 < target_fraction <= 1:
         raise SpecError(f"target fraction {target_fraction} is outside (0, 1]", hint="pass e.g. --target-fraction 0.95")
     notes: list[str] = []
@@ -90,7 +104,8 @@ def analyze(records: list[dict[str, Any]], *, baseline: str | None = "full", met
                      "comparisons: they only served the search on validation (see the tuning sections)")
     configs = group_configs(compared, metric=metric, bootstrap=bootstrap)
     add_trust_stats(configs, target_fraction)
-    if any(value_at(r, "train", "memory", "kind") == "cpu_rss_growth" for r in unique):
+    if any(value_at(r, "train", "memory", "kind") == "cpu_rss_growth" and not value_at(r, "train", "memory_by_kind")
+           for r in unique):  # records made before memory was counted by kind
         notes.append("peak memory of CPU runs is the growth of process memory (RSS) during training: "
                      "it is noisy and small for adapter methods, so treat memory ratios of CPU runs as rough")
     tasks = sorted({c.task for c in configs})
@@ -114,4 +129,11 @@ def analyze(records: list[dict[str, Any]], *, baseline: str | None = "full", met
     trust = {task: task_trust([c for c in configs if c.task == task],
                               [r for r in unique if (r.get("task") or "classification") == task], target_fraction)
              for task in tasks}
-    return Analysis(configs, tasks, baselines, comparisons, pairs, notes, trust, target_fraction)
+    analysis = Analysis(configs, tasks, baselines, comparisons, pairs, notes, trust, target_fraction)
+    for task in tasks:
+        in_task = analysis.task_configs(task)
+        analysis.decisions[task] = decide(in_task, pairs[task], prefer=prefer, floors=floors)
+        best = analysis.best(task)
+        if best is not None and best is not baselines.get(task):
+            analysis.best_comparisons[task] = _against_baseline(in_task, best, pairs[task])
+    return analysis

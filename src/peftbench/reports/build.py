@@ -20,10 +20,15 @@ from peftbench.reports.trust import TARGET_FRACTION, record_values
 
 # ---- flat per-run export ---------------------------------------------------------------------------
 
+# The eval set's no-learning baselines exported with each run (classification).
+BASELINE_COLUMNS = ("majority_class", "majority_accuracy", "majority_f1_macro", "chance_accuracy")
+
 
 def flat_row(record: dict[str, Any], labels: dict[str, str], *, metric: str | None = None,
-             fraction: float = TARGET_FRACTION) -> dict[str, Any]:
-    """One run as a flat dict of scalars (pandas-friendly); trust numbers only where the run has them."""
+             fraction: float = TARGET_FRACTION, learned: bool | None = None,
+             baselines: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One run as a flat dict of scalars (pandas-friendly); trust numbers only where the run has them;
+    `learned` and the eval set's `baselines` as the analysis judged them."""
     spec = record.get("spec") or {}
     method = spec.get("method") or {}
     train = spec.get("train") or {}
@@ -41,7 +46,8 @@ def flat_row(record: dict[str, Any], labels: dict[str, str], *, metric: str | No
         "samples_per_s": (record.get("train") or {}).get("samples_per_s"),
         "eval_n": len((record.get("predictions") or {}).get("gold") or []) or None,
         "tuning_role": (record.get("tuning") or {}).get("role"), "tune_id": (record.get("tuning") or {}).get("tune_id"),
-        "test_selection": selected_on_test(record),
+        "test_selection": selected_on_test(record), "learned": learned,
+        **{k: v for k, v in (baselines or {}).items() if k in BASELINE_COLUMNS},
     }
     row.update(record_costs(record))
     trust = record_values(record, metric or record.get("main_metric") or "", fraction)
@@ -60,8 +66,11 @@ def flat_row(record: dict[str, Any], labels: dict[str, str], *, metric: str | No
 def flat_rows(records: list[dict[str, Any]], analysis: Analysis) -> list[dict[str, Any]]:
     labels = {c.config_id: c.label for c in analysis.configs}
     metrics = {c.task: c.metric for c in analysis.configs}  # time to target follows each task's metric
+    learned = {rid: v for c in analysis.configs for rid, v in (c.learning.get("runs") or {}).items()}
+    bases = {c.config_id: c.learning.get("baselines") for c in analysis.configs}
     return [flat_row(r, labels, metric=metrics.get(r.get("task") or "classification"),
-                     fraction=analysis.target_fraction) for r in records]
+                     fraction=analysis.target_fraction, learned=learned.get(str(r.get("run_id"))),
+                     baselines=bases.get(config_key(r))) for r in records]
 
 
 def write_exports(rows: list[dict[str, Any]], out: Path) -> None:
@@ -77,18 +86,21 @@ def write_exports(rows: list[dict[str, Any]], out: Path) -> None:
 
 def build_report(records: list[dict[str, Any]], out_dir: str | Path, *, baseline: str | None = "full",
                  metric: str | None = None, bootstrap: bool = False,
-                 target_fraction: float = TARGET_FRACTION) -> Path:
+                 target_fraction: float = TARGET_FRACTION, prefer: str = "metric",
+                 floors: dict[str, tuple[str, float]] | None = None) -> Path:
     """Write the whole report into `out_dir`; return the path of the HTML file."""
     return write_report(records, out_dir, baseline=baseline, metric=metric, bootstrap=bootstrap,
-                        target_fraction=target_fraction)[0]
+                        target_fraction=target_fraction, prefer=prefer, floors=floors)[0]
 
 
 def write_report(records: list[dict[str, Any]], out_dir: str | Path, *, baseline: str | None = "full",
                  metric: str | None = None, bootstrap: bool = False,
                  target_fraction: float = TARGET_FRACTION,
-                 profiles: list[tuple[Path, dict[str, Any]]] | None = None) -> tuple[Path, Analysis]:
+                 profiles: list[tuple[Path, dict[str, Any]]] | None = None, prefer: str = "metric",
+                 floors: dict[str, tuple[str, float]] | None = None) -> tuple[Path, Analysis]:
     """`build_report`, also returning the analysis (the CLI prints its tables). `profiles`
-    (`cost_curves.find_profiles`) add a "Cost curves" section."""
+    (`cost_curves.find_profiles`) add a "Cost curves" section; `prefer` and `floors` steer the
+    decision each task opens with (`decision.decide`)."""
     from peftbench.errors import SpecError
     from peftbench.reports.html import render_html
     from peftbench.reports.plots import task_plots
@@ -97,7 +109,8 @@ def write_report(records: list[dict[str, Any]], out_dir: str | Path, *, baseline
         raise SpecError("no run records to report on", hint="point the report at a folder holding <run>/result.json")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    analysis = analyze(records, baseline=baseline, metric=metric, bootstrap=bootstrap, target_fraction=target_fraction)
+    analysis = analyze(records, baseline=baseline, metric=metric, bootstrap=bootstrap, target_fraction=target_fraction,
+                       prefer=prefer, floors=floors)
     plots = {t: task_plots(analysis.task_configs(t), out / "plots", slug(t)) for t in analysis.tasks}
     write_exports(flat_rows(records, analysis), out)
     atomic_write_json(out / "analysis.json", analysis.to_dict())

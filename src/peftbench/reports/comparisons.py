@@ -157,8 +157,10 @@ def compare_to_baseline(cfg: Config, base: Config, test: dict[str, Any]) -> dict
                                                if base.mean(base.metric) is not None and tp_base else None),
         "speedup": _ratio(base.mean("train_time_s"), cfg.mean("train_time_s")),
         "memory_saving": _ratio(base.mean("peak_memory_bytes"), cfg.mean("peak_memory_bytes")),
+        "footprint_saving": _ratio(base.mean("model_footprint_bytes"), cfg.mean("model_footprint_bytes")),
         "size_ratio": _ratio(base.mean("artifact_bytes"), cfg.mean("artifact_bytes")),
-        "test": test,
+        "test": test, "learned": cfg.learned, "baseline_learned": base.learned,
+        "learning_reasons": cfg.learning.get("reasons", []),
     }
     out["verdict"] = verdict(out, test)
     return out
@@ -175,7 +177,11 @@ def _cost_phrase(ratio: float | None, better: str, worse: str, same: str) -> str
 
 
 def verdict(comparison: dict[str, Any], test: dict[str, Any]) -> dict[str, str]:
-    """A short verdict stated from the numbers: the quality call needs a significant paired test."""
+    """A short verdict stated from the numbers: the quality call needs a significant paired test.
+    A configuration that did not learn gets that verdict and no cost praise."""
+    if comparison.get("learned") is False:
+        reasons = comparison.get("learning_reasons") or ["not above the majority class"]
+        return {"label": "did not learn", "text": f"Did not learn: {reasons[0]}; no comparison is claimed."}
     metric = comparison["metric"]
     d = comparison["deltas"].get(metric) or {}
     delta = d.get("abs")
@@ -206,4 +212,6 @@ def verdict(comparison: dict[str, Any], test: dict[str, Any]) -> dict[str, str]:
                      "similar saved size"),
     ) if c]
     text = quality[0].upper() + quality[1:] + (f"; {', '.join(costs)}." if costs else ".")
+    if comparison.get("baseline_learned") is False:
+        text += f" ({comparison['baseline']} itself did not learn.)"
     return {"label": label, "text": text}

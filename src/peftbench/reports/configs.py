@@ -15,16 +15,23 @@ from typing import Any
 
 from peftbench.methods.base import SEED_METHODS
 from peftbench.records.fields import model_label, number, value_at
+from peftbench.reports.learning import config_learning
 from peftbench.reports.stats import seed_summary
 from peftbench.tasks.metrics import higher_is_better
 
-# Costs from the record, each with its place in the record; all are lower-is-better.
+# Costs from the record, each with its place in the record; all are lower-is-better. Peak memory is the
+# peak of training memory counted by kind (perf/memory.py), the same on every device; the model footprint
+# is the weights in memory as trained (a 4-bit base by its packed bytes), apart from the saved artifact.
 COSTS = {
     "trainable_params": ("params", "trainable"),
     "train_time_s": ("train", "time_s"),
-    "peak_memory_bytes": ("train", "peak_memory_bytes"),
+    "peak_memory_bytes": ("train", "memory_by_kind", "peak_bytes"),
+    "model_footprint_bytes": ("model", "footprint", "bytes"),
     "artifact_bytes": ("artifact", "size_bytes"),
 }
+# Where a record has no such field (made before it existed), the field it replaced: the device's view
+# (CUDA allocator peak, or the growth of process RSS on the CPU).
+COST_FALLBACKS = {"peak_memory_bytes": ("train", "peak_memory_bytes")}
 
 
 def selected_on_test(record: dict[str, Any]) -> bool:
@@ -77,6 +84,7 @@ class Config:
     best: bool = False
     baseline: bool = False
     tuning_role: str | None = None  # 'default' or 'tuned' for the final runs of `peftbench tune`
+    learning: dict[str, Any] = field(default_factory=dict)  # learning.config_learning of its runs
 
     @property
     def hparams(self) -> dict[str, Any]:
@@ -87,6 +95,11 @@ class Config:
     @property
     def seeds(self) -> list[int]:
         return sorted(int(r.get("seed") or 0) for r in self.runs)
+
+    @property
+    def learned(self) -> bool | None:
+        """True, False (known not to have learned: no stars, fronts or praise) or None (unknown)."""
+        return self.learning.get("learned")
 
     @property
     def test_selection(self) -> bool:
@@ -104,12 +117,18 @@ class Config:
             "failed_runs": [{"run_id": r.get("run_id"), "status": r.get("status"), "error": r.get("error")}
                             for r in self.failed],
             "best": self.best, "baseline": self.baseline, "tuning_role": self.tuning_role,
-            "test_selection": self.test_selection, "stats": self.stats,
+            "test_selection": self.test_selection, "stats": self.stats, "learning": self.learning,
         }
 
 
 def record_costs(record: dict[str, Any]) -> dict[str, float | None]:
-    return {name: number(value_at(record, *path)) for name, path in COSTS.items()}
+    return {name: cost_of(record, name) for name in COSTS}
+
+
+def cost_of(record: dict[str, Any], name: str) -> float | None:
+    """A cost of `COSTS` from the record, or from the field it replaced in older records."""
+    value = number(value_at(record, *COSTS[name]))
+    return value if value is not None or name not in COST_FALLBACKS else number(value_at(record, *COST_FALLBACKS[name]))
 
 
 def group_configs(records: list[dict[str, Any]], *, metric: str | None = None,
@@ -133,6 +152,7 @@ def group_configs(records: list[dict[str, Any]], *, metric: str | None = None,
             c.metric = task_metric
             c.runs.sort(key=lambda r: int(r.get("seed") or 0))
             _summarize(c, bootstrap)
+            c.learning = config_learning(c.runs)
         _mark_best(in_task)
     order = {m: i for i, m in enumerate(SEED_METHODS)}
     configs.sort(key=lambda c: (c.task, c.model, order.get(c.method, len(order)), c.method, c.label))
@@ -159,7 +179,8 @@ def _summarize(cfg: Config, bootstrap: bool) -> None:
 
 
 def _mark_best(configs: list[Config]) -> None:
-    scored = [c for c in configs if c.mean(c.metric) is not None]
+    """★ on the best mean metric among configurations not known to have failed to learn."""
+    scored = [c for c in configs if c.mean(c.metric) is not None and c.learned is not False]
     if not scored:
         return
     sign = 1.0 if higher_is_better(scored[0].metric) else -1.0

@@ -28,6 +28,8 @@ tr.flagged td{background:#fde2e1} p.warn{color:#a4161a;font-size:13px;font-weigh
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(560px,1fr));gap:16px}
 figure.wide{grid-column:1/-1} figure{margin:0;border:1px solid #eee;padding:8px} figure img{max-width:100%} figcaption{font-size:13px;color:#444}
 ul.verdicts li{margin:4px 0} nav a{margin-right:12px}
+p.lead{font-size:15px;font-weight:600;color:#222;background:#eef6fb;border-left:4px solid #457b9d;padding:8px 12px}
+p.lead.warn{background:#fde2e1;border-left-color:#a4161a;color:#a4161a}
 """
 
 # Click a header: sort rows by that column (numbers by value, blanks last); click again to reverse.
@@ -50,10 +52,10 @@ def _e(text: Any) -> str:
     return html.escape(str(text), quote=True)
 
 
-def table(rows: list[Row], row_class: list[str] | None = None) -> str:
+def table(rows: list[Row], row_class: list[str] | None = None, empty: str = "(none)") -> str:
     """A sortable table; each cell carries its sort value in data-v."""
     if not rows:
-        return '<p class="muted">(none)</p>'
+        return f'<p class="muted">{_e(empty)}</p>'
     cols = headers(rows)
     out = ['<div class="tw"><table class="sortable"><thead><tr>']
     out += [f"<th>{_e(h)}</th>" for h in cols]
@@ -83,7 +85,8 @@ def _row_classes(rows: list[Row]) -> list[str]:
     for r in rows:
         status = r["status"].text
         out.append("failed" if not status.startswith("ok") else
-                   "flagged" if r["config"].text.endswith(TEST_SELECTED_MARK) else "best" if r["best"].text else
+                   "flagged" if r["config"].text.endswith(TEST_SELECTED_MARK) else
+                   "best" if r.get("best", Cell("")).text else
                    "baseline" if "(baseline)" in r["config"].text else "")
     return out
 
@@ -93,10 +96,11 @@ def html_section(section: Section) -> str:
     h = f"h{section.level}"
     parts = [f"<{h}>{_e(section.title)}</{h}>"]
     if section.rows is not None:
-        parts.append(table(section.rows, _row_classes(section.rows) if section.highlight else None))
+        parts.append(table(section.rows, _row_classes(section.rows) if section.highlight else None, section.empty))
     if section.note:
         parts.append(f"<p class='muted'>{_e(section.note)}</p>")
-    parts += [f"<p class='{'warn' if line.startswith(TEST_SELECTED_MARK) else 'muted'}'>{_e(line)}</p>"
+    lead = "lead " if section.lead else ""
+    parts += [f"<p class='{lead}{'warn' if line.startswith(TEST_SELECTED_MARK) else 'muted'}'>{_e(line)}</p>"
               for line in section.lines]
     if section.verdicts is not None:
         parts.append("<ul class='verdicts'>" + "".join(

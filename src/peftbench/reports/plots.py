@@ -23,10 +23,11 @@ FRONT_COLOR = "#d62828"
 COST_LABELS = {
     "trainable_params": "trainable parameters",
     "train_time_s": "train time (s)",
-    "peak_memory_bytes": "peak memory",
+    "peak_memory_bytes": "peak training memory",
+    "model_footprint_bytes": "model in memory",
     "artifact_bytes": "saved artifact",
 }
-MB_COSTS = ("peak_memory_bytes", "artifact_bytes")
+MB_COSTS = ("peak_memory_bytes", "model_footprint_bytes", "artifact_bytes")
 
 
 def new_figure(width: float, height: float) -> Any:
@@ -71,9 +72,27 @@ def _unit(key: str, configs: list[Config]) -> tuple[float, str]:
     return (1 / 2**20, "MB") if top >= 2**20 else (1 / 2**10, "KB")
 
 
+def reference_lines(configs: list[Config], metric: str) -> list[tuple[str, float]]:
+    """What answering without learning scores on the metric (majority class, chance), when every
+    configuration of the task was evaluated on the same eval set."""
+    bases = [c.learning.get("baselines") or {} for c in configs if c.runs]
+    keys = {"accuracy": (("majority class", "majority_accuracy"), ("chance", "chance_accuracy")),
+            "f1_macro": (("majority class", "majority_f1_macro"),)}.get(metric, ())
+    out = []
+    for name, key in keys:
+        values = {b.get(key) for b in bases}
+        if len(values) == 1 and (v := values.pop()) is not None:
+            out.append((name, float(v)))
+    base_model = {(b.get("base_model") or {}).get(metric) for b in bases}
+    if len(base_model) == 1 and isinstance(v := base_model.pop(), int | float):
+        out.append(("untrained base model", float(v)))
+    return out
+
+
 def stat_bars(configs: list[Config], key: str, path: Path, *, title: str, xlabel: str,
-              log: bool = False) -> Path | None:
-    """Horizontal bars of a per-configuration mean, 95% CI error bars and each seed as a dot."""
+              log: bool = False, lines: list[tuple[str, float]] | None = None) -> Path | None:
+    """Horizontal bars of a per-configuration mean with its value, 95% CI error bars, each seed as a
+    dot, and `lines` (name, value) as dashed reference lines (e.g. the majority-class accuracy)."""
     rows = [c for c in configs if (c.stats.get(key) or {}).get("mean") is not None]
     if not rows:
         return None
@@ -91,6 +110,8 @@ def stat_bars(configs: list[Config], key: str, path: Path, *, title: str, xlabel
         elif s.get("ci_low") is not None:
             xerr = [[mean - s["ci_low"] * k], [s["ci_high"] * k - mean]]
         ax.barh(y, mean, color=_bar_color(c), xerr=xerr, capsize=4, error_kw={"elinewidth": 1.2})
+        ax.annotate(f"{s['mean']:.4g}" if key not in COST_LABELS else _value_text(s["mean"] * k, unit),
+                    (mean, y), xytext=(4, 6), textcoords="offset points", fontsize=7)
         if len(s["values"]) > 1:
             ax.scatter([v * k for v in s["values"]], [y] * len(s["values"]), s=12, color="black", zorder=3)
     ax.set_yticks(ys, [("★ " if c.best else "") + c.label + (" (baseline)" if c.baseline else "")
@@ -98,12 +119,23 @@ def stat_bars(configs: list[Config], key: str, path: Path, *, title: str, xlabel
     if log:
         ax.set_xscale("log")
     elif key not in COST_LABELS and all(0 <= c.stats[key]["mean"] <= 1 for c in rows):
-        low = min(min(c.stats[key]["values"]) for c in rows)
+        low = min([min(c.stats[key]["values"]) for c in rows] + [v for _, v in lines or []])
         ax.set_xlim(max(0.0, low - 0.1), 1.0)
+    for (name, value), style in zip(lines or [], ("--", ":"), strict=False):
+        ax.axvline(value, color="#a4161a", lw=1.1, ls=style, label=f"{name}: {value:.4f}")
+    if lines:
+        ax.legend(fontsize=7, loc="lower right")
     ax.set_xlabel(xlabel)
     ax.set_title(title, fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     return save_figure(fig, path)
+
+
+def _value_text(value: float, unit: str) -> str:
+    """A bar's value label: in the axis unit, counts as 1.20M, small numbers to 3 digits."""
+    from peftbench.reports.tables import fmt_count
+
+    return f"{value:.1f} {unit}" if unit else fmt_count(value) if abs(value) >= 1000 else f"{value:.3g}"
 
 
 def loss_curves(configs: list[Config], path: Path, *, title: str) -> Path | None:
@@ -128,6 +160,7 @@ def loss_curves(configs: list[Config], path: Path, *, title: str) -> Path | None
                 ax.plot(*zip(*ev, strict=True), color=color, lw=1.2, ls="--", marker="o", ms=4,
                         label=f"{c.label} eval" if i == 0 else None)
     label_axes(ax, "optimizer step", "loss", title, fontsize=7, ncols=2 if len(rows) > 4 else 1)
+    ax.set_ylim(0.0, ax.get_ylim()[1] * 1.1)  # from zero: a flat loss (0.686-0.693) is not magnified into a trend
     return save_figure(fig, path)
 
 
@@ -161,8 +194,10 @@ def rank_sweeps(configs: list[Config], path: Path, *, title: str) -> Path | None
 
 
 def pareto(configs: list[Config], path: Path, *, title: str) -> Path | None:
-    """Metric vs each cost; the non-dominated configurations in colour joined by a line, the rest grey."""
-    rows = [c for c in configs if c.mean(c.metric) is not None]
+    """Metric vs each cost; the non-dominated configurations in colour joined by a line, the rest grey.
+    Configurations that did not learn are left out, and the title names them."""
+    rows = [c for c in configs if c.mean(c.metric) is not None and c.learned is not False]
+    left_out = [c.label for c in configs if c.runs and c.learned is False]
     costs = [k for k in COST_LABELS if sum(c.mean(k) is not None for c in rows) >= 1]
     if not rows or not costs:
         return None
@@ -183,7 +218,7 @@ def pareto(configs: list[Config], path: Path, *, title: str) -> Path | None:
                      xlabel=COST_LABELS[cost] + (f" ({unit})" if unit else "") + ", lower is better",
                      ylabel=f"{metric} ({'higher' if up else 'lower'} is better)",
                      log_x=cost in ("trainable_params", "artifact_bytes") and min(x for x, _ in xy) > 0)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(title + (f"\nleft out (did not learn): {', '.join(left_out)}" if left_out else ""), fontsize=10)
     return save_figure(fig, path)
 
 
@@ -296,8 +331,9 @@ def task_plots(configs: list[Config], out_dir: Path, slug: str) -> list[tuple[st
     """All figures of one task, as (caption, path), in the order the report shows them."""
     metric = configs[0].metric if configs else "metric"
     specs: list[tuple[str, Path | None]] = [
-        (f"{metric} per configuration (mean, 95% CI, seeds as dots)",
-         stat_bars(configs, metric, out_dir / f"{slug}-metric.png", title=f"{metric}", xlabel=metric)),
+        (f"{metric} per configuration (mean, 95% CI, seeds as dots; dashed: without learning)",
+         stat_bars(configs, metric, out_dir / f"{slug}-metric.png", title=f"{metric}", xlabel=metric,
+                   lines=reference_lines(configs, metric))),
         ("Trainable parameters (log scale)",
          stat_bars(configs, "trainable_params", out_dir / f"{slug}-params.png", title="trainable parameters",
                    xlabel="trainable parameters", log=True)),
@@ -309,7 +345,7 @@ def task_plots(configs: list[Config], out_dir: Path, slug: str) -> list[tuple[st
                    xlabel="peak memory")),
         ("Loss curves", loss_curves(configs, out_dir / f"{slug}-loss.png", title="training (solid) and eval (dashed) loss")),
         ("Metric vs rank", rank_sweeps(configs, out_dir / f"{slug}-rank.png", title=f"{metric} vs LoRA-style rank")),
-        ("Pareto fronts (red: non-dominated; grey: dominated)",
+        ("Pareto fronts (red: non-dominated; grey: dominated; configurations that did not learn left out)",
          pareto(configs, out_dir / f"{slug}-pareto.png", title=f"{metric} vs cost")),
         ("Confusion matrices (summed over seeds)",
          confusion_matrices(configs, out_dir / f"{slug}-confusion.png", title="confusion matrices")),

@@ -8,7 +8,8 @@ from typing import Any
 
 from peftbench.records.fields import fmt_bytes
 from peftbench.reports.analysis import Analysis
-from peftbench.reports.configs import record_costs, scalar_metrics
+from peftbench.reports.configs import Config, record_costs, scalar_metrics
+from peftbench.reports.load_marks import comparison_load_mark, run_load_text
 from peftbench.reports.stats import ALPHA
 from peftbench.reports.tables import Cell, Row, ci_text, fmt_count, fmt_num, fmt_p, fmt_ratio, mean_std
 from peftbench.reports.trust import source_name
@@ -29,48 +30,79 @@ def _hparam_cells(hp: dict[str, Any]) -> Row:
     }
 
 
-def dashboard(analysis: Analysis, task: str) -> list[Row]:
-    """One row per configuration (seeds pooled) and one per failed run, with its reason. Configurations
+def _second_metric(metric: str, configs: list[Config]) -> str | None:
+    """Macro F1 next to accuracy (and accuracy next to macro F1) where the records have it."""
+    other = {"accuracy": "f1_macro", "f1_macro": "accuracy"}.get(metric)
+    return other if other and any(other in c.stats for c in configs) else None
+
+
+def _config_row(c: Config, ttt: str | None, second: str | None) -> Row:
+    st, m = c.stats, c.metric
+    return {
+        "best": Cell("★" if c.best else "", 1 if c.best else 0),
+        "model": Cell(c.model),
+        "config": Cell(c.label + (" (baseline)" if c.baseline else "")
+                       + (f" {TEST_SELECTED_MARK}" if c.test_selection else "")),
+        **_hparam_cells(c.hparams),
+        "seeds": Cell(str(len(c.runs)), len(c.runs)),
+        "status": Cell("ok" if not c.failed else f"ok, {len(c.failed)} failed"),
+        m: Cell(mean_std(st.get(m)), c.mean(m)),
+        "95% CI": Cell(ci_text(st.get(m)), (st.get(m) or {}).get("ci_low")),
+        **({second: Cell(mean_std(st.get(second)), c.mean(second))} if second else {}),
+        "eval_loss": Cell(mean_std(st.get("eval_loss")), c.mean("eval_loss")),
+        "trainable": Cell(fmt_count(c.mean("trainable_params")), c.mean("trainable_params")),
+        "trainable %": Cell(fmt_num(c.mean("trainable_pct"), 3), c.mean("trainable_pct")),
+        "train s": Cell(mean_std(st.get("train_time_s"), 1), c.mean("train_time_s")),
+        **({ttt: Cell(mean_std(st.get("time_to_target_s"), 1), c.mean("time_to_target_s"))} if ttt else {}),
+        "peak mem": Cell(fmt_bytes(c.mean("peak_memory_bytes")), c.mean("peak_memory_bytes")),
+        "model mem": Cell(fmt_bytes(c.mean("model_footprint_bytes")), c.mean("model_footprint_bytes")),
+        "saved size": Cell(fmt_bytes(c.mean("artifact_bytes")), c.mean("artifact_bytes")),
+    }
+
+
+def dashboard(analysis: Analysis, task: str, *, learned: bool = True) -> list[Row]:
+    """One row per configuration with successful runs (seeds pooled): those that learned (or whose
+    verdict is unknown), or with `learned=False` those that did not, with the reason. Configurations
     that selected on the test split carry ⚠; time to target is a column when some run has a curve."""
-    rows: list[Row] = []
     configs = analysis.task_configs(task)
     ttt = target_header(analysis.target_fraction) if any("time_to_target_s" in c.stats for c in configs) else None
+    second = _second_metric(configs[0].metric, configs) if configs else None
+    rows = []
     for c in configs:
-        hparams = _hparam_cells(c.hparams)
-        m = c.metric
-        if c.runs:
-            st = c.stats
-            status = "ok" if not c.failed else f"ok, {len(c.failed)} failed"
-            rows.append({
-                "best": Cell("★" if c.best else "", 1 if c.best else 0),
-                "model": Cell(c.model),
-                "config": Cell(c.label + (" (baseline)" if c.baseline else "")
-                               + (f" {TEST_SELECTED_MARK}" if c.test_selection else "")),
-                **hparams,
-                "seeds": Cell(str(len(c.runs)), len(c.runs)),
-                "status": Cell(status),
-                m: Cell(mean_std(st.get(m)), c.mean(m)),
-                "95% CI": Cell(ci_text(st.get(m)), (st.get(m) or {}).get("ci_low")),
-                "eval_loss": Cell(mean_std(st.get("eval_loss")), c.mean("eval_loss")),
-                "trainable": Cell(fmt_count(c.mean("trainable_params")), c.mean("trainable_params")),
-                "trainable %": Cell(fmt_num(c.mean("trainable_pct"), 3), c.mean("trainable_pct")),
-                "train s": Cell(mean_std(st.get("train_time_s"), 1), c.mean("train_time_s")),
-                **({ttt: Cell(mean_std(st.get("time_to_target_s"), 1), c.mean("time_to_target_s"))} if ttt else {}),
-                "peak mem": Cell(fmt_bytes(c.mean("peak_memory_bytes")), c.mean("peak_memory_bytes")),
-                "saved size": Cell(fmt_bytes(c.mean("artifact_bytes")), c.mean("artifact_bytes")),
-            })
+        if c.runs and (c.learned is not False) == learned:
+            row = _config_row(c, ttt, second)
+            if not learned:
+                row = {"learned": Cell(c.learning.get("summary", "no")),  # in the place of ★
+                       **{k: v for k, v in row.items() if k != "best"},
+                       "why": Cell("; ".join(c.learning.get("reasons", [])))}
+            rows.append(row)
+    return rows
+
+
+def failed_rows(analysis: Analysis, task: str) -> list[Row]:
+    """Failed and canceled runs, one row each with the reason (kept out of the dashboard)."""
+    rows = []
+    for c in analysis.task_configs(task):
         for r in c.failed:
             err = r.get("error") or {}
-            rows.append({
-                "best": Cell("", 0), "model": Cell(c.model), "config": Cell(f"{c.label} seed {r.get('seed')}"),
-                **hparams,
-                "seeds": Cell("-", 0),
-                "status": Cell(f"{r.get('status')} ({err.get('type', '?')}): {err.get('message', '')}"),
-                m: Cell("-"), "95% CI": Cell("-"), "eval_loss": Cell("-"), "trainable": Cell("-"),
-                "trainable %": Cell("-"), "train s": Cell("-"), **({ttt: Cell("-")} if ttt else {}),
-                "peak mem": Cell("-"), "saved size": Cell("-"),
-            })
+            rows.append({"config": Cell(c.label), "seed": Cell(str(r.get("seed")), r.get("seed")),
+                         "status": Cell(f"{r.get('status')} ({err.get('type', '?')})"),
+                         "reason": Cell(str(err.get("message", ""))), "run_id": Cell(str(r.get("run_id")))})
     return rows
+
+
+def baseline_lines(analysis: Analysis, task: str) -> list[str]:
+    """What a run must beat on the task's eval set: answering without learning (classification), or the
+    untrained base model (generative tasks)."""
+    base = next((c.learning.get("baselines") for c in analysis.task_configs(task) if c.learning.get("baselines")), None)
+    if base and isinstance(base.get("base_model"), dict):
+        scores = ", ".join(f"{k} {v:.4g}" for k, v in base["base_model"].items() if k != "eval_tokens")
+        return [f"Before training, the untrained base model scores {scores} on the same eval set."]
+    if not base or base.get("majority_class") is None:
+        return []
+    return [f"Without learning: always answering '{base['majority_class']}' scores accuracy "
+            f"{base['majority_accuracy']:.4f} (macro F1 {base['majority_f1_macro']:.4f}); chance (1/"
+            f"{base['n_classes']}) is {base['chance_accuracy']:.4f}, on {base['n_eval']} eval examples."]
 
 
 def protocol_lines(analysis: Analysis, task: str) -> list[str]:
@@ -166,9 +198,10 @@ def weight_change_rows(analysis: Analysis, task: str) -> list[Row]:
     return rows
 
 
-def comparison_rows(analysis: Analysis, task: str) -> list[Row]:
+def comparison_rows(analysis: Analysis, task: str, *, against_best: bool = False) -> list[Row]:
+    """Each configuration against the baseline (or, `against_best`, against the task's ★)."""
     rows = []
-    for cmp in analysis.comparisons.get(task, []):
+    for cmp in (analysis.best_comparisons if against_best else analysis.comparisons).get(task, []):
         d = cmp["deltas"].get(cmp["metric"]) or {}
         t = cmp["test"]
         rows.append({
@@ -184,7 +217,9 @@ def comparison_rows(analysis: Analysis, task: str) -> list[Row]:
             f"{cmp['metric']} / M params": Cell(fmt_num(cmp["metric_per_million_params"], 3),
                                                 cmp["metric_per_million_params"]),
             "speed-up": Cell(fmt_ratio(cmp["speedup"]), cmp["speedup"]),
+            "load": Cell(comparison_load_mark(analysis, task, cmp)),  # reports/load_marks.py
             "memory saving": Cell(fmt_ratio(cmp["memory_saving"]), cmp["memory_saving"]),
+            "model mem saving": Cell(fmt_ratio(cmp.get("footprint_saving")), cmp.get("footprint_saving")),
             "size ratio": Cell(fmt_ratio(cmp["size_ratio"]), cmp["size_ratio"]),
             "verdict": Cell(cmp["verdict"]["label"]),
         })
@@ -238,5 +273,6 @@ def run_rows(analysis: Analysis, task: str) -> list[Row]:
                 "status": Cell(str(r.get("status")) + (f" ({err.get('type')}): {err.get('message')}" if err else "")),
                 c.metric: Cell(fmt_num(value), value),
                 "train s": Cell(fmt_num(costs["train_time_s"], 1), costs["train_time_s"]),
+                "load (1-min)": Cell(run_load_text(r)),
             })
     return rows

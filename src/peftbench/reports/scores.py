@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from peftbench.records.fields import number
+from peftbench.tasks.metrics import rouge_per_example
 
 # Per-example stand-ins for corpus-level metrics that have no per-example form (same direction).
 PER_EXAMPLE_ALIASES = {"perplexity": ("perplexity", "loss", "eval_loss", "nll")}
@@ -32,18 +33,6 @@ def per_example_scores(record: dict[str, Any], metric: str) -> list[float] | Non
 
 def _all_str(values: Any) -> bool:
     return isinstance(values, list) and bool(values) and all(isinstance(v, str) for v in values)
-
-
-def rouge_per_example(predictions: list[str], references: list[str], rouge_type: str) -> list[float]:
-    """Per-example ROUGE F1 with the summarization task's own settings (stemming, sentence split),
-    so that their mean is the record's corpus score."""
-    from rouge_score import rouge_scorer
-
-    from peftbench.tasks.metrics import sentence_lines
-
-    scorer = rouge_scorer.RougeScorer([rouge_type], use_stemmer=True)
-    return [scorer.score(sentence_lines(r), sentence_lines(p))[rouge_type].fmeasure
-            for p, r in zip(predictions, references, strict=True)]
 
 
 def class_predictions(record: dict[str, Any]) -> tuple[list[int], list[int]] | None:

@@ -10,10 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from peftbench.reports.analysis import Analysis
+from peftbench.reports.decision import learning_line
 from peftbench.reports.rows import (
     TEST_SELECTED_MARK,
+    baseline_lines,
     comparison_rows,
     dashboard,
+    failed_rows,
     forgetting_rows,
     pair_rows,
     per_class_rows,
@@ -34,6 +37,9 @@ FORGETTING_NOTE = ("Forgetting: probe accuracy before − after fine-tuning on t
                    "configuration has both less forgetting and a better task metric.")
 WEIGHT_CHANGE_NOTE = ("‖ΔW‖/‖W‖ per adapted layer, the effective rank of ΔW and intruder dimensions (new "
                       "high-magnitude singular directions), averaged over seeds.")
+LEARNING_NOTE = ("A run learned when its accuracy and macro F1 are both significantly above always answering the "
+                 "majority class (one-sided exact binomial test; paired bootstrap) and it did not predict one class "
+                 "for 95% or more of the examples. These get no ★, no Pareto membership and no cost praise.")
 PAIRED_NOTE = ("Classification: McNemar's test on per-example correctness; generation: paired bootstrap of "
                "per-example scores. With several seeds, each seed pair is tested and the pair is significant only "
                "if every seed pair is (p shown = largest).")
@@ -53,6 +59,8 @@ class Section:
     verdicts: list[dict[str, Any]] | None = None
     figures: list[tuple[str, Path]] = field(default_factory=list)
     highlight: bool = False  # the dashboard: rows coloured by status, best, baseline
+    lead: bool = False  # the decision: its lines are the task's first screen
+    empty: str = "(none)"  # what a table without rows says
 
 
 def slug(text: str) -> str:
@@ -72,14 +80,29 @@ def target_note(analysis: Analysis, task: str) -> str:
             f"within {pct} of its final value (one evaluation per epoch).")
 
 
+def decision_lines(analysis: Analysis, task: str) -> list[str]:
+    """The first screen of a task: the decision, and who did not learn (⚠ marks a warning)."""
+    d = analysis.decisions.get(task)
+    lines = [] if d is None else [(TEST_SELECTED_MARK + " " if d["kind"] != "recommend" else "") + d["text"]]
+    bad = learning_line(analysis.task_configs(task))
+    return lines + ([f"{TEST_SELECTED_MARK} {bad}"] if bad else [])
+
+
 def task_sections(analysis: Analysis, task: str, figures: list[tuple[str, Path]]) -> list[Section]:
     """The sections of one task, in report order; optional ones only where there is something to show."""
     metric = analysis.task_configs(task)[0].metric
     base = analysis.baselines.get(task)
-    sections = [Section("Dashboard", dashboard(analysis, task), highlight=True,
-                        note=(f"★ best mean {metric} in the task. ± is the standard deviation over seeds; 95% CI is "
-                              f"a t-interval over seeds (blank with one seed).{target_note(analysis, task)}"),
-                        lines=protocol_lines(analysis, task))]
+    sections = [Section("Decision", lines=decision_lines(analysis, task), lead=True),
+                Section("Dashboard", dashboard(analysis, task), highlight=True,
+                        note=(f"★ best mean {metric} among configurations that learned. ± is the standard deviation "
+                              f"over seeds; 95% CI is a t-interval over seeds (blank with one seed)."
+                              f"{target_note(analysis, task)}"),
+                        lines=baseline_lines(analysis, task) + protocol_lines(analysis, task),
+                        empty="(no configuration learned)")]
+    for title, rows, note in (("Did not learn", dashboard(analysis, task, learned=False), LEARNING_NOTE),
+                              ("Failed and canceled runs", failed_rows(analysis, task), "")):
+        if rows:
+            sections.append(Section(title, rows, note, level=4, highlight=title == "Did not learn"))
     tuning = tuning_rows(analysis, task)
     if tuning:
         sections.append(Section("Tuning: defaults vs tuned", tuning, TUNING_NOTE))
@@ -89,6 +112,10 @@ def task_sections(analysis: Analysis, task: str, figures: list[tuple[str, Path]]
         per_class = per_class_rows(analysis, task)
         if per_class:
             sections.append(Section("Per-class deltas against the baseline", per_class, level=4))
+    best = analysis.best(task)
+    if analysis.best_comparisons.get(task) and best is not None:
+        sections.append(Section(f"Against the best: {best.label}", comparison_rows(analysis, task, against_best=True),
+                                verdicts=analysis.best_comparisons[task]))
     sections.append(Section(f"Paired significance (α = {ALPHA})", pair_rows(analysis, task), PAIRED_NOTE))
     for title, rows, note in (("Forgetting", forgetting_rows(analysis, task), FORGETTING_NOTE),
                               ("Weight change (ΔW)", weight_change_rows(analysis, task), WEIGHT_CHANGE_NOTE)):
@@ -107,7 +134,7 @@ def markdown_section(section: Section, out: Path) -> str:
     """One section as markdown; figure paths relative to the report folder `out`."""
     parts = [f"\n{'#' * section.level} {section.title}\n\n"]
     if section.rows is not None:
-        parts.append(markdown(section.rows))
+        parts.append(markdown(section.rows, empty=section.empty))
     if section.note:
         parts.append(f"\n{section.note}\n")
     parts += [f"\n> {line}\n" for line in section.lines]
@@ -134,9 +161,18 @@ def terminal_report(analysis: Analysis) -> str:
     out = []
     for task in analysis.tasks:
         out.append(f"== {task} ==")
-        out.append(terminal(dashboard(analysis, task), max_width=TERMINAL_CELL_WIDTH))
+        out += decision_lines(analysis, task)
+        out.append(terminal(dashboard(analysis, task), max_width=TERMINAL_CELL_WIDTH,
+                            empty="(no configuration learned)"))
+        for title, rows in (("did not learn", dashboard(analysis, task, learned=False)),
+                            ("failed or canceled", failed_rows(analysis, task))):
+            if rows:
+                out += [f"-- {title} --", terminal(rows, max_width=TERMINAL_CELL_WIDTH)]
         out += [f"  {line}" for line in protocol_lines(analysis, task) if line.startswith(TEST_SELECTED_MARK)]
         for c in analysis.comparisons.get(task, []):
             out.append(f"  {c['label']}: {c['verdict']['text']}")
+        if analysis.best_comparisons.get(task):
+            out.append(f"  against the best ({analysis.best_comparisons[task][0]['baseline']}):")
+            out += [f"    {c['label']}: {c['verdict']['text']}" for c in analysis.best_comparisons[task]]
     out += [f"note: {n}" for n in analysis.notes]
     return "\n".join(out)

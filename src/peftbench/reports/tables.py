@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from peftbench.records.fields import fmt_bytes, status_label
+from peftbench.reports.configs import cost_of
 
 # ---- cells and formatting ---------------------------------------------------------------------
 
@@ -132,7 +133,7 @@ def rows(records: list[dict[str, Any]]) -> list[Row]:
             "eval_loss": _float_cell(m.get("eval_loss"), ".4f"),
             "trainable_%": Cell(f"{p['trainable_pct']:.3f}" if "trainable_pct" in p else "-"),
             "train_time_s": _float_cell(t.get("time_s"), ".1f"),
-            "peak_mem": Cell(fmt_bytes(t.get("peak_memory_bytes"))),
+            "peak_mem": Cell(fmt_bytes(cost_of(r, "peak_memory_bytes"))),
             "saved_size": Cell(fmt_bytes((r.get("artifact") or {}).get("size_bytes"))),
         })
     return out

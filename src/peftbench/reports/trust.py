@@ -189,7 +189,8 @@ def _tuning_summary(tune_id: str, recs: list[dict[str, Any]], labels: dict[tuple
 def forgetting_points(configs: list[Config]) -> list[dict[str, Any]]:
     """Task metric vs forgetting per configuration (means over seeds), with Pareto-front membership:
     forgetting lower is better, the metric in its own direction. Configurations whose forgetting is
-    measured differently (probe accuracy drop vs representation drift) get separate fronts."""
+    measured differently (probe accuracy drop vs representation drift) get separate fronts.
+    Configurations that did not learn are shown but never on a front."""
     groups: dict[str, list[Config]] = {}
     for c in configs:
         if c.mean("forgetting") is not None and c.mean(c.metric) is not None:
@@ -199,10 +200,14 @@ def forgetting_points(configs: list[Config]) -> list[dict[str, Any]]:
     out = []
     for kind, group in sorted(groups.items()):
         metric = group[0].metric
-        mask = pareto_front([(c.mean(metric), c.mean("forgetting")) for c in group], [higher_is_better(metric), False])
+        learners = [c for c in group if c.learned is not False]  # non-learners are never on a front
+        mask = pareto_front([(c.mean(metric), c.mean("forgetting")) for c in learners],
+                            [higher_is_better(metric), False])
+        front = {c.config_id for c, on in zip(learners, mask, strict=True) if on}
         out += [{"label": c.label, "config_id": c.config_id, "forgetting_metric": kind, "forgetting": c.mean("forgetting"),
-                 "metric": metric, "value": c.mean(metric), "pareto": on, "baseline": c.baseline}
-                for c, on in zip(group, mask, strict=True)]
+                 "metric": metric, "value": c.mean(metric), "pareto": c.config_id in front, "baseline": c.baseline,
+                 "learned": c.learned}
+                for c in group]
     return out
 
 

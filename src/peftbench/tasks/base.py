@@ -28,7 +28,8 @@ class Task(Protocol):
 
     Optional steps, looked up with getattr: `encode_validation(loaded, prepared, spec)` (the
     selection split; tasks without one evaluate per epoch on the test split) and
-    `preflight_checks(loaded, prepared, enc, spec)` (checks of the encoded training data).
+    `preflight_checks(loaded, prepared, enc, spec)` (checks of the encoded training data) and
+    `judge_learning(predictions, prepared)` (the record's `baselines` and `learning` verdict).
     """
 
     name: str

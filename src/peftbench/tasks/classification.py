@@ -78,3 +78,13 @@ class ClassificationTask:
         metrics["eval_loss"] = loss_sum / max(1, len(enc))
         metrics["predictions"] = {"pred": preds, "gold": list(enc.labels)}
         return metrics
+
+    def judge_learning(self, predictions: dict[str, Any] | None, prepared: Prepared, metrics: dict[str, Any],
+                       base: dict[str, Any] | None) -> dict[str, Any]:
+        """The record's `baselines` (majority and chance) and `learning` verdict, from the final
+        eval predictions (see `tasks.learning`); a classifier needs no base-model evaluation."""
+        from peftbench.tasks.learning import classification_learning
+
+        if not predictions:
+            return {}
+        return classification_learning(predictions["pred"], predictions["gold"], prepared.data.label_names)

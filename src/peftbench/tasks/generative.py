@@ -54,6 +54,24 @@ class GenerativeTask:
 
     collate = staticmethod(collate_lm)
 
+    def per_example_scores(self, predictions: Any, base_predictions: Any) -> tuple[list[float], list[float]] | None:
+        """Per-example scores of the tuned and the base model on the main metric, or None where the
+        task keeps none (then the verdict compares the means alone)."""
+        return None
+
+    def judge_learning(self, predictions: Any, prepared: Prepared, metrics: dict[str, Any],
+                       base: dict[str, Any] | None) -> dict[str, Any]:
+        """The record's `baselines` (the untrained base model's scores) and `learning` verdict: is the
+        main metric better than the base model's (see `tasks.learning.generative_learning`)?"""
+        from peftbench.tasks.learning import generative_learning
+
+        if base is None:
+            return {}
+        judged = generative_learning(self.main_metric, self.metrics[self.main_metric], metrics, base["metrics"],
+                                     self.per_example_scores(predictions, base.get("predictions")),
+                                     base_cached=bool(base.get("cached")))
+        return {k: v for k, v in judged.items() if v is not None}
+
     def encode_texts(self, tok: Any, sources: list[str], targets: list[str], spec: Any) -> Encoded:
         raise NotImplementedError
 

@@ -56,10 +56,21 @@ def rouge_scores(predictions: list[str], references: list[str]) -> dict[str, flo
     return {k: v / n for k, v in sums.items()}
 
 
+def rouge_per_example(predictions: list[str], references: list[str], rouge_type: str) -> list[float]:
+    """Per-example ROUGE F1 with the same settings as `rouge_scores` (stemming, sentence split), so that
+    their mean is the corpus score a record holds."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer([rouge_type], use_stemmer=True)
+    return [scorer.score(sentence_lines(r), sentence_lines(p))[rouge_type].fmeasure
+            for p, r in zip(predictions, references, strict=True)]
+
+
 # ---- direction -------------------------------------------------------------------------------
 
 # Direction of the run-level numbers a record holds next to the task's metrics (`Task.metrics`).
-RUN_METRICS = {"trainable_params": False, "train_time_s": False, "peak_memory_bytes": False, "artifact_bytes": False}
+RUN_METRICS = {"trainable_params": False, "train_time_s": False, "peak_memory_bytes": False, "artifact_bytes": False,
+               "model_footprint_bytes": False}
 
 
 def higher_is_better(metric: str) -> bool:

@@ -60,3 +60,15 @@ class SummarizationTask(GenerativeTask):
                 "n_generated": n_gen, "gen_len": new_tokens / max(1, n_gen),
                 "num_beams": num_beams, "max_new_tokens": max_new,
                 "predictions": {"pred": texts, "gold": refs}}
+
+    def per_example_scores(self, predictions: Any, base_predictions: Any) -> tuple[list[float], list[float]] | None:
+        """Per-example ROUGE of the tuned and the base model's summaries against the same references."""
+        from peftbench.tasks.metrics import rouge_per_example
+
+        if not (isinstance(predictions, dict) and isinstance(base_predictions, dict)):
+            return None
+        refs = predictions.get("gold")
+        if refs != base_predictions.get("gold") or not refs:
+            return None
+        return (rouge_per_example(predictions["pred"], refs, self.main_metric),
+                rouge_per_example(base_predictions["pred"], refs, self.main_metric))
