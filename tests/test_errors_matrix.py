@@ -198,6 +198,9 @@ CASES: list[Case] = [
     # spec files
     Case("yaml-malformed", lambda c: c.config("model: {name_or_path: x\ntrain: [1, 2\n"), "malformed YAML"),
     Case("yaml-unsafe-tag", _unsafe_yaml, "could not determine a constructor", check=_no_marker),
+    Case("yaml-alias-bomb", lambda c: c.config("a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(f"{n}: &{n} [{', '.join(['*' + p] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi", strict=True))), "aliases expand to more than"),
+    Case("yaml-duplicate-key", lambda c: c.config("train:\n  epochs: 1\ntrain:\n  lr: 0.1\n"), "duplicate key 'train'"),
+    Case("spec-env-secret", lambda c: c.config("env: [HF_TOKEN]\nmethods: [{method: {name: lora}}]\ndefaults: {model: {revision: 'x-${HF_TOKEN}'}}\n"), "looks like a credential"),
     Case("yaml-not-mapping", lambda c: c.config("- lora\n- full\n"), "must hold a mapping"),
     Case("yaml-empty", lambda c: c.config(""), "is empty"),
     Case("config-missing", lambda c: ["run", "--config", str(c.tmp / "nope.yaml")], "does not exist"),

@@ -30,13 +30,14 @@ def report(ctx: click.Context, runs: str, out: str, baseline: str, metric: str |
     from pathlib import Path
 
     from peftbench.errors import SpecError
-    from peftbench.records.io import load_records
+    from peftbench.records.io import load_records, require_folder
     from peftbench.reports.build import write_report
     from peftbench.reports.cost_curves import find_profiles
     from peftbench.reports.sections import terminal_report
 
     if not Path(runs).exists():
         raise SpecError(f"runs folder '{runs}' does not exist", hint="pass the --out folder used by `peftbench run`")
+    require_folder(out, "--out")
     records = load_records(runs)
     if not records:
         raise SpecError(f"no result.json found under '{runs}'", hint="point at the folder holding the run folders")

@@ -33,7 +33,9 @@ def eval_cmd(run_dir: str, data_eval: str | None, n_eval: int | None, as_json: b
 def merge(run_dir: str, out_dir: str) -> None:
     """Merge a LoRA/DoRA/IA3 adapter (QLoRA: base dequantized first) into a standalone model."""
     from peftbench.core.artifacts import merge_run
+    from peftbench.records.io import require_folder
 
+    require_folder(out_dir, "--out")
     out = merge_run(run_dir, out_dir)
     click.echo(f"merged model: {out}")
 

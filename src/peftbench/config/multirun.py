@@ -11,8 +11,14 @@
     tiny: {train: {max_steps: 2}}               # merged over every run with --model-override tiny
 
 Runs are models × methods × the product of all axes that apply (global, the model's and the
-method's own). Each run gets a readable name (model-method-r8-seed1). `${NAME}` in strings is
-replaced from the environment; `${PEFTBENCH_SHARED_DATA}` defaults to `../shared/data`.
+method's own). Each run gets a readable name (model-method-r8-seed1).
+
+`${NAME}` in strings is replaced from the environment only for allowed variables: `PEFTBENCH_SHARED_DATA`
+(default `../shared/data`) and those the file lists under a top-level `env: [NAME, ...]`. A spec's
+values end up in records, adapter configs and trackers, so a variable named like a credential
+(HF_TOKEN, *_API_KEY, *SECRET*, ...) or holding a value that looks like one (`hf_...`, `sk-...`, a long
+random string) is refused even when listed, and so is a set variable the file does not list; an
+unset, unlisted `${NAME}` stays as written. `--set` values are applied after this and never expanded.
 A plain single-run spec is the one-model, one-method case. Running the runs is
 `peftbench.sweeps.engine.run_spec_file`'s job; a grid sweep file is `peftbench.config.sweep`'s format.
 """
@@ -20,6 +26,7 @@ A plain single-run spec is the one-model, one-method case. Running the runs is
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import re
 from typing import Any
@@ -29,7 +36,15 @@ from peftbench.errors import SpecError
 
 # The top-level keys that make a document a multi-run spec (`name` and `tiny` may top a single run too).
 MULTI_RUN_KEYS = ("defaults", "models", "methods", "axes")
+# Keys of the file itself, never part of a run spec: `tiny` (the --model-override tiny profile) and `env`
+# (the environment variables `${NAME}` may read, see substitute_env).
+FILE_ONLY_KEYS = ("tiny", "env")
 ENV_DEFAULTS = {"PEFTBENCH_SHARED_DATA": "../shared/data"}
+ALLOWED_ENV = ("PEFTBENCH_SHARED_DATA",)  # `${NAME}` a spec file may use without listing it under `env:`
+ENV_REF = re.compile(r"\$\{(\w+)\}")
+SECRET_NAME_WORDS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "API_KEY", "APIKEY", "CREDENTIAL", "PRIVATE_KEY")
+SECRET_PREFIXES = ("hf_", "sk-", "sk_", "ghp_", "gho_", "ghs_", "ghu_", "github_pat_", "glpat-", "xox", "AKIA",
+                   "ASIA", "AIza")
 
 
 def is_multi_run(doc: dict[str, Any]) -> bool:
@@ -50,16 +65,69 @@ def is_run_list(doc: dict[str, Any]) -> bool:
     return False
 
 
-def substitute_env(value: Any) -> Any:
-    """`${NAME}` in every string leaf, from the environment (unknown names stay as written)."""
+def substitute_env(value: Any, allowed: tuple[str, ...] = ()) -> Any:
+    """`${NAME}` in every string leaf, from the environment, for the allowed names only (see the module
+    docstring); `allowed` adds to `ALLOWED_ENV`."""
     if isinstance(value, dict):
-        return {k: substitute_env(v) for k, v in value.items()}
+        return {k: substitute_env(v, allowed) for k, v in value.items()}
     if isinstance(value, list):
-        return [substitute_env(v) for v in value]
+        return [substitute_env(v, allowed) for v in value]
     if isinstance(value, str):
-        env = {**ENV_DEFAULTS, **os.environ}
-        return re.sub(r"\$\{(\w+)\}", lambda m: env.get(m.group(1), m.group(0)), value)
+        return ENV_REF.sub(lambda m: env_value(m.group(1), (*ALLOWED_ENV, *allowed), m.group(0)), value)
     return value
+
+
+def env_value(name: str, allowed: tuple[str, ...], written: str) -> str:
+    """The value `${name}` stands for, or `written` when it is unset; raises SpecError where the rule
+    refuses it (the message names the variable, never its value)."""
+    fix = f"write the value itself in the spec file or pass it with --set, not ${{{name}}}"
+    if looks_like_secret_name(name):
+        raise SpecError(f"spec file refers to ${{{name}}}, which looks like a credential; its value would be "
+                        "written into records, adapter configs and trackers", hint=f"remove it ({fix})")
+    value = os.environ.get(name, ENV_DEFAULTS.get(name))
+    if value is None:
+        return written
+    if name not in allowed:
+        raise SpecError(f"spec file refers to ${{{name}}}, which is not an allowed environment variable",
+                        hint=f"list it under a top-level 'env: [{name}]' in the spec file, or {fix}")
+    if looks_like_secret_value(value):
+        raise SpecError(f"environment variable {name} holds what looks like a credential (a token or key), "
+                        "refused for ${" + name + "} in the spec file", hint=fix)
+    return value
+
+
+def looks_like_secret_name(name: str) -> bool:
+    """HF_TOKEN, WANDB_API_KEY, AWS_SECRET_ACCESS_KEY, DB_PASSWORD, ... (any *TOKEN*, *SECRET*, *PASSWORD*,
+    *_KEY, *CREDENTIAL*)."""
+    upper = name.upper()
+    return any(word in upper for word in SECRET_NAME_WORDS) or upper.endswith("_KEY") or upper == "KEY"
+
+
+def looks_like_secret_value(value: str) -> bool:
+    """A known token prefix (`hf_`, `sk-`, `ghp_`, `xox`, `AKIA`, ...) or a long random-looking run of
+    letters and digits (20+ mixing upper case, lower case and digits, or 32+ hex digits)."""
+    for word in re.split(r"[\s/\\:;,.@]+", value.strip()):
+        if word.startswith(SECRET_PREFIXES) and len(word) >= 12:
+            return True
+    for run in re.findall(r"[A-Za-z0-9]{20,}", value):
+        if re.fullmatch(r"[0-9a-fA-F]{32,}", run) and re.search(r"\d", run) and re.search("[a-fA-F]", run):
+            return True
+        if all(re.search(c, run) for c in ("[a-z]", "[A-Z]", "[0-9]")) and _entropy(run) >= 3.7:
+            return True
+    return False
+
+
+def _entropy(word: str) -> float:
+    counts = [word.count(c) for c in set(word)]
+    return -sum(n / len(word) * math.log2(n / len(word)) for n in counts)
+
+
+def _allowed_env(doc: dict[str, Any]) -> tuple[str, ...]:
+    names = doc.get("env") or []
+    if not isinstance(names, list) or not all(isinstance(n, str) and re.fullmatch(r"\w+", n) for n in names):
+        raise SpecError("'env' must be a list of environment variable names",
+                        hint="e.g. env: [MY_DATA_DIR]; then write ${MY_DATA_DIR} in the spec")
+    return tuple(names)
 
 
 def _entries(doc: dict[str, Any], key: str) -> list[dict[str, Any]]:
@@ -97,8 +165,9 @@ def expand(doc: dict[str, Any], model_override: str | None = None) -> list[dict[
     if not isinstance(doc, dict):
         raise SpecError("a spec file must hold a mapping", hint="see examples/ for the layout")
     multi = is_multi_run(doc)
+    allowed = _allowed_env(doc)
     if not multi:
-        doc = {"defaults": {k: v for k, v in doc.items() if k != "tiny"}, "tiny": doc.get("tiny") or {}}
+        doc = {"defaults": {k: v for k, v in doc.items() if k not in FILE_ONLY_KEYS}, "tiny": doc.get("tiny") or {}}
     base = doc.get("defaults") or {}
     runs = []
     for model_entry in _entries(doc, "models"):
@@ -115,7 +184,7 @@ def expand(doc: dict[str, Any], model_override: str | None = None) -> list[dict[
                     method_name = (spec.get("method") or {}).get("name", "lora")
                     tags = [_short(k, v) for k, v in zip(axes, combo, strict=True) if k != "method.name"]
                     spec["name"] = _run_name([model_entry.get("name") or doc.get("name", ""), method_name, *tags])
-                runs.append(substitute_env(spec))
+                runs.append(substitute_env(spec, allowed))
     return runs
 
 

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from peftbench.config.yaml_safe import clip, load_text, safe_load
 from peftbench.errors import SpecError
 from peftbench.models.embedded import EMBEDDED_MODEL
 from peftbench.registry import did_you_mean
@@ -284,12 +285,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise SpecError(f"spec file '{path}' does not exist", hint="check the path given to --config")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise SpecError(f"malformed YAML in '{path}'{where}: {problem}", hint="fix the YAML syntax") from None
+        data = load_text(p.read_text(encoding="utf-8"), str(path))
     except UnicodeDecodeError:
         raise SpecError(f"spec file '{path}' is not UTF-8 text", hint="save it as UTF-8") from None
     if data is None:
@@ -303,15 +299,15 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 def parse_override(item: str) -> tuple[list[str], Any]:
     """'train.lr=2e-4' → (['train', 'lr'], 0.0002). Values are parsed as YAML scalars/lists."""
     if "=" not in item:
-        raise SpecError(f"malformed --set '{item}': expected KEY=VALUE", hint="write e.g. --set train.lr=2e-4")
+        raise SpecError(f"malformed --set '{clip(item)}': expected KEY=VALUE", hint="write e.g. --set train.lr=2e-4")
     key, _, raw = item.partition("=")
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
-        raise SpecError(f"malformed --set '{item}': empty key", hint="write e.g. --set method.r=16")
+        raise SpecError(f"malformed --set '{clip(item)}': empty key", hint="write e.g. --set method.r=16")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
-        raise SpecError(f"malformed --set '{item}': value is not valid YAML",
+        raise SpecError(f"malformed --set '{clip(item)}': value is not valid YAML",
                         hint="quote strings, e.g. --set model.name_or_path='my/model'") from None
     if isinstance(value, str):
         value = _maybe_number(value)

@@ -19,7 +19,7 @@ from typing import Any
 from peftbench.config.spec import RunSpec
 from peftbench.core.distributed import is_main_process
 from peftbench.errors import ModelError, SpecError
-from peftbench.records.io import RESULT_FILE, dir_size, read_record, replace_dir
+from peftbench.records.io import RESULT_FILE, dir_size, parse_record, replace_dir
 
 
 @dataclass
@@ -63,9 +63,11 @@ def save_artifact(model: Any, spec: RunSpec, run_dir: Path) -> dict[str, Any]:
 
 
 def load_run_record(run_dir: str | Path) -> dict[str, Any]:
-    """The record of a run folder, or a SpecError saying what is missing."""
+    """The record of a run folder, or a SpecError saying what is missing or malformed."""
     p = Path(run_dir)
-    rec = read_record(p)
+    rec, reason = parse_record(p)
+    if reason is not None:
+        raise SpecError(f"the record of '{run_dir}' {reason}", hint="rerun that run, or pick another (peftbench ls)")
     if rec is None:
         raise SpecError(f"'{run_dir}' holds no readable {RESULT_FILE}",
                         hint="give a run folder, e.g. --run runs/<run_id> (see: peftbench ls runs/)")

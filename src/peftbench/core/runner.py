@@ -45,6 +45,7 @@ from peftbench.records.io import (
     git_commit,
     now_iso,
     read_record,
+    require_folder,
 )
 from peftbench.runtime.device import pick_device
 from peftbench.tasks.base import TASKS
@@ -61,6 +62,7 @@ def run_dir_for(out_dir: str | Path, run_id: str) -> Path:
 
 def check_writable(out_dir: str | Path) -> None:
     root = Path(out_dir)
+    require_folder(root, "--out")
     try:
         root.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=root, prefix=".write-probe-")

@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,6 +20,8 @@ from typing import Any
 
 SCHEMA_VERSION = 1
 RESULT_FILE = "result.json"
+KNOWN_SCHEMA_VERSIONS = frozenset({1})
+_REPORTED: set[str] = set()  # bad records this process reported and could not move aside
 
 
 def now_iso() -> str:
@@ -51,6 +54,25 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         raise
 
 
+def require_folder(path: str | Path, option: str) -> None:
+    """A SpecError (exit 2) when the output folder `path` exists as something other than a folder."""
+    from peftbench.errors import SpecError
+
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise SpecError(f"{option} '{path}' is a file, not a folder",
+                        hint=f"give {option} a folder path, or move that file away")
+
+
+def require_file_path(path: str | Path, what: str) -> None:
+    """A SpecError (exit 2) when `path`, where a file is written, is a folder."""
+    from peftbench.errors import SpecError
+
+    if Path(path).is_dir():
+        raise SpecError(f"{what} '{path}' is a folder, not a file",
+                        hint="move that folder away: peftbench writes a file there")
+
+
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
 
@@ -78,25 +100,110 @@ def _json_default(obj: Any) -> Any:
     return str(obj)
 
 
-def read_record(path: str | Path) -> dict[str, Any] | None:
-    """The record in a run folder (or file), or None when absent or unreadable."""
+def parse_record(path: str | Path) -> tuple[dict[str, Any] | None, str | None]:
+    """`(record, None)` for a well-formed record of a known schema version, `(None, reason)` for a
+    file that is not one, `(None, None)` when there is no file. Never raises."""
     p = Path(path)
-    if p.is_dir():
+    if p.is_dir() and not p.is_symlink():
         p = p / RESULT_FILE
+    if p.is_symlink():
+        return None, f"is a symlink (to '{os.readlink(p)}'), not a record written here"
+    if not p.exists():
+        return None, None
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        text = p.read_bytes().decode("utf-8")
+        obj = json.loads(text)
+    except IsADirectoryError:
+        return None, "is a folder, not a file"
+    except OSError as err:
+        return None, f"cannot be read: {err.strerror}"
+    except UnicodeDecodeError as err:
+        return None, f"is not valid UTF-8 (byte {err.start})"
+    except (json.JSONDecodeError, RecursionError) as err:
+        detail = f"{err.msg}: line {err.lineno}, column {err.colno}" if isinstance(err, json.JSONDecodeError) else "nested too deeply"
+        return None, f"is not valid JSON ({detail})"
+    if not isinstance(obj, dict):
+        return None, f"holds a JSON {_json_kind(obj)}, not a record (a JSON object)"
+    version = obj.get("schema_version", SCHEMA_VERSION)  # records without the field are older version-1 records
+    if type(version) is not int or version not in KNOWN_SCHEMA_VERSIONS:
+        return None, f"has unknown schema_version {version!r} (this peftbench reads {SCHEMA_VERSION})"
+    return obj, None
+
+
+def _json_kind(obj: Any) -> str:
+    kinds = {list: "list", str: "string", bool: "boolean", int: "number", float: "number", type(None): "null"}
+    return kinds.get(type(obj), type(obj).__name__)
+
+
+def set_aside(path: str | Path, reason: str) -> Path | None:
+    """Rename a file or folder that is not a trusted record to `<name>.bad-<time>` (never deleted),
+    and report it once on stderr; the renamed path, or None when it could not be renamed."""
+    p = Path(path)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    target, n = p.with_name(f"{p.name}.bad-{stamp}"), 1
+    while target.exists() or target.is_symlink():
+        target, n = p.with_name(f"{p.name}.bad-{stamp}-{n}"), n + 1
+    try:
+        os.rename(p, target)
+        where = f"moved aside to '{target}'"
+    except OSError as err:
+        target, where = None, f"could not be moved aside: {err.strerror}"
+    key = str(p.absolute())
+    if key not in _REPORTED:  # a file that could not be moved would otherwise be reported at every read
+        if target is None:
+            _REPORTED.add(key)
+        print(f"peftbench: warning: ignoring '{p}': it {reason}; {where}", file=sys.stderr, flush=True)
+    return target
+
+
+def read_record(path: str | Path) -> dict[str, Any] | None:
+    """The record in a run folder (or file), or None when absent or not a well-formed record; a
+    file that is not one is reported and moved aside (`set_aside`), so the run counts as not done."""
+    p = Path(path)
+    rec, reason = parse_record(p)
+    if reason is not None:
+        set_aside(p / RESULT_FILE if p.is_dir() and not p.is_symlink() else p, reason)
+    return rec
+
+
+def untrusted_run_dir(root: str | Path, run_dir: str | Path) -> str | None:
+    """Why `run_dir` (below the output folder `root`) may not be read or written as a run folder:
+    it is a symlink, or it resolves outside `root`; None when it is trusted."""
+    run_dir = Path(run_dir)
+    if run_dir.is_symlink():
+        return f"is a symlinked run folder (to '{os.readlink(run_dir)}'), not trusted"
+    if run_dir.exists() and not run_dir.resolve().is_relative_to(Path(root).resolve()):
+        return f"resolves outside the output folder '{root}', not trusted"
+    return None
+
+
+def read_run_record(root: str | Path, run_id: str) -> dict[str, Any] | None:
+    """The record of run `run_id` in the output folder `root`, or None (not done): an untrusted run
+    folder is reported and moved aside, so that a rerun writes a fresh folder instead of following it."""
+    run_dir = Path(root) / run_id
+    reason = untrusted_run_dir(root, run_dir)
+    if reason is not None:
+        set_aside(run_dir, reason)
         return None
+    return read_record(run_dir / RESULT_FILE)
 
 
 def load_records(path: str | Path) -> list[dict[str, Any]]:
-    """All records under a folder (recursively), sorted by run id."""
+    """All well-formed records under a folder (recursively, symlinks not followed), sorted by path;
+    the others are reported and moved aside (`read_record`, `read_run_record`)."""
     root = Path(path)
     if root.is_file():
         rec = read_record(root)
         return [rec] if rec else []
+    found = []
+    for folder, subdirs, files in os.walk(root, followlinks=False):
+        for name in [d for d in subdirs if os.path.islink(os.path.join(folder, d)) and ".bad-" not in d]:
+            if os.path.lexists(os.path.join(folder, name, RESULT_FILE)):
+                set_aside(Path(folder) / name, untrusted_run_dir(root, Path(folder) / name) or "is not trusted")
+        if RESULT_FILE in files:
+            found.append(Path(folder) / RESULT_FILE)
     out = []
-    for f in sorted(root.rglob(RESULT_FILE)):
+    for f in sorted(found):
         rec = read_record(f)
         if rec is not None:
             rec.setdefault("_path", str(f.parent))

@@ -19,7 +19,7 @@ from peftbench.config.sweep import PlannedRun, SweepSpec
 from peftbench.errors import SpecError
 from peftbench.records.failure import error_message, failure_record
 from peftbench.records.fields import status_label
-from peftbench.records.io import RESULT_FILE, atomic_write_json, now_iso, read_record
+from peftbench.records.io import atomic_write_json, now_iso, read_run_record, require_file_path
 
 Record = dict[str, Any]
 LOCK_FILE = ".sweep.lock"
@@ -71,11 +71,15 @@ def run_sweep(sweep: SweepSpec, out_dir: str | Path, *, retry_failed: bool = Fal
     planned = sweep.expand()
     out = Path(out_dir)
     check_writable(out)
+    require_file_path(out / LOCK_FILE, "sweep lock file")
+    require_file_path(out / SUMMARY_FILE, "sweep summary")
     lock = acquire_lock(out)
     timeout = timeout_s if timeout_s is not None else sweep.timeout_s
     result = SweepResult(total=len(planned), statuses={})
+    scanned = False
     try:
         todo = _still_to_run(planned, out, result, retry_failed)
+        scanned = True
         say(f"[sweep] {len(planned)} runs: {len(planned) - len(todo)} already recorded, {len(todo)} to run"
             f"{f', timeout {timeout:g}s per run' if timeout else ''}")
         if executor == "local":
@@ -83,16 +87,18 @@ def run_sweep(sweep: SweepSpec, out_dir: str | Path, *, retry_failed: bool = Fal
         else:
             _run_on_executor(todo, out, result, say, executor, address, sweep)
     finally:
-        _write_summary(out, planned, result)
+        if scanned:  # a summary only from records read correctly, never from a scan cut short
+            _write_summary(out, planned, result)
         lock.release()
     return result
 
 
 def _still_to_run(planned: list[PlannedRun], out: Path, result: SweepResult, retry_failed: bool) -> list[PlannedRun]:
-    """Resume: the runs without a final record to keep; the others are marked skipped in `result`."""
+    """Resume: the runs without a final record to keep; the others are marked skipped in `result`.
+    A record that is not well-formed, or an untrusted run folder, is reported, moved aside and rerun."""
     todo: list[PlannedRun] = []
     for run in planned:
-        rec = read_record(out / run.run_id / RESULT_FILE)
+        rec = read_run_record(out, run.run_id)
         status = (rec or {}).get("status")
         if status == "success":
             result.statuses[run.run_id] = "skipped-success"
@@ -158,7 +164,7 @@ def sweep(spec: SweepSpec | dict[str, Any] | str | Path, out_dir: str | Path = "
     options.setdefault("progress", False)
     run_sweep(spec, out_dir, **options)
     out = Path(out_dir)
-    return [rec for run in spec.expand() if (rec := read_record(out / run.run_id / RESULT_FILE))]
+    return [rec for run in spec.expand() if (rec := read_run_record(out, run.run_id))]
 
 
 def _write_summary(out: Path, planned: list[PlannedRun], result: SweepResult) -> None:
