@@ -252,8 +252,7 @@ class RunSpec(_Section):
         if not resolved["train"].get("packing"):  # off (the default): not part of the id
             resolved["train"].pop("packing", None)
         # Same path, new content must be a new run: the data files' content is part of the id.
-        resolved["_data_sha256"] = {k: file_sha256(v) for k, v in sorted(resolved["data"].items())
-                                    if k in DATA_FILE_KEYS and isinstance(v, str)}
+        resolved["_data_sha256"] = data_file_digests(resolved["data"])
         if resolved.get("retention"):
             resolved["_data_sha256"]["retention"] = file_sha256(resolved["retention"]["file"])
         blob = json.dumps(resolved, sort_keys=True, separators=(",", ":"))
@@ -265,6 +264,11 @@ class RunSpec(_Section):
 # ---- helpers ---------------------------------------------------------------------------------
 
 DATA_FILE_KEYS = ("train", "eval", "validation", "test")
+
+
+def data_file_digests(data: dict[str, Any]) -> dict[str, str | None]:
+    """Content hashes of a data section's local files (train, eval, validation, test), by key."""
+    return {k: file_sha256(v) for k, v in sorted(data.items()) if k in DATA_FILE_KEYS and isinstance(v, str)}
 
 
 def file_sha256(path: str) -> str | None:

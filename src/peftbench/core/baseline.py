@@ -24,13 +24,12 @@ CACHE_VERSION = 1
 def cache_key(spec: Any, compute_dtype: str, device: str) -> str:
     """Everything the base model's eval scores depend on, hashed: the model, the task, the data
     (settings and file contents), the generation settings, the precision and the device."""
-    from peftbench.config.spec import DATA_FILE_KEYS, file_sha256
+    from peftbench.config.spec import data_file_digests
 
     data = spec.data.model_dump(mode="json")
     identity = {
         "version": CACHE_VERSION, "task": spec.task, "model": spec.model.model_dump(mode="json"), "data": data,
-        "data_sha256": {k: file_sha256(v) for k, v in sorted(data.items())
-                        if k in DATA_FILE_KEYS and isinstance(v, str)},
+        "data_sha256": data_file_digests(data),
         "generation": spec.generation.model_dump(mode="json"), "compute_dtype": compute_dtype, "device": device,
         "eval_batch_size": spec.train.eval_batch_size or spec.train.batch_size * 4,
     }
