@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.peftbench-installed
 
-.PHONY: demo test test-slow test-all lint bench clean
+.PHONY: demo test test-slow test-fuzz test-all lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
+
+# The long profile of the CLI fuzz harness (thousands of generated inputs and a real sweep; a few minutes).
+test-fuzz: $(STAMP)
+	$(PY) -m pytest -q -m fuzz tests/test_fuzz_cli.py
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m "slow or not slow"

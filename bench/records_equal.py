@@ -4,8 +4,9 @@ A change that should not alter behaviour (a refactor, a cleanup) must leave ever
 except those that measure the machine or the moment: timestamps, timings, throughput, memory, load,
 MFU and the environment block. This script produces a normalised snapshot of the records of
 
-- the seed000 study on tiny random models (`--model-override tiny`): classification (DistilBERT),
-  summarization (T5) and instruction tuning (GPT-NeoX), LoRA at five ranks and IA3, fixed seeds;
+- the LoRA-vs-IA3 study (`examples/studies/lora_vs_ia3.yaml`) on tiny random models (`--model-override tiny`):
+  classification (DistilBERT), summarization (T5) and instruction tuning (GPT-NeoX), LoRA at five ranks and
+  IA3, at two learning rates, fixed seeds;
 - optionally the offline demo (`--demo`, about three minutes): the six seed methods on MiniLM;
 
 and compares two snapshots field by field.
@@ -86,9 +87,9 @@ def capture(out: Path, demo: bool) -> None:
     tmp_path.mkdir(parents=True)
     try:
         # One thread: the same reductions in the same order in every capture, whatever the load.
-        _peftbench("--debug", "sweep", str(ROOT / "examples" / "seed000_lora_vs_ia3.yaml"), "--model-override",
-                   "tiny", "--set", "train.num_threads=1", "--out", str(tmp_path / "seed000"), cwd=ROOT)
-        snapshot = {"seed000_tiny": _records(tmp_path / "seed000")}
+        _peftbench("--debug", "sweep", str(ROOT / "examples" / "studies" / "lora_vs_ia3.yaml"), "--model-override",
+                   "tiny", "--set", "train.num_threads=1", "--out", str(tmp_path / "lora_vs_ia3"), cwd=ROOT)
+        snapshot = {"lora_vs_ia3_tiny": _records(tmp_path / "lora_vs_ia3")}
         if demo:
             _peftbench("demo", "--out", str(tmp_path / "demo"), "--quiet", cwd=tmp_path)
             snapshot["demo"] = _records(tmp_path / "demo")

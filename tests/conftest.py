@@ -45,11 +45,26 @@ def tiny_spec(model: Path, files: tuple[Path, Path], method: str = "lora", **tra
     }
 
 
+def on_ci() -> bool:
+    """True on CI (`CI=true`, as CI services and .ci/run's environment set it)."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def require_data(path: Path) -> Path:
+    """`path` when it is a folder. Absent: the test fails on CI (where the data must be present, so a
+    missing mount cannot pass silently) and is skipped with the reason on a user's machine."""
+    if path.is_dir():
+        return path
+    reason = f"real data folder {path} is absent (set PEFTBENCH_SHARED_DATA to the folder holding sst2/, samsum/)"
+    if on_ci():
+        pytest.fail(f"{reason}; CI=true, so the real-data tests must run", pytrace=False)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"real data folder {SHARED_DATA} is absent (set PEFTBENCH_SHARED_DATA to its path)")
-    return SHARED_DATA
+    """The real data folder (`../shared/data` or `$PEFTBENCH_SHARED_DATA`), through `require_data`."""
+    return require_data(SHARED_DATA)
 
 
 def load_schema(name: str) -> dict:

@@ -138,14 +138,31 @@ def test_blocked_attention_matches_math_across_blocks(monkeypatch: pytest.Monkey
         assert torch.allclose(g.double(), r.double(), atol=1e-5)
 
 
-def test_attention_computes_only_the_gradients_asked_for() -> None:
-    from peftbench.perf.cpu_ops import attention
+def test_attention_computes_only_the_gradients_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A frozen key (LoRA on query and value) costs no key-gradient matmul in the backward pass."""
+    from peftbench.perf.cpu_ops import attention, blocks
 
-    q, k, v = _qkv()
-    k = k.detach()  # a frozen key projection under LoRA on query and value
     module = SimpleNamespace(training=True, is_causal=False)
-    out, _ = attention(module, q, k, v, None, dropout=0.1)
-    dq, dv = torch.autograd.grad(out.sum(), (q, v))
+
+    def backward_matmuls(frozen_key: bool) -> tuple[int, list[torch.Tensor]]:
+        q, k, v = _qkv()
+        if frozen_key:
+            k = k.detach()  # a frozen key projection under LoRA on query and value
+        torch.manual_seed(5)
+        out, _ = attention(module, q, k, v, None, dropout=0.1)
+        calls = []
+        real = torch.matmul
+        with monkeypatch.context() as m:
+            m.setattr(torch, "matmul", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+            grads = torch.autograd.grad(out.sum(), (q, v) if frozen_key else (q, k, v))
+        return len(calls), list(grads)
+
+    all_calls, (dq_all, _, dv_all) = backward_matmuls(False)
+    frozen_calls, (dq, dv) = backward_matmuls(True)
+    n_blocks = len(blocks(2, 3, 7, 7, 4))
+    # Per block: dV, dS and dQ always; dK only when the key wants a gradient.
+    assert (all_calls, frozen_calls) == (4 * n_blocks, 3 * n_blocks)
+    assert torch.equal(dq, dq_all) and torch.equal(dv, dv_all)  # same seed, same mask: same gradients
     assert dq.abs().sum() > 0 and dv.abs().sum() > 0
 
 
@@ -205,7 +222,11 @@ def test_runs_record_what_was_swapped(tiny_bert: Path, sentiment_files: tuple[Pa
     assert off["train"]["cpu_ops"]["enabled"] is False
     assert off["train"]["attn_implementation"] == "sdpa"
     assert off["train"]["cpu_heap"] == {"retained": False, "reason": "train.cpu_ops is false"}
-    assert json.dumps(off["train"]["cpu_ops"])
+    assert off["train"]["cpu_ops"] == {"enabled": False, "reason": "train.cpu_ops is false"}
+    # The sections reach the record file as returned (what reports read): both runs, on disk.
+    for out, rec in (("on", ops), ("off", off["train"]["cpu_ops"])):
+        (saved_record,) = (tmp_path / out).glob("*/result.json")
+        assert json.loads(saved_record.read_text())["train"]["cpu_ops"] == rec
 
 
 def test_causal_lm_with_attention_dropout_trains(tmp_path: Path) -> None:

@@ -59,15 +59,20 @@ def test_method_on_family(family: str, method: str, task_files: dict, tmp_path: 
     assert metrics["eval_loss"] > 0 and record["train"]["steps"] == 2
     trainable, total = record["params"]["trainable"], record["params"]["total"]
     assert 0 < trainable <= total
-    if method != "full":
+    if method == "full":
+        assert trainable == total
+    else:
         assert trainable < total
     if task == "summarization":
         assert {"rouge1", "rouge2", "rougeL", "rougeLsum"} <= set(metrics)
         assert len(record["predictions"]["pred"]) == 4
     elif task == "instruction":
         assert metrics["perplexity"] == pytest.approx(2.718281828 ** metrics["eval_loss"], rel=1e-6)
-    else:
-        assert 0 <= metrics["accuracy"] <= 1
+    else:  # the eval subsample (n_eval: 4) predicted one by one, and the metrics computed from them
+        pred, gold = record["predictions"]["pred"], record["predictions"]["gold"]
+        assert len(pred) == len(gold) == 4 and set(gold) <= {0, 1}
+        assert metrics["accuracy"] == pytest.approx(sum(p == g for p, g in zip(pred, gold, strict=True)) / 4)
+        assert record["baselines"]["majority_accuracy"] == max(gold.count(0), gold.count(1)) / 4
 
 
 @pytest.mark.parametrize(("family", "top_block", "frozen"), [

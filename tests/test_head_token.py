@@ -189,4 +189,9 @@ def test_runs_record_it_and_can_switch_it_off(tiny_bert: Path, sentiment_files: 
                  out_dir=tmp_path / "distil")
     assert distil["status"] == "success"
     assert distil["train"]["head_token"]["layer"] == "distilbert.transformer.layer.1"
-    assert json.dumps(on["train"]["head_token"])
+    # The FLOP estimate follows the switch: only the run that computes the head's token alone says so.
+    assert "head's token only" in on["train"]["flops_formula"]
+    assert "head's token only" not in off["train"]["flops_formula"]
+    assert on["train"]["flops_linear"] < off["train"]["flops_linear"]
+    (saved,) = (tmp_path / "on").glob("*/result.json")
+    assert json.loads(saved.read_text())["train"]["head_token"] == on["train"]["head_token"]

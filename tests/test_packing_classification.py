@@ -225,3 +225,33 @@ def test_packing_refuses_multi_process_runs(tiny_bert, sentiment_files, monkeypa
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(SpecError, match="one process, this run has 2"):
         training_batches(spec, _model("bert"), task)
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert"])
+def test_packed_equal_padded_with_the_heads_dropout_in_training_mode(family: str) -> None:
+    """Encoders classify through their own head (pooler, dropout, classifier): in training mode, with
+    only the head's dropout on and the same random stream on both sides, packed and padded batches
+    draw the same dropout mask over the same pooled rows, so loss and gradients agree. A packed head
+    that skips the dropout (or applies it twice) does not."""
+    model = _model(family)
+    if family == "bert":
+        model.config.hidden_dropout_prob = model.config.attention_probs_dropout_prob = 0.0
+        model.dropout.p = 0.5
+    else:
+        model.dropout.p = 0.5
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.Dropout) and name != "dropout":
+            m.p = 0.0
+    model.train()
+    enc = _encoded(pairs=family == "bert")
+    losses = []
+    for batch in (None, collate_packed_classification(enc, IDX, 0)):
+        torch.manual_seed(11)
+        losses.append(_losses_and_grads(model, batch, enc, 0))
+    (ref, ref_grads), (got, grads) = losses
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+    for a, b in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    model.dropout.p = 0.0
+    torch.manual_seed(11)
+    assert not torch.allclose(_losses_and_grads(model, None, enc, 0)[0], ref), "the head's dropout changes nothing"

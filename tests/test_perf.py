@@ -138,10 +138,20 @@ def test_a_cached_peak_below_what_the_run_achieved_is_reprobed(tmp_path: Path,
     assert "1e-06 TFLOP/s" in refresh["note"] and "cache replaced" in refresh["note"]
 
 
-def test_gemm_probe_measures_something() -> None:
-    from peftbench.perf.peak import gemm_probe
+def test_gemm_probe_counts_2mkn_flops_and_keeps_the_best_rep(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scripted clock instead of a real one: reps of 4, 2 and 3 ms, then past the deadline. The probe
+    reports 2·m·k·n FLOPs over the fastest rep, for a non-square shape (m, k, n all different)."""
+    from types import SimpleNamespace
 
-    assert gemm_probe("float32", seconds=0.05, shape=(128, 128, 128)) > 1e6
+    from peftbench.perf import peak
+
+    # deadline base, then per rep: loop check, start, end; then the check that ends the loop
+    ticks = iter([0.0, 0.0, 0.0, 0.004, 0.004, 0.004, 0.006, 0.006, 0.006, 0.009, 1.0])
+    monkeypatch.setattr(peak, "time", SimpleNamespace(perf_counter=lambda: next(ticks)))
+    flops = peak.gemm_probe("float32", seconds=0.5, shape=(96, 64, 32))
+    assert flops == pytest.approx(2 * 96 * 64 * 32 / 0.002)
+    assert next(ticks, None) is None  # the loop stopped at the deadline, not before
+    assert peak.machine_key("float32", 1) != peak.machine_key("float32", 2) != peak.machine_key("bfloat16", 2)
 
 
 def test_configure_threads_honours_request() -> None:

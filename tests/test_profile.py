@@ -122,11 +122,13 @@ def test_a_failed_configuration_is_a_row_not_a_crash(tiny_bert: Path, tmp_path: 
 def test_longer_lengths_are_skipped_after_running_out_of_memory(tiny_bert: Path, tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     from peftbench.core import isolate
-    from peftbench.profiling.profile import profile
+    from peftbench.profiling.profile import measure, profile
 
     calls = []
 
-    def out_of_memory(_target: Any, args: tuple[Any, ...], **_kw: Any) -> isolate.Returned:
+    def out_of_memory(target: Any, args: tuple[Any, ...], **_kw: Any) -> isolate.Returned:
+        if target is not measure:  # the worker process's start
+            return isolate.Returned(value=0)
         calls.append(args[1:3])
         return isolate.Returned(reason="oom", message="out of memory during training")
 
@@ -166,8 +168,45 @@ def test_report_adds_a_cost_curves_section(profiled: tuple[Path, dict[str, Any],
             assert img.format == "PNG"
 
 
+def test_profile_prints_a_line_as_each_configuration_starts_and_ends(tiny_bert: Path, tmp_path: Path) -> None:
+    """The reported case: the default methods on a tiny BERT at lengths 16,32 (smallest steps) finish,
+    with the worker start and every configuration's start and end on stderr, in order."""
+    from peftbench.methods.base import SEED_METHODS
+
+    result = CliRunner().invoke(cli, [
+        "profile", "--model", str(tiny_bert), "--lengths", "16,32", "--batch-sizes", "2", "--steps", "1",
+        "--warmup", "1", "--latency-calls", "1", "--dtype", "float32", "--threads", "1", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    configs = [(m, n) for m in SEED_METHODS for n in (16, 32)]
+    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("[profile]")]
+    assert lines[0] == f"[profile] {len(configs)} configurations, each in its own process, at most 300 s each"
+    assert "starting the worker process" in lines[1] and "worker process ready after" in lines[2]
+    expected = []
+    for k, (method, length) in enumerate(configs, start=1):
+        head = f"[profile] {k}/{len(configs)} {method} length {length} batch 2: "
+        expected += [head + "started", head + "ok"]
+    got = [ln if ln.endswith("started") else ln.split(": ")[0] + ": ok" * (" tokens/s" in ln) for ln in lines[3:]]
+    assert got == expected
+    rows = json.loads((tmp_path / "profile.json").read_text())["rows"]
+    assert [(r["method"], r["length"], r["status"]) for r in rows] == [(m, n, "ok") for m, n in configs]
+
+
+def test_a_spent_budget_skips_the_configurations_left(tiny_bert: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, [
+        "profile", "--model", str(tiny_bert), "--methods", "lora,ia3", "--lengths", "16,32", "--steps", "1",
+        "--budget", "0.001", "--out", str(tmp_path)])
+    assert result.exit_code == 1, result.output  # nothing measured
+    data = json.loads((tmp_path / "profile.json").read_text())
+    assert data["settings"]["budget_s"] == 0.001 and data["settings"]["timeout_s"] == 300
+    assert [(r["status"], r["error"]) for r in data["rows"]] == [("skipped", "time budget of 0.001 s spent")] * 4
+    ends = [ln for ln in result.stderr.splitlines() if "skipped: time budget" in ln]
+    assert [ln.split(":")[0] for ln in ends] == [f"[profile] {k}/4 {m} length {n} batch 8"
+                                                 for k, (m, n) in enumerate(
+                                                     [("lora", 16), ("lora", 32), ("ia3", 16), ("ia3", 32)], 1)]
+
+
 @pytest.mark.parametrize(("args", "expected"), [
-    (["--methods", "full,lroa"], "Unknown method 'lroa'. Did you mean: lora"),
+    (["--methods", "full,lroa"], "Unknown method 'lroa'. Did you mean: "),
     (["--methods", ","], "--methods names no method"),
     (["--lengths", "64,abc"], "invalid --lengths '64,abc'"),
     (["--lengths", "0,64"], "invalid --lengths '0,64'"),
@@ -178,6 +217,8 @@ def test_report_adds_a_cost_curves_section(profiled: tuple[Path, dict[str, Any],
     (["--model", "tiny:brt"], "Unknown tiny model family 'brt'. Did you mean: bert"),
     (["--model", "embedded-causal"], "task 'classification' cannot run on 'embedded-causal'"),
     (["--steps", "0"], "0 is not in the range x>=1"),
+    (["--warmup", "11"], "11 is not in the range 1<=x<=10"),
+    (["--timeout", "0"], "0 is not in the range x>0"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tiny_bert: Path, tmp_path: Path, args: list[str], expected: str) -> None:
     base = {"--model": str(tiny_bert), "--methods": "lora", "--lengths": "16", "--out": str(tmp_path / "out")}

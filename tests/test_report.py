@@ -295,6 +295,7 @@ class _Collect(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
         self.images: list[str] = []
+        self.captions: list[str] = []
         self.text: list[str] = []
         self.external: list[str] = []
         self.tables = 0
@@ -303,6 +304,7 @@ class _Collect(HTMLParser):
         a = dict(attrs)
         if tag == "img":
             self.images.append(a.get("src") or "")
+            self.captions.append(a.get("alt") or "")
         if tag in ("script", "link") and (a.get("src") or a.get("href")):
             self.external.append(a.get("src") or a.get("href") or "")
         if tag == "table":
@@ -321,9 +323,15 @@ def test_html_is_self_contained_and_images_decode(records: list[dict[str, Any]],
     parser.feed(html_path.read_text(encoding="utf-8"))
     parser.close()
     assert parser.external == [] and parser.tables >= 4
-    # metric, params, time, memory, loss, rank sweep, confusion, weight change per layer; no Pareto
-    # fronts: no run of four steps on a tiny random model learned, and non-learners are left out
-    assert len(parser.images) == 8
+    # One figure per fact the records hold: the metric, costs, loss curves, the r=4 rank sweep, confusion
+    # matrices, weight change; Pareto fronts only when a configuration learned (non-learners are left out),
+    # learning vs forgetting only with retention data.
+    shown = {c.split(" (")[0].split(" per configuration")[0] for c in parser.captions}
+    assert shown >= {"accuracy", "Trainable parameters", "Training time", "Peak training memory", "Loss curves",
+                     "Metric vs rank", "Confusion matrices", "Weight change per layer"}, shown
+    assert ("Pareto fronts" in shown) is any((r.get("learning") or {}).get("learned") for r in records)
+    assert ("Learning vs forgetting" in shown) is any(r.get("retention") for r in records)
+    assert len(parser.captions) == len(set(parser.captions))  # no figure twice
     for src in parser.images:
         assert src.startswith("data:image/png;base64,")
         with Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))) as img:
@@ -358,3 +366,40 @@ def test_cli_report_and_errors(records: list[dict[str, Any]], tmp_path: Path) ->
     (tmp_path / "empty").mkdir()
     empty = CliRunner().invoke(cli, ["report", str(tmp_path / "empty")])
     assert empty.exit_code == 2 and "no result.json" in empty.output
+
+
+@pytest.mark.parametrize("shift", [0.005, 0.006, 0.007, 0.008, 0.009, 0.010, 0.012])
+def test_paired_bootstrap_p_is_two_sided_at_the_boundary(shift: float) -> None:
+    """Shifts whose two-sided p-value lies around 0.05: the p-value is below 0.05 exactly when the
+    95% percentile interval excludes zero, and swapping the two methods leaves it unchanged. A
+    one-sided p-value (half as large here) breaks the first, one tail alone breaks the second."""
+    import numpy as np
+
+    from peftbench.reports.stats import ALPHA, paired_bootstrap
+
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.2, 0.6, 60)
+    tuned = base + shift + rng.normal(0, 0.05, 60)
+    forward, backward = paired_bootstrap(tuned, base), paired_bootstrap(base, tuned)
+    assert (forward["pvalue"] < ALPHA) == (forward["ci_low"] > 0), forward
+    assert backward["pvalue"] == pytest.approx(forward["pvalue"])
+    assert (backward["ci_low"], backward["ci_high"]) == pytest.approx((-forward["ci_high"], -forward["ci_low"]))
+
+
+@pytest.mark.parametrize("only_a,only_b,exact", [(17, 7, True), (18, 7, False)])
+def test_mcnemar_is_exact_below_25_discordant_pairs_and_asymptotic_from_25(only_a: int, only_b: int,
+                                                                            exact: bool) -> None:
+    """The documented boundary (exact binomial test when b + c < 25), checked on both sides against
+    statsmodels' two tests."""
+    from statsmodels.stats.contingency_tables import mcnemar
+
+    from peftbench.reports.stats import mcnemar_test
+
+    gold = [1] * (30 + only_a + only_b)
+    pred_a = [1] * 30 + [1] * only_a + [0] * only_b
+    pred_b = [1] * 30 + [0] * only_a + [1] * only_b
+    res = mcnemar_test(pred_a, pred_b, gold)
+    ref = mcnemar([[30, only_a], [only_b, 0]], exact=exact, correction=True)
+    other = mcnemar([[30, only_a], [only_b, 0]], exact=not exact, correction=True)
+    assert res["exact"] is exact
+    assert res["pvalue"] == pytest.approx(ref.pvalue) and res["pvalue"] != pytest.approx(other.pvalue)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,41 @@ def test_summarization_pairs_use_per_example_rouge(gen_records: list[dict[str, A
     assert analysis.tasks == ["instruction", "summarization"]
     (pair,) = analysis.pairs["summarization"]
     assert pair["metric"] == "rougeL" and pair["test"] == "paired_bootstrap" and len(pair["per_seed"]) == 2
-    assert 0.0 <= pair["pvalue"] <= 1.0
+    # Each seed's p-value against a reference two-sided bootstrap of the same runs' per-example scores,
+    # matched by seed; the pair's p-value is the largest (intersection-union test).
+    by_id = {r["run_id"]: r for r in summ}
+    refs = []
+    for test in pair["per_seed"]:
+        assert test["seed_a"] == test["seed_b"]
+        ref = _reference_two_sided_pvalue(per_example_scores(by_id[test["run_a"]], "rougeL"),
+                                          per_example_scores(by_id[test["run_b"]], "rougeL"))
+        assert test["pvalue"] == pytest.approx(ref, abs=0.03)
+        refs.append(test["pvalue"])
+    assert pair["pvalue"] == max(refs)
+    # Two steps leave lora and ia3 with the same summaries (p = 1): give ia3 the reference summary on two
+    # eval examples, so that the per-example differences vary and the p-value lies inside (0, 1).
+    perturbed = copy.deepcopy(gen_records)
+    for r in perturbed:
+        if r["task"] == "summarization" and r["method"] == "ia3":
+            preds = r["predictions"]
+            preds["pred"] = preds["gold"][:2] + preds["pred"][2:]
+    by_id = {r["run_id"]: r for r in perturbed}
+    (pair,) = analyze(perturbed).pairs["summarization"]
+    for test in pair["per_seed"]:
+        ref = _reference_two_sided_pvalue(per_example_scores(by_id[test["run_a"]], "rougeL"),
+                                          per_example_scores(by_id[test["run_b"]], "rougeL"))
+        assert 0.05 < ref < 0.5 and test["pvalue"] == pytest.approx(ref, abs=0.04)  # one-sided: half of it
+
+
+def _reference_two_sided_pvalue(a: list[float], b: list[float]) -> float:
+    """2·min(P(mean diff ≤ 0), P(mean diff ≥ 0)) over 20,000 resamples; 1 or 0 when the differences are constant."""
+    import numpy as np
+
+    diff = np.asarray(a) - np.asarray(b)
+    if diff.std() == 0:
+        return 1.0 if diff.mean() == 0 else 0.0
+    means = diff[np.random.default_rng(12345).integers(0, diff.size, (20_000, diff.size))].mean(1)
+    return min(1.0, 2 * min(float((means <= 0).mean()), float((means >= 0).mean())))
 
 
 def test_instruction_without_per_example_scores_falls_back_to_welch(gen_records: list[dict[str, Any]]) -> None:

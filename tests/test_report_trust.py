@@ -128,9 +128,14 @@ def test_test_selected_runs_are_flagged(records: list[dict[str, Any]], built: tu
     assert set(proto["selection_split"]) == {"test", "validation"}
     md = (html_path.parent / "report.md").read_text()
     assert "| ia3 ⚠ |" in md and "> ⚠ selected on the test split" in md and "optimistic: ia3." in md
-    # the search's final runs used 32 test rows; ia3 selected its epoch on test
-    assert ("Splits, as the records state them: reported metrics on test (eval.csv n=32, eval.csv n=64); "
-            "per-epoch curves on validation / test; epoch selection on test / validation.") in md
+    # the search's final runs used 32 test rows, full and ia3 64; ia3 selected its epoch on test
+    final = [r for r in records if (r.get("tuning") or {}).get("role") != "trial"]
+    sizes = {len(r["predictions"]["gold"]) for r in final}
+    assert sizes == {32, 64} and {t["n"] for t in proto["test_split"]} == sizes
+    assert set(proto["numbers_from"]["eval.per_epoch"]) == {"validation", "test"}
+    splits = next(line for line in md.splitlines() if "Splits, as the records state them" in line)
+    assert all(f"n={n}" in splits for n in sizes)
+    assert {"test", "validation"} <= set(splits.split("epoch selection on")[1].strip(" .").split(" / "))
     parser = _parse(html_path)
     assert parser.row_classes.get("ia3 ⚠") == "flagged" and parser.row_classes.get("full (baseline)") in ("best", "baseline")
     rows = list(csv.DictReader(io.StringIO((html_path.parent / "report.csv").read_text())))

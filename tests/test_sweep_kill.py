@@ -149,11 +149,12 @@ def test_killed_run_is_recorded_then_ctrl_c_cancels_and_lock_refuses_second_swee
         if proc.poll() is None:
             proc.kill()
     text = log.read_text()
-    assert "recorded 'canceled'" in text and "failed:oom" in text
+    assert "recorded 'canceled'" in text and "failed:killed" in text
     recs = check_complete(out)
     assert sorted(recs) == sorted([first, second])
-    assert recs[first]["status"] == "failed" and recs[first]["error"]["type"] == "oom"
-    assert "SIGKILL" in recs[first]["error"]["message"] and recs[first]["process"]["exit_code"] == -9
+    assert recs[first]["status"] == "failed" and recs[first]["error"]["type"] == "killed"  # not a guessed oom
+    assert "killed by SIGKILL; possibly out of memory" in recs[first]["error"]["message"]
+    assert recs[first]["process"]["exit_code"] == -9
     assert recs[second]["status"] == "canceled" and recs[second]["error"]["type"] == "canceled", (
         recs[second].get("error"), recs[second].get("process"), text[-3000:])
     summary = json.loads((out / "sweep-summary.json").read_text())

@@ -81,3 +81,26 @@ def test_run_failing_before_training_is_recorded(base, tmp_path) -> None:
     assert rec["status"] == "failed" and rec["error"]["type"] == "error"
     assert "missing.csv' does not exist" in rec["error"]["message"]
     assert list(result.statuses.values()) == ["failed:error"]
+
+
+def _mark(out, run_id: str, status: str, error_type: str) -> None:
+    """Turn a run's record into a final record of another status, as an earlier sweep would leave it."""
+    path = out / run_id / "result.json"
+    rec = json.loads(path.read_text())
+    rec.update(status=status, error={"type": error_type, "message": f"marked {status} by the test"})
+    path.write_text(json.dumps(rec))
+
+
+def test_resume_reruns_canceled_runs_and_keeps_success_and_failed(base, tmp_path) -> None:
+    sweep = SweepSpec.from_dict({**base, "methods": ["lora"], "grid": {"method.r": [2, 4, 8]}, "seeds": [0]})
+    out = tmp_path / "runs"
+    run_sweep(sweep, out, progress=False, echo=lambda _: None)
+    kept, canceled, failed = (run.run_id for run in sweep.expand())
+    _mark(out, canceled, "canceled", "canceled")
+    _mark(out, failed, "failed", "nan_loss")
+    before = record_files(out)
+    result = run_sweep(sweep, out, progress=False, echo=lambda _: None)
+    assert result.statuses == {kept: "skipped-success", canceled: "success", failed: "skipped-failed:nan_loss"}
+    after = record_files(out)
+    assert after[kept] == before[kept] and after[failed] == before[failed]
+    assert json.loads(after[canceled])["status"] == "success"

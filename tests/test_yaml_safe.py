@@ -71,6 +71,6 @@ def test_long_input_is_clipped_in_messages(tmp_path: Path) -> None:
     assert len(err.value.one_line()) < 600
 
 
-@pytest.mark.parametrize("example", sorted((REPO / "examples").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("example", sorted((REPO / "examples").rglob("*.yaml")), ids=lambda p: p.name)
 def test_examples_still_load(example: Path) -> None:
     assert isinstance(load_yaml(example), dict)

@@ -7,41 +7,61 @@ Errors the user can fix print one line and exit non-zero (2 for spec/usage/data 
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
 from peftbench.methods.base import SEED_METHODS  # names only: imports no torch
 
 
+def usage_exit(err: click.UsageError) -> NoReturn:
+    """A usage error as one line naming the help to read; exit 2."""
+    where = f" (fix: see '{err.ctx.command_path} --help')" if err.ctx else ""
+    click.echo(f"peftbench: error: {' '.join(err.format_message().split())}{where}", err=True)
+    sys.exit(2)
+
+
 class _Group(click.Group):
     """Turns peftbench errors into one line and an exit code, unless --debug."""
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Usage errors before the command (an unknown option) are one line too; `peftbench`
+        alone still prints the help."""
+        try:
+            return super().parse_args(ctx, args)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as err:
+            if "--debug" in args:
+                raise
+            usage_exit(err)
+
     def invoke(self, ctx: click.Context) -> Any:
+        from peftbench.runtime import signals
+
+        signals.install()  # SIGTERM and SIGHUP cancel like Ctrl-C; SIGINT even when started with it ignored
         try:
             return super().invoke(ctx)
         except click.UsageError as err:
             if ctx.params.get("debug"):  # parsed even when the command name itself is wrong
                 raise
-            where = f" (fix: see '{err.ctx.command_path} --help')" if err.ctx else ""
-            click.echo(f"peftbench: error: {' '.join(err.format_message().split())}{where}", err=True)
-            sys.exit(2)
+            usage_exit(err)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except KeyboardInterrupt:
             click.echo("peftbench: interrupted; finished records are intact", err=True)
-            sys.exit(130)
+            sys.exit(signals.exit_code())
         except Exception as err:
             from peftbench.errors import PeftbenchError, RunCanceled
 
             if (ctx.obj or {}).get("debug"):
                 raise
-            from peftbench.errors import from_os_error
+            from peftbench.records.failure import os_failure
 
-            err = from_os_error(err) or err
+            err = os_failure(err) or err
             if isinstance(err, RunCanceled):
                 click.echo("peftbench: interrupted; the run in flight is recorded 'canceled'", err=True)
-                sys.exit(130)
+                sys.exit(signals.exit_code())
             if isinstance(err, PeftbenchError):
                 click.echo(f"peftbench: error: {err.one_line()}", err=True)
                 sys.exit(err.exit_code)
@@ -135,13 +155,14 @@ def _print_summary(records: list[dict[str, Any]]) -> None:
 
 @cli.command()
 def methods() -> None:
-    """List methods with their defaults (learning rate included)."""
+    """List methods with their defaults (learning rate included) and where each was verified."""
     from peftbench.methods.base import METHODS
+    from peftbench.methods.verified import verified_on
 
     rows = []
     for name, m in METHODS.items():
         defaults = ", ".join(f"{k}={v}" for k, v in m.defaults.items()) or "-"
-        rows.append((name, f"{m.default_lr:g}", ",".join(m.families), defaults, m.summary))
+        rows.append((name, f"{m.default_lr:g}", ",".join(m.families), defaults, f"{m.summary} [verified: {verified_on(name)}]"))
     widths = [max(len(r[i]) for r in [*rows, ("method", "lr", "families", "defaults", "")]) for i in range(4)]
     header = ("method", "lr", "families", "defaults")
     click.echo("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=False)) + "  summary")
@@ -188,6 +209,9 @@ _add_commands()
 
 
 def main() -> None:
+    from peftbench.runtime.device import quiet_kernel_notices
+
+    quiet_kernel_notices()
     cli(prog_name="peftbench")
 
 

@@ -7,6 +7,8 @@ import sys
 
 import click
 
+from peftbench.profiling.limits import DEFAULT_TIMEOUT_S, MAX_WARMUP
+
 
 @click.command("profile")
 @click.option("--model", required=True,
@@ -19,7 +21,7 @@ import click
 @click.option("--batch-sizes", default="8", show_default=True, help="Comma-separated batch sizes.")
 @click.option("--steps", default=5, show_default=True, type=click.IntRange(min=1),
               help="Timed training steps per configuration.")
-@click.option("--warmup", default=1, show_default=True, type=click.IntRange(min=1),
+@click.option("--warmup", default=1, show_default=True, type=click.IntRange(min=1, max=MAX_WARMUP),
               help="Untimed steps before them (at least 1: the first step pays one-time costs).")
 @click.option("--latency-calls", default=10, show_default=True, type=click.IntRange(min=1),
               help="Timed eval-mode forwards per model, unmerged and merged (the median is reported).")
@@ -33,10 +35,15 @@ import click
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the synthetic tokens and the head.")
 @click.option("--out", "out_dir", default="profile", show_default=True,
               help="Folder for profile.json, profile.md and plots/.")
-@click.option("--quiet", is_flag=True, help="No line per measured configuration.")
+@click.option("--timeout", "timeout_s", default=DEFAULT_TIMEOUT_S, show_default=True,
+              type=click.FloatRange(min=0, min_open=True),
+              help="Seconds one configuration may take (warm-up included); then it is a `timeout` row.")
+@click.option("--budget", "budget_s", default=None, type=click.FloatRange(min=0, min_open=True),
+              help="Seconds for the whole profile; configurations left when it is spent are `skipped` rows.")
+@click.option("--quiet", is_flag=True, help="No progress lines (a line as each configuration starts and ends).")
 def profile(model: str, method_list: str | None, lengths: str, batch_sizes: str, steps: int, warmup: int,
             latency_calls: int, task: str, device: str, dtype: str, threads: int | None, seed: int, out_dir: str,
-            quiet: bool) -> None:
+            timeout_s: float, budget_s: float | None, quiet: bool) -> None:
     """Cost curves: per method, training tokens/s and peak memory against sequence length and batch
     size, and merged vs unmerged inference latency (each configuration in its own process)."""
     from peftbench.profiling.profile import parse_sizes
@@ -47,7 +54,7 @@ def profile(model: str, method_list: str | None, lengths: str, batch_sizes: str,
     result = run_profile(model, methods, parse_sizes(lengths, "--lengths"), parse_sizes(batch_sizes, "--batch-sizes"),
                          task=task, steps=steps, warmup=warmup, latency_calls=latency_calls, seed=seed,
                          device=device, dtype=dtype, num_threads=threads, out_dir=out_dir,
-                         say=None if quiet else (lambda msg: click.echo(msg, err=True)))
+                         timeout_s=timeout_s, budget_s=budget_s, say=None if quiet else (lambda msg: click.echo(msg, err=True)))
     write_profile_report(result, out_dir)
     click.echo(terminal_table(result))
     click.echo(f"written: {out_dir}/profile.json, {out_dir}/profile.md, {out_dir}/plots/", err=True)

@@ -125,25 +125,28 @@ COMMANDS.append(probe)
 @click.command()
 @click.option("--runs", "runs", multiple=True, required=True,
               help="Run folder with a saved adapter; repeat, or give several separated by commas.")
-@click.option("--prompts", "prompts_path", required=True, help="Text file, one prompt per line.")
+@click.option("--prompts", "prompts_path", required=True,
+              help="Text file, one prompt per line, formatted by each run's prompt template (a JSON object "
+                   "line fills a template of several columns).")
 @click.option("--max-new-tokens", default=64, show_default=True, type=click.IntRange(min=1))
 @click.option("--out", "out_prefix", default="generations", show_default=True,
-              help="Writes OUT.md and OUT.csv.")
+              help="Writes OUT.md, OUT.csv and OUT.json (what each model saw and said).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, help="Default: the runs' own device.")
 def generate(runs: tuple[str, ...], prompts_path: str, max_new_tokens: int, out_prefix: str,
              device: str | None) -> None:
     """Generate from each run's saved adapter on the same prompts (greedy) and show them side by side."""
     from peftbench.core.qualitative import markdown, read_prompts, side_by_side, to_csv
-    from peftbench.records.io import atomic_write_text
+    from peftbench.records.io import atomic_write_json, atomic_write_text
 
     run_dirs = [r.strip() for item in runs for r in item.split(",") if r.strip()]
     prompts = read_prompts(prompts_path)
-    _names, rows = side_by_side(run_dirs, prompts, max_new_tokens=max_new_tokens, device=device)
+    _names, rows, seen = side_by_side(run_dirs, prompts, max_new_tokens=max_new_tokens, device=device)
     md = markdown(rows, max_text=10_000)
     atomic_write_text(f"{out_prefix}.md", md)
     atomic_write_text(f"{out_prefix}.csv", to_csv(rows))
+    atomic_write_json(f"{out_prefix}.json", {"prompts": prompts, "max_new_tokens": max_new_tokens, "runs": seen})
     click.echo(md, nl=False)
-    click.echo(f"written: {out_prefix}.md, {out_prefix}.csv", err=True)
+    click.echo(f"written: {out_prefix}.md, {out_prefix}.csv, {out_prefix}.json", err=True)
 
 
 COMMANDS.append(generate)

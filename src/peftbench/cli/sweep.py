@@ -24,7 +24,7 @@ def sweep(spec_file: str, out: str, dry_run: bool, retry_failed: bool, timeout_s
           model_override: str | None, sets: tuple[str, ...], executor: str, address: str | None) -> None:
     """Run a grid of runs (models x tasks x methods x hyper-parameters x seeds), one process per run.
 
-    Rerunning skips runs with a success record; Ctrl-C records the run in flight as canceled.
+    Rerunning skips runs with a success record; Ctrl-C, SIGTERM or SIGHUP record the run in flight as canceled.
     """
     from peftbench.config.sweep import SweepSpec
     from peftbench.sweeps.engine import run_sweep, summary_text
@@ -43,7 +43,9 @@ def sweep(spec_file: str, out: str, dry_run: bool, retry_failed: bool, timeout_s
     if result.interrupted:
         click.echo("peftbench: sweep interrupted; the run in flight is recorded 'canceled', finished records "
                    "are intact (rerun the same command to resume)", err=True)
-        sys.exit(130)
+        from peftbench.runtime.signals import exit_code
+
+        sys.exit(exit_code())
     if any(s.startswith("failed") for s in result.statuses.values()):
         sys.exit(1)
 

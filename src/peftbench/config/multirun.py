@@ -11,7 +11,11 @@
     tiny: {train: {max_steps: 2}}               # merged over every run with --model-override tiny
 
 Runs are models × methods × the product of all axes that apply (global, the model's and the
-method's own). Each run gets a readable name (model-method-r8-seed1).
+method's own). Each run gets a readable name (model-method-r8-seed1). A `models:` entry must name a
+model (`model.name_or_path`, here or in `defaults`) unless `--model-override` gives one: without it the
+run would quietly train the default model under the entry's name. `max_runs`, `timeout_s`,
+`cpus_per_run` and `gpus_per_run` mean what they mean in a grid sweep file (`peftbench.config.sweep`),
+whose layout `sweep_layout` tells apart from this one.
 
 `${NAME}` in strings is replaced from the environment only for allowed variables: `PEFTBENCH_SHARED_DATA`
 (default `../shared/data`) and those the file lists under a top-level `env: [NAME, ...]`. A spec's
@@ -31,14 +35,21 @@ import os
 import re
 from typing import Any
 
-from peftbench.config.spec import RunSpec, apply_overrides, deep_merge, load_yaml, set_dotted
+from peftbench.config.dotted import deep_merge, load_yaml, parse_overrides, set_dotted
+from peftbench.config.spec import RunSpec
 from peftbench.errors import SpecError
+from peftbench.models.embedded import EMBEDDED_MODEL
+from peftbench.registry import did_you_mean
 
 # The top-level keys that make a document a multi-run spec (`name` and `tiny` may top a single run too).
 MULTI_RUN_KEYS = ("defaults", "models", "methods", "axes")
 # Keys of the file itself, never part of a run spec: `tiny` (the --model-override tiny profile) and `env`
 # (the environment variables `${NAME}` may read, see substitute_env).
 FILE_ONLY_KEYS = ("tiny", "env")
+LIMIT_KEYS = ("max_runs", "timeout_s", "cpus_per_run", "gpus_per_run")  # read by SweepSpec for both layouts
+RUN_LIST_KEYS = (*MULTI_RUN_KEYS, *FILE_ONLY_KEYS, *LIMIT_KEYS, "name")
+# Keys only a grid sweep file has (see peftbench.config.sweep).
+GRID_ONLY_KEYS = ("grid", "seeds", "tasks", "per_model", "per_method")
 ENV_DEFAULTS = {"PEFTBENCH_SHARED_DATA": "../shared/data"}
 ALLOWED_ENV = ("PEFTBENCH_SHARED_DATA",)  # `${NAME}` a spec file may use without listing it under `env:`
 ENV_REF = re.compile(r"\$\{(\w+)\}")
@@ -51,18 +62,26 @@ def is_multi_run(doc: dict[str, Any]) -> bool:
     return any(k in doc for k in MULTI_RUN_KEYS)
 
 
-def is_run_list(doc: dict[str, Any]) -> bool:
-    """True for this module's layout (models/methods as partial run specs, `axes`, `tiny`), as
-    opposed to a grid sweep file (`grid`, `seeds`, models/methods as names or sections)."""
-    if "axes" in doc or "tiny" in doc:
-        return True
+def sweep_layout(doc: dict[str, Any]) -> str:
+    """'runs' for this module's layout (models/methods as partial run specs, `axes`) and for a plain
+    single-run spec; 'grid' for a grid sweep file (`grid`, `seeds`, `tasks`, `per_*`, models/methods
+    as names or sections). A file that mixes the two is refused: its meaning would be a guess."""
     model_keys = {"model", "data", "task", "train", "tiny", "axes", "generation"}
     method_keys = {"method", "axes", "train"}
+    run_marks = ["axes"] if "axes" in doc else []
+    grid_marks = [k for k in GRID_ONLY_KEYS if k in doc]
     for key, marks in (("models", model_keys), ("methods", method_keys)):
         entries = doc.get(key)
-        if isinstance(entries, list) and any(isinstance(e, dict) and marks & set(e) for e in entries):
-            return True
-    return False
+        if isinstance(entries, list):
+            run_marks += [f"{key} entries with {', '.join(sorted(marks & set(e)))}" for e in entries
+                          if isinstance(e, dict) and marks & set(e)][:1]
+            grid_marks += [f"{key} given by name ({e})" for e in entries if isinstance(e, str)][:1]
+    if run_marks and grid_marks:
+        raise SpecError(f"the file mixes the grid layout ({grid_marks[0]}) and the run-list layout ({run_marks[0]})",
+                        hint="use one layout: docs/sweeps.md shows both and how each maps to the other")
+    if run_marks or ("tiny" in doc and not grid_marks):
+        return "runs"
+    return "grid" if grid_marks or any(k in doc for k in ("defaults", "models", "methods")) else "runs"
 
 
 def substitute_env(value: Any, allowed: tuple[str, ...] = ()) -> Any:
@@ -122,7 +141,8 @@ def _entropy(word: str) -> float:
     return -sum(n / len(word) * math.log2(n / len(word)) for n in counts)
 
 
-def _allowed_env(doc: dict[str, Any]) -> tuple[str, ...]:
+def allowed_env(doc: dict[str, Any]) -> tuple[str, ...]:
+    """The variables a file lists under `env:` (see the module docstring)."""
     names = doc.get("env") or []
     if not isinstance(names, list) or not all(isinstance(n, str) and re.fullmatch(r"\w+", n) for n in names):
         raise SpecError("'env' must be a list of environment variable names",
@@ -160,12 +180,17 @@ def _short(key: str, value: Any) -> str:
     return f"{key.split('.')[-1]}{value}"
 
 
-def expand(doc: dict[str, Any], model_override: str | None = None) -> list[dict[str, Any]]:
-    """The plain run specs (dicts) a multi-run or single-run document describes."""
+def expand(doc: dict[str, Any], model_override: str | None = None,
+           overrides: list[str] | None = None) -> list[dict[str, Any]]:
+    """The plain run specs (dicts) a multi-run or single-run document describes, `--set` overrides
+    applied last (after `${NAME}` substitution, so they are never expanded)."""
     if not isinstance(doc, dict):
         raise SpecError("a spec file must hold a mapping", hint="see examples/ for the layout")
     multi = is_multi_run(doc)
-    allowed = _allowed_env(doc)
+    allowed = allowed_env(doc)
+    sets = parse_overrides(overrides or [])
+    if multi:
+        check_run_list_keys(doc)
     if not multi:
         doc = {"defaults": {k: v for k, v in doc.items() if k not in FILE_ONLY_KEYS}, "tiny": doc.get("tiny") or {}}
     base = doc.get("defaults") or {}
@@ -179,13 +204,44 @@ def expand(doc: dict[str, Any], model_override: str | None = None) -> list[dict[
                 for key, value in zip(axes, combo, strict=True):
                     set_dotted(spec, key.split("."), value)
                 if model_override:
-                    spec = _override_model(spec, model_override, doc.get("tiny") or {}, model_entry)
+                    spec = override_model(spec, model_override, doc.get("tiny") or {}, model_entry)
                 if multi:
-                    method_name = (spec.get("method") or {}).get("name", "lora")
+                    method_name = section(spec, "method").get("name", "lora")
                     tags = [_short(k, v) for k, v in zip(axes, combo, strict=True) if k != "method.name"]
                     spec["name"] = _run_name([model_entry.get("name") or doc.get("name", ""), method_name, *tags])
-                runs.append(substitute_env(spec, allowed))
+                spec = substitute_env(spec, allowed)
+                for path, value in sets:
+                    set_dotted(spec, path, value)
+                if "models" in doc:
+                    require_model(spec, model_entry.get("name"))
+                runs.append(spec)
     return runs
+
+
+def check_run_list_keys(doc: dict[str, Any]) -> None:
+    """A misspelt top-level key of a run-list file is an error, not a silently ignored section."""
+    unknown = [str(k) for k in doc if k not in RUN_LIST_KEYS]
+    if unknown:
+        raise SpecError(f"unknown top-level key '{unknown[0]}' in a multi-run spec file."
+                        f"{did_you_mean(unknown[0], RUN_LIST_KEYS)}", hint=f"valid keys: {', '.join(RUN_LIST_KEYS)}")
+
+
+def require_model(spec: dict[str, Any], entry: Any) -> None:
+    """A `models:` entry that names no model would train the default model under its own name."""
+    model = spec.get("model")
+    if isinstance(model, dict) and model.get("name_or_path"):
+        return
+    who = f"models entry '{entry}'" if entry else "a models entry"
+    raise SpecError(f"{who} names no model (no model.name_or_path): it would train the default model "
+                    f"({EMBEDDED_MODEL}) under that name",
+                    hint="add 'model: {name_or_path: ...}' to the entry (or to defaults), or pass --model-override "
+                         "tiny (or a model)")
+
+
+def section(spec: dict[str, Any], name: str) -> dict[str, Any]:
+    """A spec section when it is a mapping, else empty (RunSpec then names the wrong type)."""
+    value = spec.get(name)
+    return value if isinstance(value, dict) else {}
 
 
 def _strip(entry: dict[str, Any]) -> dict[str, Any]:
@@ -193,18 +249,19 @@ def _strip(entry: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in entry.items() if k not in ("axes", "tiny")}
 
 
-def _override_model(spec: dict[str, Any], override: str, doc_tiny: dict[str, Any],
-                    model_entry: dict[str, Any]) -> dict[str, Any]:
-    """Another model for every run; 'tiny' picks each model's tiny random stand-in and profile."""
+def override_model(spec: dict[str, Any], override: str, doc_tiny: dict[str, Any],
+                   model_entry: dict[str, Any]) -> dict[str, Any]:
+    """Another model for every run; 'tiny' picks each model's tiny random stand-in and profile (the
+    family from the entry's `tiny`, the file's `tiny` or `model.family`, in that order)."""
     if override != "tiny":
         set_dotted(spec, ["model", "name_or_path"], override)
         return spec
     doc_tiny = dict(doc_tiny)
     entry_tiny = dict(model_entry.get("tiny") or {})
     entry_family, doc_family = entry_tiny.pop("family", None), doc_tiny.pop("family", None)
-    family = entry_family or doc_family or (spec.get("model") or {}).get("family")
+    family = entry_family or doc_family or section(spec, "model").get("family")
     if not family or family == "auto":
-        who = model_entry.get("name") or (spec.get("model") or {}).get("name_or_path", "the model")
+        who = model_entry.get("name") or section(spec, "model").get("name_or_path", "the model")
         raise SpecError(f"--model-override tiny: no tiny family given for '{who}'",
                         hint="add 'tiny: {family: gpt2}' (or model.family) to its entry")
     from peftbench.models.tiny import TINY_CONFIGS, tiny_model_path
@@ -217,5 +274,11 @@ def _override_model(spec: dict[str, Any], override: str, doc_tiny: dict[str, Any
 
 
 def load_runs(config: str, model_override: str | None = None, overrides: list[str] | None = None) -> list[RunSpec]:
-    """Validated RunSpecs of a spec file, `--set` overrides applied to each run (all checked first)."""
-    return [RunSpec.from_dict(apply_overrides(d, overrides or [])) for d in expand(load_yaml(config), model_override)]
+    """Validated RunSpecs of a spec file, `--set` overrides applied to each run (all checked first).
+    A grid sweep file is expanded by `SweepSpec` (its runs come resolved)."""
+    doc = load_yaml(config)
+    if sweep_layout(doc) == "grid":
+        from peftbench.config.sweep import SweepSpec  # sweep imports this module
+
+        return [p.spec for p in SweepSpec.from_yaml(config, model_override, overrides).expand()]
+    return [RunSpec.from_dict(d) for d in expand(doc, model_override, overrides)]

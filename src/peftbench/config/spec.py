@@ -7,23 +7,53 @@ keys, before anything heavy is imported or trained.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
-from peftbench.config.yaml_safe import clip, load_text, safe_load
+from peftbench.config.dotted import apply_overrides, deep_merge, load_yaml, parse_override, set_dotted
+from peftbench.config.problems import method_problems, raise_problems, validation_problems
+from peftbench.data.hub import hub_text_from_mapping, looks_like_hub_id, parse_hub_id
 from peftbench.errors import SpecError
 from peftbench.models.embedded import EMBEDDED_MODEL
-from peftbench.registry import did_you_mean
 from peftbench.tasks import TASKS
 
+# The dict helpers live in config.dotted; they are imported from here by older callers.
+__all__ = ["RunSpec", "apply_overrides", "deep_merge", "load_yaml", "parse_override", "set_dotted"]
+
 TaskName = Literal[tuple(TASKS.names())]  # type: ignore[valid-type]  # the registered tasks, in order
+SEED_MAX = 2**32 - 1  # numpy's and torch's seeding take 0 .. 2**32-1
+
+
+def _not_bool(value: Any) -> Any:
+    # YAML and --set read `true` as a boolean, which pydantic would take as the number 1.
+    if isinstance(value, bool):
+        raise ValueError(f"{str(value).lower()} is a boolean, not a number")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_not_bool)]
+Float = Annotated[float, BeforeValidator(_not_bool)]
+def _seed_range(value: int) -> int:
+    if not 0 <= value <= SEED_MAX:
+        raise ValueError(f"a seed is an integer from 0 to {SEED_MAX} (numpy and torch refuse others)")
+    return value
+
+
+Seed = Annotated[int, BeforeValidator(_not_bool), AfterValidator(_seed_range)]
 
 
 class _Section(BaseModel):
@@ -37,28 +67,45 @@ class ModelSpec(_Section):
     family: str = "auto"
     revision: str | None = None
     allow_pickle: bool = False
+    allow_missing_weights: bool = False  # train parameters the checkpoint lacks from random values
 
 
 class DataSpec(_Section):
+    """Data files (local paths or hub data sets, see `peftbench.data.hub`) and how they are read."""
+
     preset: str | None = None
     train: str | None = None
     eval: str | None = None
     validation: str | None = None  # selection split; carved from train when absent
     test: str | None = None  # the reported split (data.eval is the same role under its older name)
-    validation_fraction: float = Field(default=0.1, ge=0, lt=1)
-    n_validation: int | None = Field(default=None, gt=0)
+    validation_fraction: Float = Field(default=0.1, ge=0, lt=1)
+    n_validation: Int | None = Field(default=None, gt=0)
     text_column: str | None = None
     text_pair_column: str | None = None
     label_column: str | None = None
     labels: list[str] | None = None
-    n_train: int | None = Field(default=None, gt=0)
-    n_eval: int | None = Field(default=None, gt=0)
-    max_length: int = Field(default=128, gt=0)
-    seed: int = 0
+    n_train: Int | None = Field(default=None, gt=0)
+    n_eval: Int | None = Field(default=None, gt=0)
+    max_length: Int = Field(default=128, gt=0)
+    seed: Seed = 0
     # Generative tasks (summarization, instruction): the target text and how prompts are built.
     target_column: str | None = None
-    max_target_length: int = Field(default=128, gt=0)
+    max_target_length: Int = Field(default=128, gt=0)
     prompt_template: str | None = None
+
+    @field_validator("train", "eval", "validation", "test", mode="before")
+    @classmethod
+    def _hub_mapping(cls, v: Any) -> Any:
+        """`{hub: ID, config: ..., split: ..., revision: ...}` is stored as its string form; a hub id
+        written as a string is checked for that form."""
+        try:
+            if isinstance(v, dict):
+                return hub_text_from_mapping(v)
+            if isinstance(v, str) and looks_like_hub_id(v) and not os.path.exists(v):
+                parse_hub_id(v)
+        except SpecError as err:
+            raise ValueError(err.one_line()) from None
+        return v
 
 
 class MethodSpec(BaseModel):
@@ -73,26 +120,26 @@ class MethodSpec(BaseModel):
 
 
 class TrainSpec(_Section):
-    epochs: int = Field(default=3, gt=0)
-    batch_size: int = Field(default=16, gt=0)
-    eval_batch_size: int | None = Field(default=None, gt=0)
-    lr: float | None = Field(default=None, gt=0)
-    weight_decay: float = Field(default=0.0, ge=0)
-    warmup_ratio: float = Field(default=0.06, ge=0, lt=1)
-    grad_accum: int = Field(default=1, gt=0)
-    max_grad_norm: float | None = Field(default=1.0, gt=0)
-    max_steps: int | None = Field(default=None, gt=0)
-    seed: int = 42
-    log_every: int = Field(default=10, gt=0)
+    epochs: Int = Field(default=3, gt=0)
+    batch_size: Int = Field(default=16, gt=0)
+    eval_batch_size: Int | None = Field(default=None, gt=0)
+    lr: Float | None = Field(default=None, gt=0)
+    weight_decay: Float = Field(default=0.0, ge=0)
+    warmup_ratio: Float = Field(default=0.06, ge=0, lt=1)
+    grad_accum: Int = Field(default=1, gt=0)
+    max_grad_norm: Float | None = Field(default=1.0, gt=0)
+    max_steps: Int | None = Field(default=None, gt=0)
+    seed: Seed = 42
+    log_every: Int = Field(default=10, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     group_by_length: bool = False  # faster, but can cost accuracy: see docs/performance.md
-    length_group_batches: int = Field(default=50, gt=1)  # batches per length-sorted mega-batch when grouping
+    length_group_batches: Int = Field(default=50, gt=1)  # batches per length-sorted mega-batch when grouping
     packing: bool = False  # each batch packed into fewer rows, almost no padding (perf.packing)
-    num_threads: int | None = Field(default=None, gt=0)
+    num_threads: Int | None = Field(default=None, gt=0)
     compile: bool = False
     head_token_only: bool = True  # classification: the last layer computes only the token the head reads (perf.head_token)
     cpu_ops: bool = True  # CPU training: faster dropout / attention-with-dropout (perf.cpu_ops), retained heap (perf.cpu_heap)
-    peak_tflops: float | None = Field(default=None, gt=0)
+    peak_tflops: Float | None = Field(default=None, gt=0)
 
 
 class SelectSpec(_Section):
@@ -101,21 +148,21 @@ class SelectSpec(_Section):
     strategy: Literal["last", "best"] = "last"
     metric: str | None = None  # default: the task's main metric (direction: tasks.metrics.higher_is_better)
     split: Literal["validation", "test"] = "validation"
-    patience: int | None = Field(default=None, gt=0)  # early stopping after N epochs without improvement
+    patience: Int | None = Field(default=None, gt=0)  # early stopping after N epochs without improvement
 
 
 class TuneSpec(_Section):
     """Equal hyper-parameter search budget per method (Optuna), scored on the validation split."""
 
-    trials: int = Field(default=8, gt=0)
-    timeout_s: float | None = Field(default=None, gt=0)
+    trials: Int = Field(default=8, gt=0)
+    timeout_s: Float | None = Field(default=None, gt=0)
     metric: str | None = None
     split: Literal["validation", "test"] = "validation"
-    lr_range: float = Field(default=10.0, gt=1)  # lr searched log-uniformly in [default/x, default*x]
-    ranks: list[int] = Field(default_factory=lambda: [4, 8, 16, 32])
-    alpha_ratios: list[float] = Field(default_factory=lambda: [1.0, 2.0, 4.0])
-    sampler_seed: int = 0
-    seeds: list[int] | None = None  # final runs of the default and the best settings (default: [train.seed])
+    lr_range: Float = Field(default=10.0, gt=1)  # lr searched log-uniformly in [default/x, default*x]
+    ranks: list[Int] = Field(default_factory=lambda: [4, 8, 16, 32])
+    alpha_ratios: list[Float] = Field(default_factory=lambda: [1.0, 2.0, 4.0])
+    sampler_seed: Seed = 0
+    seeds: list[Seed] | None = None  # final runs of the default and the best settings (default: [train.seed])
 
 
 class RetentionSpec(_Section):
@@ -125,17 +172,17 @@ class RetentionSpec(_Section):
     file: str
     text_column: str = "text"
     label_column: str | None = "label"
-    n: int = Field(default=400, gt=3)
-    probe_fraction: float = Field(default=0.5, gt=0, lt=1)
+    n: Int = Field(default=400, gt=3)
+    probe_fraction: Float = Field(default=0.5, gt=0, lt=1)
 
 
 class GenerationSpec(_Section):
     """Decoding settings for metrics computed from generated text (ROUGE for summarization)."""
 
-    num_beams: int = Field(default=1, gt=0)
-    max_new_tokens: int = Field(default=64, gt=0)
-    n_examples: int | None = Field(default=None, gt=0)  # generate for the first N eval examples only
-    no_repeat_ngram_size: int = Field(default=0, ge=0)  # 0: off; 3 is the usual guard against loops
+    num_beams: Int = Field(default=1, gt=0)
+    max_new_tokens: Int = Field(default=64, gt=0)
+    n_examples: Int | None = Field(default=None, gt=0)  # generate for the first N eval examples only
+    no_repeat_ngram_size: Int = Field(default=0, ge=0)  # 0: off; 3 is the usual guard against loops
 
 
 class RunSpec(_Section):
@@ -177,14 +224,25 @@ class RunSpec(_Section):
         except (ValueError, RecursionError):
             raise SpecError("the spec holds a value that contains itself (a YAML alias loop such as '&a [*a]')",
                             hint="write the value out instead of referring to it") from None
+        spec, problems = None, []
         try:
             spec = cls.model_validate(data)
         except ValidationError as err:
-            raise SpecError(format_validation_error(err, cls)) from None
-        spec.check_method_keys()
-        spec.check_selection_split()
-        spec.check_retention()
-        spec.check_packing()
+            problems += [SpecError(message) for message in validation_problems(err, cls)]
+        if spec is not None:
+            problems += method_problems(spec.method.name, spec.method.params)
+            for check in (spec.check_selection_split, spec.check_retention, spec.check_packing):
+                try:
+                    check()
+                except SpecError as err:
+                    problems.append(err)
+        elif isinstance(data.get("method", {}), dict):  # the method keys of an invalid spec, checked too
+            method = dict(data.get("method") or {})
+            name = method.pop("name", "lora")
+            params = {k: v for k, v in method.items() if isinstance(k, str)}  # other keys: pydantic said so
+            problems += method_problems(name, params) if isinstance(name, str) else []
+        raise_problems(problems)
+        assert spec is not None
         return spec
 
     @classmethod
@@ -200,13 +258,19 @@ class RunSpec(_Section):
     def with_overrides(self, overrides: list[str]) -> RunSpec:
         return RunSpec.from_dict(apply_overrides(self.to_dict(), overrides))
 
+    def with_absolute_paths(self) -> RunSpec:
+        """The same spec with each local file or folder it names (data files, the retention file, the
+        model folder) as an absolute path: a record's spec then works from any folder. Hub ids and
+        names that are no local path stay as written."""
+        data = self.to_dict()
+        for key in DATA_FILE_KEYS:
+            data["data"][key] = absolute_if_local(data["data"][key])
+        if data.get("retention"):
+            data["retention"]["file"] = absolute_if_local(data["retention"]["file"])
+        data["model"]["name_or_path"] = absolute_if_local(data["model"]["name_or_path"])
+        return RunSpec.from_dict(data)
+
     # ---- method-aware checks ------------------------------------------------------------
-
-    def check_method_keys(self) -> None:
-        from peftbench.methods.base import METHODS
-
-        method = METHODS.get(self.method.name)
-        method.check_params(self.method.params)
 
     def check_selection_split(self) -> None:
         on_test = [k for k, v in (("select.split", self.select.split),
@@ -244,17 +308,27 @@ class RunSpec(_Section):
         return RunSpec.from_dict(data)
 
     def run_id(self) -> str:
-        """Stable id: readable prefix plus a hash of the resolved spec."""
+        """Stable id: readable prefix plus a hash of the resolved spec. A local data file counts by its
+        content, not its path (the same file typed from another folder, as a record stores it, or in a
+        moved project is the same run; new content is a new run); a local model folder by its
+        absolute path."""
         resolved = self.resolved().to_dict()
         resolved.pop("report_to", None)  # where a run is logged does not change the run
         if not resolved["train"].get("group_by_length"):  # unused without grouping: not part of the run
             resolved["train"].pop("length_group_batches", None)
         if not resolved["train"].get("packing"):  # off (the default): not part of the id
             resolved["train"].pop("packing", None)
-        # Same path, new content must be a new run: the data files' content is part of the id.
+        if not resolved["model"].get("allow_missing_weights"):  # off (the default): ids of earlier runs hold
+            resolved["model"].pop("allow_missing_weights", None)
         resolved["_data_sha256"] = data_file_digests(resolved["data"])
+        for key, digest in resolved["_data_sha256"].items():
+            if digest is not None:
+                resolved["data"][key] = "local file"
         if resolved.get("retention"):
             resolved["_data_sha256"]["retention"] = file_sha256(resolved["retention"]["file"])
+            if resolved["_data_sha256"]["retention"] is not None:
+                resolved["retention"]["file"] = "local file"
+        resolved["model"]["name_or_path"] = absolute_if_local(resolved["model"]["name_or_path"])
         blob = json.dumps(resolved, sort_keys=True, separators=(",", ":"))
         digest = hashlib.sha256(blob.encode()).hexdigest()[:10]
         prefix = self.name or self.method.name
@@ -284,103 +358,8 @@ def file_sha256(path: str) -> str | None:
     return h.hexdigest()
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise SpecError(f"spec file '{path}' does not exist", hint="check the path given to --config")
-    try:
-        data = load_text(p.read_text(encoding="utf-8"), str(path))
-    except UnicodeDecodeError:
-        raise SpecError(f"spec file '{path}' is not UTF-8 text", hint="save it as UTF-8") from None
-    if data is None:
-        raise SpecError(f"spec file '{path}' is empty", hint="add at least a 'method:' section")
-    if not isinstance(data, dict):
-        raise SpecError(f"spec file '{path}' must hold a mapping, got {type(data).__name__}",
-                        hint="write 'key: value' lines at the top level")
-    return data
-
-
-def parse_override(item: str) -> tuple[list[str], Any]:
-    """'train.lr=2e-4' → (['train', 'lr'], 0.0002). Values are parsed as YAML scalars/lists."""
-    if "=" not in item:
-        raise SpecError(f"malformed --set '{clip(item)}': expected KEY=VALUE", hint="write e.g. --set train.lr=2e-4")
-    key, _, raw = item.partition("=")
-    key = key.strip()
-    if not key or any(not part for part in key.split(".")):
-        raise SpecError(f"malformed --set '{clip(item)}': empty key", hint="write e.g. --set method.r=16")
-    try:
-        value = safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        raise SpecError(f"malformed --set '{clip(item)}': value is not valid YAML",
-                        hint="quote strings, e.g. --set model.name_or_path='my/model'") from None
-    if isinstance(value, str):
-        value = _maybe_number(value)
-    return key.split("."), value
-
-
-def _maybe_number(text: str) -> Any:
-    # YAML 1.1 reads '2e-4' as a string; users mean a number.
-    try:
-        return float(text) if re.fullmatch(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+", text) else text
-    except ValueError:
-        return text
-
-
-def set_dotted(data: dict[str, Any], path: list[str], value: Any) -> None:
-    node = data
-    for part in path[:-1]:
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise SpecError(f"cannot set '{'.'.join(path)}': '{part}' is not a section",
-                            hint="check the dotted key")
-        node = child
-    node[path[-1]] = value
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    out = copy.deepcopy(data)
-    for item in overrides:
-        path, value = parse_override(item)
-        set_dotted(out, path, value)
-    return out
-
-
-def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """Nested keys override only themselves (a shallow merge would drop sibling keys)."""
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def _model_for(loc: tuple[Any, ...], root: type[BaseModel]) -> type[BaseModel] | None:
-    model: Any = root
-    for part in loc[:-1]:
-        field = model.model_fields.get(part) if isinstance(part, str) else None
-        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
-            return None
-        model = field.annotation
-    return model
-
-
-def format_validation_error(err: ValidationError, root: type[BaseModel]) -> str:
-    parts = []
-    for e in err.errors():
-        loc = tuple(e["loc"])
-        key = ".".join(str(x) for x in loc)
-        if e["type"] == "extra_forbidden":
-            owner = _model_for(loc, root)
-            known = list(owner.model_fields) if owner else []
-            hint = did_you_mean(str(loc[-1]), known)
-            valid = f" Valid keys: {', '.join(known)}." if known else ""
-            parts.append(f"unknown key '{key}'.{hint}{valid}")
-        elif e["type"] == "model_type" or e["type"] == "dict_type":
-            parts.append(f"'{key or 'spec'}' must be a mapping of keys, got {e.get('input')!r}")
-        else:
-            parts.append(f"invalid value for '{key}': {e['msg']} (got {e.get('input')!r})")
-    return "; ".join(parts)
+def absolute_if_local(value: Any) -> Any:
+    """An existing local path as an absolute one (symlinks kept as named); anything else unchanged."""
+    if isinstance(value, str) and value and os.path.exists(value):
+        return os.path.abspath(value)
+    return value

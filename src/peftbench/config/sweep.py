@@ -2,10 +2,13 @@
 
 A sweep file holds `defaults` (a run spec) and axes: `models`, `tasks`, `methods`, a `grid` of
 dotted run-spec keys (`method.r: [8, 16]`, `train.lr: [1e-3, 1e-4]`) and `seeds`. `per_model` and
-`per_method` hold overrides merged deeply (a nested key overrides only itself). Expansion is
-deterministic; every run is identified by `RunSpec.run_id()`, a hash of its resolved spec, so a
-changed hyper-parameter is a new run and never overwrites an old record. A multi-run spec file
-(`peftbench.config.multirun`) is read into a `SweepSpec` too, as its list of runs.
+`per_method` hold overrides merged deeply (a nested key overrides only itself); `tiny` is the profile
+`--model-override tiny` merges over every run (as in `peftbench.config.multirun`); `${NAME}` is never
+expanded here. Expansion is deterministic; every run is identified by
+`RunSpec.run_id()`, a hash of its resolved spec, so a changed hyper-parameter is a new run and never
+overwrites an old record. A multi-run spec file (`peftbench.config.multirun`, the layout of
+examples/) is read into a `SweepSpec` too, as its list of runs; `--set` and `--model-override` apply
+to either layout.
 
 Running a sweep is `peftbench.sweeps.engine.run_sweep`.
 """
@@ -18,13 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from peftbench.config.multirun import is_run_list, load_runs
-from peftbench.config.spec import RunSpec, deep_merge, load_yaml, set_dotted
+from peftbench.config.dotted import deep_merge, load_yaml, parse_overrides, set_dotted
+from peftbench.config.multirun import load_runs, override_model, sweep_layout
+from peftbench.config.spec import RunSpec
 from peftbench.errors import SpecError
 from peftbench.registry import did_you_mean
 
 SWEEP_FILE_KEYS = ("name", "defaults", "models", "tasks", "methods", "grid", "seeds", "per_model", "per_method",
-                   "max_runs", "timeout_s", "cpus_per_run", "gpus_per_run")
+                   "max_runs", "timeout_s", "cpus_per_run", "gpus_per_run", "tiny")
 DEFAULT_MAX_RUNS = 1000
 
 
@@ -57,6 +61,9 @@ class SweepSpec:
     gpus_per_run: float = 0.0
     # Runs listed in full by a multi-run spec file (examples/*.yaml, see config/multirun.py) instead of a grid.
     explicit: list[RunSpec] | None = None
+    tiny: dict[str, Any] = field(default_factory=dict)  # merged over every run with --model-override tiny
+    model_override: str | None = None  # --model-override: a model for every run, or 'tiny'
+    overrides: list[tuple[list[str], Any]] = field(default_factory=list)  # --set, parsed; applied last
 
     # ---- parsing ------------------------------------------------------------------------
 
@@ -75,6 +82,7 @@ class SweepSpec:
         if data.get("name") is not None:
             out.name = str(data["name"])
         out.defaults = _mapping(data.get("defaults"), "defaults", source) or {}
+        out.tiny = _mapping(data.get("tiny"), "tiny", source) or {}
         out._read_axes(data, source)
         out._read_overrides(data, source)
         out._read_limits(data)
@@ -130,13 +138,17 @@ class SweepSpec:
     @classmethod
     def from_yaml(cls, path: str | Path, model_override: str | None = None,
                   overrides: list[str] | None = None) -> SweepSpec:
-        """A grid sweep file, or a multi-run spec file (models/methods as partial specs with axes)."""
+        """A grid sweep file, or a multi-run spec file (models/methods as partial specs with axes);
+        `--model-override` and `--set` apply to every run of either."""
         doc = load_yaml(path)
-        if model_override or overrides or is_run_list(doc):
-            runs = load_runs(str(path), model_override, overrides)
-            return cls(explicit=runs, max_runs=int(doc.get("max_runs", DEFAULT_MAX_RUNS))
-                       if isinstance(doc.get("max_runs"), int) else DEFAULT_MAX_RUNS)
-        return cls.from_dict(doc, source=f"'{path}'")
+        if sweep_layout(doc) == "runs":
+            out = cls(explicit=load_runs(str(path), model_override, overrides))
+            out._read_limits(doc)
+            return out
+        out = cls.from_dict(doc, source=f"'{path}'")
+        out.model_override = model_override or None
+        out.overrides = parse_overrides(overrides or [])
+        return out
 
     # ---- expansion ----------------------------------------------------------------------
 
@@ -228,7 +240,23 @@ class SweepSpec:
         if seed is not None:
             set_dotted(data, ["train", "seed"], seed)
             axes["seed"] = seed
-        return data, axes
+        return self._command_line(data, model), axes
+
+    def _command_line(self, data: dict[str, Any], model: Any) -> dict[str, Any]:
+        """`--model-override`, then the `--set` items, over a run; a models entry must then name a model."""
+        model_section = _section(data, "model")
+        if self.model_override:
+            family = model_section.get("family")
+            entry = {"name": model_section.get("name_or_path") or model,
+                     "tiny": {"family": family} if family and family != "auto" else {}}
+            data = override_model(data, self.model_override, self.tiny, entry)
+        for path, value in self.overrides:
+            set_dotted(data, path, copy.deepcopy(value))
+        if model is not None and not _section(data, "model").get("name_or_path"):
+            raise SpecError(f"models entry {model!r} names no model (no name_or_path): it would train the default "
+                            "model under that entry", hint="add name_or_path to the entry (or to defaults.model), or "
+                                                           "pass --model-override tiny (or a model)")
+        return data
 
 
 def _section(data: dict[str, Any], key: str) -> dict[str, Any]:

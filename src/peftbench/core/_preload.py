@@ -11,8 +11,10 @@ import contextlib
 import os
 
 from peftbench.core.isolate import SERVER_PID_ENV, SWEEP_PID_ENV, die_with_parent
+from peftbench.runtime.signals import shelter
 
 die_with_parent(SWEEP_PID_ENV)
+shelter()  # a group SIGTERM or SIGHUP must leave the run processes time to record their cancel
 os.environ[SERVER_PID_ENV] = str(os.getpid())  # inherited by every run process forked from here
 
 with contextlib.suppress(ImportError):

@@ -9,6 +9,7 @@ evaluation as the run itself, so a reloaded run reproduces its recorded metrics.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -86,7 +87,42 @@ def artifact_dir(run_dir: str | Path, record: dict[str, Any]) -> tuple[str, Path
     if not path.is_dir():
         raise ModelError(f"the saved {art.get('kind', 'artifact')} folder '{path}' is missing",
                          hint="rerun the run with save: adapter")
+    check_artifact_files(path, str(art.get("kind")))
     return str(art.get("kind")), path
+
+
+def check_artifact_files(path: Path, kind: str) -> None:
+    """Refuse a saved adapter or model whose files are truncated or damaged (a copy cut short, a disk
+    that filled), naming the file, before any model is loaded for it."""
+    from peftbench.models.loading import safetensors_problem
+
+    fix = "rerun the run with --force to save it again, or restore the folder from a copy"
+    config = path / ("adapter_config.json" if kind == "adapter" else "config.json")
+    try:
+        parsed = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ModelError(f"the saved {kind}'s '{config}' is missing or not readable JSON: "
+                         f"{str(err).splitlines()[0][:120]}", hint=fix) from None
+    if not isinstance(parsed, dict):
+        raise ModelError(f"the saved {kind}'s '{config}' must hold a JSON object", hint=fix)
+    weights = sorted(path.glob("*.safetensors"))
+    if not weights:
+        raise ModelError(f"the saved {kind} folder '{path}' holds no weights file (*.safetensors)", hint=fix)
+    for file in weights:
+        problem = safetensors_problem(file)
+        if problem:
+            raise ModelError(f"the saved {kind} file '{file}' is truncated or corrupt: {problem}", hint=fix)
+
+
+def load_saved(load: Any, path: Path, kind: str, *args: Any, **kwargs: Any) -> Any:
+    """`load(*args, **kwargs)` for a saved adapter or model, a failure turned into one line naming it
+    (files that pass `check_artifact_files` can still disagree with the base model)."""
+    try:
+        return load(*args, **kwargs)
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as err:
+        first = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        raise ModelError(f"cannot load the saved {kind} '{path}': {first}",
+                         hint="rerun the run with --force to save it again") from None
 
 
 def load_trained(run_dir: str | Path, *, dequantize: bool = False, device: str | None = None) -> TrainedRun:
@@ -129,12 +165,13 @@ def load_trained(run_dir: str | Path, *, dequantize: bool = False, device: str |
                 if hasattr(module, "support_avx512bf16_for_cpu"):
                     module.support_avx512bf16_for_cpu = False
         # is_trainable keeps requires_grad as in training, so the dtype policy treats every tensor alike.
-        model = PeftModel.from_pretrained(base, str(path), is_trainable=True)
+        model = load_saved(PeftModel.from_pretrained, path, kind, base, str(path), is_trainable=True)
         tokenizer = loaded.tokenizer
     else:
         from transformers import AutoModelForSequenceClassification
 
-        model = AutoModelForSequenceClassification.from_pretrained(str(path), use_safetensors=True)
+        model = load_saved(AutoModelForSequenceClassification.from_pretrained, path, kind, str(path),
+                           use_safetensors=True)
         tokenizer = load_tokenizer(resolve_model_path(spec.model.name_or_path), spec.model)
     # A merged model is a plain model: no frozen base to hold in low precision.
     method_name = method.name if is_peft or kind == "model" else "full"
@@ -145,32 +182,21 @@ def load_trained(run_dir: str | Path, *, dequantize: bool = False, device: str |
 
 
 def evaluate_run(run_dir: str | Path, data_eval: str | None = None, n_eval: int | None = None) -> dict[str, Any]:
-    """Metrics of a saved run on `data_eval` (default: the run's own eval set, same subsample)."""
-    from peftbench.tasks.base import TASKS
+    """Metrics of a saved run on `data_eval` (default: the run's own eval set, same subsample); reads
+    no training data (`peftbench.data.eval_split`)."""
+    from peftbench.data.eval_split import encode_eval_split
+    from peftbench.tasks.base import TASKS, Prepared
 
     trained = load_trained(run_dir)
     spec = trained.spec
-    label_names = trained.record["data"]["label_names"]
-    data = spec.to_dict()["data"]
-    data["labels"] = label_names  # the run's label order, whatever the new file holds
-    if data_eval and Path(data_eval).resolve() != Path(str(spec.data.eval)).resolve():
-        data["eval"] = data_eval
-        data["n_eval"] = n_eval
-    elif n_eval:
-        data["n_eval"] = n_eval
-    spec = spec.model_copy(update={"data": spec.data.model_validate(data)})
-    task = TASKS.get(spec.task)
-    prepared = task.load_data(spec)
-    from peftbench.models.loading import LoadedModel
-
-    loaded = LoadedModel(trained.model, trained.tokenizer, None, "", "")
-    _, eval_enc = task.encode(loaded, prepared, spec)
+    data, eval_enc, eval_path = encode_eval_split(spec, trained.record, run_dir, trained.tokenizer, data_eval, n_eval)
+    task, prepared = TASKS.get(spec.task), Prepared(data, data.info)
     pad_id = trained.tokenizer.pad_token_id or 0
     eval_bs = spec.train.eval_batch_size or spec.train.batch_size * 4
     metrics = task.evaluate(trained.model, eval_enc, prepared, batch_size=eval_bs, device=trained.device,
                             autocast_dtype=trained.amp_dtype, pad_id=pad_id)
     metrics["n_eval"] = len(eval_enc)
-    metrics["data_eval"] = str(spec.data.eval)
+    metrics["data_eval"] = eval_path
     return metrics
 
 
@@ -206,60 +232,3 @@ def generation_tasks() -> list[str]:
     from peftbench.tasks.base import TASKS
 
     return [name for name in TASKS.names() if TASKS.get(name).generative]
-
-
-def load_generator(run_dir: str | Path, device: str | None = None) -> tuple[Any, Any, dict[str, Any]]:
-    """(model, tokenizer, record) of a generation run: seq2seq or causal LM base + saved adapter."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
-
-    from peftbench.methods.base import METHODS
-    from peftbench.methods.seed import method_load_kwargs
-    from peftbench.models.loading import check_weights, load_tokenizer, quiet_libraries, resolve_model_path
-    from peftbench.runtime.device import pick_device, resolve_dtype
-
-    quiet_libraries()
-    record = load_run_record(run_dir)
-    if record.get("task") not in generation_tasks():
-        raise SpecError(f"run '{record.get('run_id')}' is a {record.get('task')} run: it does not generate text",
-                        hint=f"give runs of a generation task ({', '.join(generation_tasks())}); for classification "
-                             "use peftbench disagreements")
-    kind, path = artifact_dir(run_dir, record)
-    spec = RunSpec.from_dict(record["spec"])
-    device = device or pick_device(spec.train.device)
-    base_path = resolve_model_path(spec.model.name_or_path)
-    tokenizer = load_tokenizer(base_path, spec.model)
-    if kind == "adapter":
-        check_weights(base_path, spec.model.allow_pickle)
-        config = AutoConfig.from_pretrained(base_path, trust_remote_code=spec.model.trust_remote_code)
-        auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-        method = METHODS.get(spec.method.name)
-        kwargs = method_load_kwargs(method, spec.method.params, resolve_dtype(spec.model.dtype, device))
-        base = auto.from_pretrained(base_path, trust_remote_code=spec.model.trust_remote_code,
-                                    use_safetensors=not spec.model.allow_pickle, **kwargs)
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(base, str(path))
-    else:
-        config = AutoConfig.from_pretrained(str(path))
-        auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-        model = auto.from_pretrained(str(path), use_safetensors=True)
-    model.to(device)
-    model.eval()
-    return model, tokenizer, record
-
-
-def generate_texts(model: Any, tokenizer: Any, prompts: list[str], *, max_new_tokens: int = 64,
-                   device: str = "cpu") -> list[str]:
-    """Greedy decoding, one prompt at a time (no padding effects): only the new tokens, decoded."""
-    import torch
-
-    outs = []
-    is_seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
-    for prompt in prompts:
-        enc = tokenizer(prompt, return_tensors="pt").to(device)
-        with torch.inference_mode():
-            ids = model.generate(**enc, do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
-                                 pad_token_id=tokenizer.pad_token_id)
-        new = ids[0] if is_seq2seq else ids[0, enc["input_ids"].shape[1]:]
-        outs.append(tokenizer.decode(new, skip_special_tokens=True).strip())
-    return outs

@@ -26,6 +26,7 @@ from typing import Any
 from peftbench.data.token_cache import TOKEN_CACHE_ENV
 from peftbench.records.failure import failure_record, write_failure
 from peftbench.records.io import RESULT_FILE, now_iso, read_record
+from peftbench.runtime import signals
 
 PRELOAD = ["peftbench.core._preload"]
 SWEEP_PID_ENV = "PEFTBENCH_SWEEP_PID"  # the process that starts runs (the fork server's parent)
@@ -83,6 +84,7 @@ def die_with_parent(parent_env: str) -> None:
 def _child(spec_dict: dict[str, Any], out_dir: str, progress: bool, cache_dir: str | None, conn: Any) -> None:
     """Entry point of the run process: run, then report (status, reason, message) on `conn`."""
     die_with_parent(SERVER_PID_ENV)
+    signals.install()  # SIGTERM and SIGHUP (only noted by the fork server) cancel the run like SIGINT
     if cache_dir:
         os.environ[TOKEN_CACHE_ENV] = cache_dir
     import threading
@@ -105,8 +107,8 @@ def _child(spec_dict: dict[str, Any], out_dir: str, progress: bool, cache_dir: s
                    (record.get("error") or {}).get("message")))
     except (RunCanceled, KeyboardInterrupt):
         with contextlib.suppress(Exception):
-            conn.send(("canceled", "canceled", "run canceled by the user (Ctrl-C)"))
-        code = 130
+            conn.send(("canceled", "canceled", signals.cancel_message()))
+        code = signals.exit_code()
     except PeftbenchError as err:  # raised before the runner had a run folder (bad data, bad model...)
         conn.send(("failed", getattr(err, "reason", None) or "error", err.one_line()))
         code = 1
@@ -145,32 +147,44 @@ def _stop(proc: Any, grace_s: float = 5.0) -> None:
         proc.join()
 
 
-def _wait_after_interrupt(proc: Any) -> None:
-    """Let the run record itself as canceled: it got the terminal's SIGINT too; send one if not."""
+def _wait_after_interrupt(proc: Any, signum: int, wait_s: float = 30.0) -> None:
+    """Let the run record itself as canceled: send it the signal the sweep got, once a second until it
+    ends (the run process takes the first one it sees and only notes the others, so a signal it also
+    got from the terminal does no harm, and one sent before it installed its handler is sent again)."""
+    deadline = time.monotonic() + wait_s
     try:
-        proc.join(3)
-        if proc.is_alive():
-            os.kill(proc.pid, signal.SIGINT)
-            proc.join(30)
-    except KeyboardInterrupt:  # a second Ctrl-C: stop waiting
+        while proc.is_alive() and time.monotonic() < deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signum)
+            proc.join(1)
+    except KeyboardInterrupt:  # a second Ctrl-C where no handler notes it (the Python API): stop waiting
         pass
     _stop(proc, grace_s=2)
+
+
+def killed_by(exit_code: int | None) -> str | None:
+    """The message for a process that a signal ended (exit code -N), or None. SIGKILL is what the
+    system's out-of-memory killer sends, but not only it: the message says so and asserts nothing."""
+    if exit_code is None or exit_code >= 0:
+        return None
+    name = signals.signal_name(-exit_code)
+    if exit_code == -signal.SIGKILL:
+        return (f"run process was killed by {name}; possibly out of memory "
+                "(if so, lower train.batch_size or data.max_length)")
+    return f"run process was killed by {name}"
 
 
 def _classify(exit_code: int | None, timed_out: bool, canceled: bool, timeout_s: float | None,
               reported: tuple[str, str | None, str | None] | None) -> tuple[str, str, str]:
     if canceled:
-        return "canceled", "canceled", "run canceled by the user (Ctrl-C)"
+        return "canceled", "canceled", signals.cancel_message()
     if timed_out:
         return "failed", "timeout", f"run exceeded the per-run timeout of {timeout_s:g}s and was stopped"
     if reported and reported[0] in ("failed", "canceled"):
         return reported[0], reported[1] or "error", reported[2] or "run failed"
-    if exit_code == -signal.SIGKILL:
-        return "failed", "oom", ("run process was killed by SIGKILL, most likely by the system's out-of-memory "
-                                 "killer (lower train.batch_size or data.max_length)")
-    if exit_code is not None and exit_code < 0:
-        name = signal.Signals(-exit_code).name if -exit_code in signal.Signals._value2member_map_ else str(-exit_code)
-        return "failed", "error", f"run process died from signal {name}"
+    killed = killed_by(exit_code)
+    if killed:
+        return "failed", "killed", killed
     return "failed", "error", f"run process exited with code {exit_code} without writing a record"
 
 
@@ -188,16 +202,17 @@ def run_isolated(spec: Any, run_id: str, out_dir: Path, *, timeout_s: float | No
     started = now_iso()
     t0 = time.monotonic()
     timed_out = canceled = False
-    proc.start()
-    send.close()
     try:
+        proc.start()
+        send.close()
         proc.join(timeout_s)
-        if proc.is_alive():
+        if proc.is_alive():  # SIGKILL: a SIGTERM would be the run's cancel signal, recorded as canceled
             timed_out = True
-            _stop(proc)
-    except KeyboardInterrupt:
+            proc.kill()
+            proc.join()
+    except KeyboardInterrupt as err:
         canceled = True
-        _wait_after_interrupt(proc)
+        _wait_after_interrupt(proc, getattr(err, "signum", signal.SIGINT))
     reported = None
     with contextlib.suppress(EOFError, OSError):
         if recv.poll():
@@ -232,6 +247,7 @@ class Returned:
 def _call_child(target: Any, args: tuple[Any, ...], conn: Any) -> None:
     """Entry point of a measuring process: send ('ok', value) or ('error', reason, one-line message)."""
     die_with_parent(SERVER_PID_ENV)
+    signals.default_termination()
     import threading
 
     from tqdm import tqdm
@@ -295,4 +311,6 @@ def call_isolated(target: Any, args: tuple[Any, ...], *, name: str, timeout_s: f
     if timed_out:
         return Returned(reason="timeout", message=f"timeout after {timeout_s:g}s")
     _, reason, message = _classify(proc.exitcode, False, False, timeout_s, None)
+    if proc.exitcode == -signal.SIGKILL:  # profile and probe step up sizes: the kill marks the memory limit
+        reason = "oom"
     return Returned(reason=reason, message=message.replace("run process", "process"))

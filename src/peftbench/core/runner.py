@@ -31,12 +31,11 @@ from peftbench.errors import (
     RunCanceled,
     SpecError,
     TrainingError,
-    from_os_error,
     is_out_of_memory,
 )
 from peftbench.methods.base import METHODS
 from peftbench.methods.seed import quantization_summary
-from peftbench.records.failure import error_entry, error_message, write_failure
+from peftbench.records.failure import error_entry, error_message, os_failure, write_failure
 from peftbench.records.io import (
     RESULT_FILE,
     SCHEMA_VERSION,
@@ -47,6 +46,7 @@ from peftbench.records.io import (
     read_record,
     require_folder,
 )
+from peftbench.runtime import signals
 from peftbench.runtime.device import pick_device
 from peftbench.tasks.base import TASKS
 from peftbench.trust.checks import preflight
@@ -126,7 +126,7 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
     say = log or (lambda msg: print(msg, file=sys.stderr))
     if not is_main_process():  # in a multi-process run only rank 0 talks
         say, progress = (lambda msg: None), False
-    spec = spec.resolved()
+    spec = spec.resolved().with_absolute_paths()  # the record's paths work from any folder
     run_id = spec.run_id()
     run_dir = run_dir_for(out_dir, run_id)
     existing = read_record(run_dir)
@@ -141,11 +141,12 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
     try:
         set_seed(spec.train.seed)
         train_and_evaluate(ctx, record, run_dir, tracker)
+        signals.raise_if_received()  # a cancel whose KeyboardInterrupt was lost is still a cancel
     except KeyboardInterrupt:
-        record.update(status="canceled", error=error_entry("canceled", "run canceled by the user (Ctrl-C)"))
+        record.update(status="canceled", error=error_entry("canceled", signals.cancel_message()))
         record["timestamps"]["finished"] = now_iso()
         _write_failure(run_dir, record)
-        raise RunCanceled() from None
+        raise RunCanceled(signals.cancel_message()) from None
     except BaseException as err:
         record_failure(run_dir, record, err)
     finally:
@@ -158,6 +159,7 @@ def set_up(spec: RunSpec, run_id: str, out_dir: str | Path, say: Callable[[str],
            progress: bool) -> RunContext:
     """Check the spec and load the data before any model is loaded; then pick the device, its
     compute dtype and the CPU threads."""
+    from peftbench.models.loading import check_max_length
     from peftbench.perf.flops import configure_threads
     from peftbench.runtime.device import resolve_dtype
     from peftbench.trust import forgetting
@@ -165,6 +167,7 @@ def set_up(spec: RunSpec, run_id: str, out_dir: str | Path, say: Callable[[str],
     task = TASKS.get(spec.task)
     method = METHODS.get(spec.method.name)
     preflight(spec, method)
+    check_max_length(spec)  # data.max_length within the model's positions, from its config.json
     prepared = task.load_data(spec)
     retention = forgetting.load(spec)
     check_writable(out_dir)
@@ -200,12 +203,12 @@ def train_and_evaluate(ctx: RunContext, record: dict[str, Any], run_dir: Path, t
                       built.amp_dtype)
     selection = model_selection(ctx, built, data)
     base = base_model(ctx, built, data, run_dir) if ctx.task.generative else None
-    weights_before = diagnostics.snapshot(built.model, ctx.spec)
+    weights_before = diagnostics.snapshot(built.model)
     outcome = train_model(ctx, built, data, selection, record, tracker)
     evaluate_model(ctx, built, selection, outcome, record, base)
     record["retention"] = forgetting.after(ctx.retention, built.model, ctx.spec, data.pad_id, ctx.device,
                                            built.amp_dtype)
-    record["diagnostics"] = diagnostics.diagnose(built.model, ctx.spec, weights_before)
+    record["diagnostics"] = diagnostics.diagnose(built.model, weights_before)
     record["artifact"] = save_artifact(built.model, ctx.spec, run_dir)
     record["status"] = "success"
 
@@ -333,6 +336,7 @@ def train_section(ctx: RunContext, built: BuiltModel, outcome: Any) -> dict[str,
         "memory_by_kind": outcome.memory_by_kind,
         "loss_curve": outcome.loss_curve,
         "final_loss": outcome.loss_curve[-1]["loss"] if outcome.loss_curve else None, **built.ops,
+        "regularizer_loss": outcome.regularizer_loss,  # apart from final_loss, the task loss
         "cpu_heap": outcome.cpu_heap, "optimizer": outcome.optimizer,
     }
     section.update(perf_fields(built.model, outcome, device=ctx.device, compute_dtype=ctx.compute_dtype,
@@ -343,9 +347,11 @@ def train_section(ctx: RunContext, built: BuiltModel, outcome: Any) -> dict[str,
 
 def record_failure(run_dir: Path, record: dict[str, Any], err: BaseException) -> NoReturn:
     """Write the failed (or canceled) record; raise a peftbench error as it is, anything else as a TrainingError."""
-    err = from_os_error(err) or err  # disk full / permission denied: one clear line, not an internal error
+    err = os_failure(err) or err  # disk full / permission denied: one clear line, not an internal error
     if not isinstance(err, PeftbenchError) and is_out_of_memory(err):  # e.g. in pre-flight or evaluation
         err = OutOfMemory.from_error(err)
+    if signals.received() is not None and not isinstance(err, RunCanceled):  # whatever a cancel signal became
+        err = RunCanceled(signals.cancel_message())
     reason = getattr(err, "reason", None) or ("canceled" if isinstance(err, RunCanceled) else
                                               getattr(err, "kind", None) or "error")
     message = error_message(err)

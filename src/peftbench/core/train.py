@@ -4,7 +4,9 @@ Only optimizer steps are inside the training clock; evaluation runs outside it a
 apart. Memory covers training only: counted by kind (`perf.memory`: parameters, gradients,
 optimizer state, saved activations), and as the device sees it (CUDA allocator peak, or the growth
 of process RSS on the CPU) as a diagnostic. The loss is checked for NaN/inf as training goes, so
-a diverging run stops at once.
+a diverging run stops at once. The loss curve holds the task loss; a regularizer the method adds to
+it (AdaLoRA's orthogonality term) is trained on but recorded apart (`regularizer_loss`), so that
+every method's loss means the same thing.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from typing import Any
 from peftbench.core.distributed import DataParallel, accelerator_options
 from peftbench.data.batching import Encoded, collate, make_batches, pad_multiple_kwargs
 from peftbench.errors import NanLossError, OutOfMemory, RunCanceled, is_out_of_memory
+from peftbench.models.heads import TaskLoss
 from peftbench.perf.cpu_heap import retained_heap
 from peftbench.perf.load import sampled_load
 from peftbench.perf.memory import MemoryByKind
+from peftbench.runtime import signals
 from peftbench.runtime.device import autocast
 
 
@@ -121,7 +125,8 @@ class TrainOutcome:
     real_sq_tokens: int = 0  # Σ length² over the examples trained on: the attention FLOP term
     local_real_tokens: int = 0  # this rank's real tokens: the numerator of its padding efficiency
     compute_time_s: float = 0.0
-    loss_curve: list[dict[str, float]] = field(default_factory=list)
+    loss_curve: list[dict[str, float]] = field(default_factory=list)  # the task loss, regularizers apart
+    regularizer_loss: float = 0.0  # what the method adds to the task loss, over the last loss-curve point
     epochs: list[dict[str, Any]] = field(default_factory=list)
     memory: dict[str, Any] = field(default_factory=dict)
     memory_by_kind: dict[str, Any] = field(default_factory=dict)
@@ -187,7 +192,9 @@ class TrainingLoop:
         self.bar = tqdm(total=self.total_steps, desc="train", unit="step", disable=not progress, leave=False,
                         dynamic_ncols=True)
         self.running = torch.zeros((), device=self.accelerator.device)
+        self.running_reg = torch.zeros((), device=self.accelerator.device)  # regularizer since the last point
         self.running_n = 0
+        self.task_loss = TaskLoss(model)
         self.step = 0
 
     def train_epoch(self, epoch: int, enc: Encoded, lengths: list[int], pad_id: int) -> None:
@@ -198,8 +205,10 @@ class TrainingLoop:
         self.model.train()
         t_epoch = time.perf_counter()
         for micro, idx in enumerate(batches):
-            loss = self.micro_step(enc, lengths, idx, pad_id)
-            self.running += loss.detach().float()
+            signals.raise_if_received()  # a cancel whose KeyboardInterrupt was lost (raised in a __del__)
+            loss, task = self.micro_step(enc, lengths, idx, pad_id)
+            self.running += task.float()
+            self.running_reg += (loss.detach() - task).float()
             self.running_n += 1
             if self.check_every_step and not math.isfinite(loss.item()):
                 raise NanLossError(f"loss became {loss.item()} at step {self.step + 1} (epoch {epoch + 1})",
@@ -215,9 +224,10 @@ class TrainingLoop:
                 break
         self.out.train_time_s += time.perf_counter() - t_epoch
 
-    def micro_step(self, enc: Encoded, lengths: list[int], idx: list[int], pad_id: int) -> Any:
+    def micro_step(self, enc: Encoded, lengths: list[int], idx: list[int], pad_id: int) -> tuple[Any, Any]:
         """Forward and backward on one batch (this rank's shard of it); the optimizer steps when
-        gradient accumulation is complete. Returns the loss."""
+        gradient accumulation is complete. Returns (the loss trained on, the task loss in it, detached):
+        they differ by the regularizer a method adds (AdaLoRA's orthogonality term)."""
         out, model, accelerator = self.out, self.model, self.accelerator
         shard = self.dp.shard(idx)  # this rank's slice of the global batch
         batch = self.collate_fn(enc, shard.idx, pad_id, **self.pad_kw)
@@ -229,7 +239,10 @@ class TrainingLoop:
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         t0 = time.perf_counter()
         with self.memory.measured(batch_shape(batch)), accelerator.accumulate(model), self.amp:
+            self.task_loss.take()  # drop a loss an evaluation's forward left behind
             loss = shard.scale(self.loss_fn(model, batch) if self.loss_fn else model(**batch).loss)
+            task = self.task_loss.take()
+            task = loss.detach() if task is None else shard.scale(task.detach())
             accelerator.backward(loss)
             if accelerator.sync_gradients and self.tspec.max_grad_norm:
                 accelerator.clip_grad_norm_(self.params, self.tspec.max_grad_norm)
@@ -237,7 +250,7 @@ class TrainingLoop:
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
         out.compute_time_s += time.perf_counter() - t0
-        return loss
+        return loss, task
 
     def log_loss(self, epoch_position: float, epoch: int) -> None:
         """A loss-curve point: the mean loss since the previous one (across ranks); stops on NaN/inf."""
@@ -246,13 +259,20 @@ class TrainingLoop:
             raise NanLossError(f"loss became {avg} by step {self.step}", hint="lower train.lr")
         self.add_point(epoch_position, avg)
         self.bar.set_postfix(loss=f"{avg:.4f}", epoch=epoch + 1)
+        self.reset_running()
+
+    def reset_running(self) -> None:
+        """Close a loss-curve window: its mean regularizer becomes the outcome's, the sums restart."""
+        self.out.regularizer_loss = self.dp.mean(self.running_reg / self.running_n).item()
         self.running.zero_()
+        self.running_reg.zero_()
         self.running_n = 0
 
     def log_tail(self) -> None:
         """A tail shorter than `log_every` still belongs on the curve."""
         if self.running_n:
             self.add_point(float(len(self.out.epochs)), self.dp.mean(self.running / self.running_n).item())
+            self.reset_running()
 
     def add_point(self, epoch_position: float, loss: float) -> None:
         self.out.loss_curve.append({"step": self.step, "epoch": epoch_position, "loss": loss})
@@ -302,13 +322,14 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, An
                 break
         loop.log_tail()
     except KeyboardInterrupt:
-        raise RunCanceled() from None
+        raise RunCanceled(signals.cancel_message()) from None
     except RuntimeError as err:
         if is_out_of_memory(err):
             raise OutOfMemory.from_error(err, "during training") from None
         raise
     finally:
         loop.bar.close()
+        loop.task_loss.close()
         out.memory = mem.stop()
         out.memory_by_kind = loop.memory.result()
         loop.memory.detach()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,35 +60,56 @@ def text_values(df: Any, column: str, path: str) -> list[str]:
     return out
 
 
+MISSING_MARKERS = ("", "nan", "na", "n/a", "null", "none")  # how a missing value reads in a file of integer ids
+
+
 def label_values(df: Any, column: str, path: str) -> list[Any]:
-    raw = df[column].tolist()
-    kinds = set()
-    values = []
-    for v in raw:
-        if isinstance(v, (bool, int)) or (isinstance(v, float) and float(v).is_integer()):
-            kinds.add("int")
-            values.append(int(v))
-        elif isinstance(v, str) and v.strip().lstrip("-").isdigit():
-            kinds.add("int")
-            values.append(int(v.strip()))
-        elif isinstance(v, str) and v.strip():
-            kinds.add("str")
-            values.append(v.strip())
-        else:
-            raise DataError(f"data file '{path}' has an empty or non-text label {v!r} in column '{column}'",
-                            hint="every row needs a label")
-    if len(kinds) > 1:
-        raise DataError(f"data file '{path}' mixes integer and string labels in column '{column}'",
+    """The labels of `column`: all integer class ids or all class names, else a DataError naming the
+    first row that is neither (a missing value, a fractional number) or that breaks the single type."""
+    values: list[Any] = []
+    first_of: dict[str, tuple[int, Any]] = {}  # kind -> (row, value) where it first occurs
+    for row, v in enumerate(df[column].tolist(), 1):
+        value = label_value(v, row, column, path)
+        kind = "str" if isinstance(value, str) else "int"
+        first_of.setdefault(kind, (row, value))
+        values.append(value)
+    if len(first_of) > 1:
+        row, v = first_of["str"]
+        if str(v).strip().lower() in MISSING_MARKERS:
+            raise DataError(f"data file '{path}' has a missing label {v!r} in column '{column}' (row {row})",
+                            hint="fill in or remove the rows without a label")
+        int_row, int_v = first_of["int"]
+        raise DataError(f"data file '{path}' mixes integer and string labels in column '{column}' "
+                        f"(row {int_row}: {int_v!r}, row {row}: {v!r})",
                         hint="use one label type throughout (all names or all integer ids)")
     return values
+
+
+def label_value(v: Any, row: int, column: str, path: str) -> Any:
+    """One label as an integer id or a stripped name; a missing or fractional label is a DataError."""
+    if isinstance(v, (bool, int)) or (isinstance(v, float) and v.is_integer()):
+        return int(v)
+    if isinstance(v, str) and v.strip().lstrip("-").isdigit():
+        return int(v.strip())
+    if isinstance(v, str) and v.strip():
+        return v.strip()
+    if v is None or isinstance(v, str) or (isinstance(v, float) and v != v):
+        raise DataError(f"data file '{path}' has a missing label {v!r} in column '{column}' (row {row})",
+                        hint="fill in or remove the rows without a label")
+    what = "not a whole number" if isinstance(v, float) else f"a {type(v).__name__}"
+    raise DataError(f"data file '{path}' has label {v!r} in column '{column}' (row {row}), {what}: "
+                    "classification labels are class names or integer class ids",
+                    hint="use integer ids (0, 1, ...) or names for the classes; peftbench has no regression task")
 
 
 def load_classification(spec_data: Any) -> ClassificationData:
     frames, (text_col, label_col, pair_col, declared) = _read_frames(spec_data)
     values = {role: label_values(df, label_col, path) for role, (df, path) in frames.items()}
     names, index_of = _label_index(values, frames, declared)
+    remap = label_remap(index_of)
     labels_of = {role: [index_of[v] for v in values[role]] for role in frames}
     out = _draw_rows(frames, labels_of, spec_data, text_col, pair_col)
+    check_training_classes(out["train"][2], names, frames["train"][1])
     val = out.get("validation", (None, None, None, 0))
     return ClassificationData(
         train_texts=out["train"][0], train_pairs=out["train"][1], train_labels=out["train"][2],
@@ -96,12 +118,43 @@ def load_classification(spec_data: Any) -> ClassificationData:
         info={"text_column": text_col, "label_column": label_col, "text_pair_column": pair_col,
               "train_rows_in_file": out["train"][3], "eval_rows_in_file": out["eval"][3],
               "n_train": len(out["train"][0]), "n_eval": len(out["eval"][0]),
-              "n_validation": len(val[0]) if val[0] is not None else 0},
+              "n_validation": len(val[0]) if val[0] is not None else 0,
+              **({"label_remap": remap} if remap else {})},
         validation_texts=val[0], validation_pairs=val[1], validation_labels=val[2],
     )
 
 
 Frames = dict[str, tuple[Any, str]]  # role -> (table, file path)
+
+
+def label_remap(index_of: dict[Any, int]) -> dict[str, int] | None:
+    """Integer labels that are not the class ids 0..K-1 ({0, 999}, 1-based stars, {-1, 1}): the id each
+    one trains as, else None; said on stderr and recorded as `data.label_remap`.
+
+    Remapped rather than refused: integer labels name their classes unambiguously and in order, so the
+    classes keep their file values as names (reports show 999, not 1), the eval file maps alike, and a
+    correct file needs no rewrite; a head sized by the largest value would hold classes no row has
+    (1000 outputs for {0, 999}). The note makes a typo (999 for 9) visible."""
+    if not all(isinstance(v, int) for v in index_of) or all(v == i for v, i in index_of.items()):
+        return None
+    remap = {str(v): i for v, i in index_of.items()}
+    shown = ", ".join(f"{v}->{i}" for v, i in list(remap.items())[:8]) + (", ..." if len(remap) > 8 else "")
+    print(f"[peftbench] note: integer labels are not the class ids 0..{len(remap) - 1}; training with them "
+          f"remapped in sorted order ({shown}), recorded as data.label_remap", file=sys.stderr)
+    return remap
+
+
+def check_training_classes(labels: list[int], names: list[str], path: str) -> None:
+    """Refuse training rows (after n_train and the validation carve) that hold one class, or fewer rows
+    than the model has classes: the head would learn nothing about the classes no row shows."""
+    present = sorted(set(labels))
+    if len(present) < 2:
+        raise DataError(f"the training rows drawn from '{path}' hold {len(labels)} example(s) of only one class "
+                        f"({names[present[0]]!r})",
+                        hint="give data.n_train (--n-train) at least 2 per class, or a train file with two classes")
+    if len(labels) < len(names):
+        raise DataError(f"the training rows drawn from '{path}' hold {len(labels)} examples for {len(names)} classes",
+                        hint=f"set data.n_train (--n-train) to at least {len(names)}, better a few per class")
 
 
 def _read_frames(spec_data: Any) -> tuple[Frames, tuple[str, str, str | None, list[str] | None]]:
@@ -146,14 +199,8 @@ def _label_index(values: dict[str, list[Any]], frames: Frames,
                                 f"declared label set {names}",
                                 hint="fix the labels or set data.labels to the full label list")
     else:
-        if is_int:
-            top = max(train_classes)
-            names = [str(i) for i in range(top + 1)] if min(train_classes) >= 0 and top < 1000 else [
-                str(c) for c in train_classes]
-            index_of = {int(n): i for i, n in enumerate(names)}
-        else:
-            names = [str(c) for c in train_classes]
-            index_of = {n: i for i, n in enumerate(names)}
+        names = [str(c) for c in train_classes]
+        index_of = {c: i for i, c in enumerate(train_classes)}
         for role in [r for r in frames if r != "train"]:
             absent = sorted(set(values[role]) - set(train_classes), key=str)
             if absent:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from peftbench.data.hub import SYNTAX, looks_like_hub_id, parse_hub_id
 from peftbench.errors import DataError
 from peftbench.registry import Registry
 
@@ -40,7 +41,7 @@ def read_table(path: str) -> Any:
 
     p = Path(path)
     if not p.exists():
-        if p.suffix.lower() in SUFFIXES or "/" not in path or path.startswith((".", "/")):
+        if not looks_like_hub_id(path):
             raise DataError(f"data file '{path}' does not exist", hint="check the path (relative to the current folder)")
         return _read_hub(path)
     if p.is_dir():
@@ -62,9 +63,9 @@ def read_table(path: str) -> Any:
         else:
             raise DataError(f"unsupported data file type '{suffix}' for '{path}'",
                             hint=f"use one of: {', '.join(SUFFIXES)}")
-    except UnicodeDecodeError as err:
-        raise DataError(f"data file '{path}' is not valid UTF-8 (byte {err.start})",
-                        hint="re-save the file as UTF-8") from None
+    except UnicodeDecodeError:
+        raise DataError(f"data file '{path}' is not valid UTF-8{first_bad_byte(p)}",
+                        hint="re-save the file as UTF-8 (it may be Latin-1 or Windows-1252)") from None
     except DataError:
         raise
     except Exception as err:
@@ -73,6 +74,23 @@ def read_table(path: str) -> Any:
     if len(df) == 0:
         raise DataError(f"data file '{path}' has no rows", hint="give a file with examples")
     return df
+
+
+def first_bad_byte(p: Path) -> str:
+    """Where a file's first byte that is not UTF-8 is, as ': byte 0xe9 at offset N (line L, column C)'.
+
+    The offset the decoder reports inside pandas counts from the start of its read buffer, not of the
+    file; decoding line by line is exact, because a line break never occurs inside a UTF-8 sequence."""
+    offset = 0
+    with p.open("rb") as fh:
+        for line_no, raw in enumerate(fh, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                return (f": byte 0x{raw[err.start]:02x} at offset {offset + err.start} "
+                        f"(line {line_no}, column {err.start + 1})")
+            offset += len(raw)
+    return ""
 
 
 def _read_json(p: Path) -> Any:
@@ -99,10 +117,10 @@ def _read_hub(name: str) -> Any:
     except ImportError:
         raise DataError(f"'{name}' is not a local file and the 'datasets' package is missing",
                         hint="pip install datasets, or give a local file") from None
-    ds_name, _, split = name.partition(":")
+    source = parse_hub_id(name)
     try:
-        ds = datasets.load_dataset(ds_name, split=split or "train")
+        ds = datasets.load_dataset(source.path, source.config, split=source.split, revision=source.revision)
     except Exception as err:
         raise DataError(f"cannot load data set '{name}' from the hub: {str(err).splitlines()[0][:160]}",
-                        hint="check the id (NAME:SPLIT) and the network, or give a local file") from None
+                        hint=f"check the id ({SYNTAX}) and the network, or give a local file") from None
     return ds.to_pandas()

@@ -56,6 +56,17 @@ def dolly_prompt(instruction: str, context: str = "") -> str:
     return DOLLY_TEMPLATE.format(instruction=instruction, context_block=block)
 
 
+def format_source(row: dict[str, Any], layout: str, template: str | None, source: str | None, path: str) -> str:
+    """One example's source text as the model sees it: the prompt template filled from the row's
+    columns, the Dolly prompt, or the source column as it is (`peftbench generate` formats its
+    prompts with it too)."""
+    if template:
+        return _fill(template, row, path)
+    if layout == "dolly":
+        return dolly_prompt(_cell(row["instruction"]), _cell(row.get("context")))
+    return _cell(row[source])
+
+
 def _pairs_from_frame(df: Any, spec_data: Any, task: str, path: str) -> tuple[list[str], list[str], str]:
     """(sources, targets, layout name) from one table, following the spec's columns or the data's layout."""
     cols = [str(c) for c in df.columns]
@@ -86,14 +97,7 @@ def _pairs_from_frame(df: Any, spec_data: Any, task: str, path: str) -> tuple[li
         raise DataError(f"no target column found in '{path}' (columns: {', '.join(cols)})",
                         hint="set data.target_column")
     rows = df.to_dict("records")
-    sources = []
-    for row in rows:
-        if template:
-            sources.append(_fill(template, row, path))
-        elif layout == "dolly":
-            sources.append(dolly_prompt(_cell(row["instruction"]), _cell(row.get("context"))))
-        else:
-            sources.append(_cell(row[source]))
+    sources = [format_source(row, layout, template, source, path) for row in rows]
     targets = [_cell(row[target]) for row in rows]
     for i, (s, t) in enumerate(zip(sources, targets, strict=True)):
         if not s.strip() or not t.strip():

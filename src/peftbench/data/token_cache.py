@@ -9,7 +9,7 @@ concurrent or killed runs never leave a half entry behind.
 
 from __future__ import annotations
 
-import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -59,7 +59,10 @@ def cached(fn: Callable[..., Encoded], tokenizer: Any, *args: Any) -> Encoded:
     except (OSError, ValueError, KeyError):
         pass
     enc = fn(tokenizer, *args)
-    with contextlib.suppress(OSError):  # a cache that cannot be written only costs time
+    try:
         atomic_write_text(path, json.dumps({"input_ids": enc.input_ids, "labels": enc.labels, "extra": enc.extra},
                                            separators=(",", ":")))
+    except OSError as err:  # a cache that cannot be written only costs time; a full disk (the run's) stops the run
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise
     return enc

@@ -9,7 +9,7 @@ method section that are not ours go through unchanged to the method's `peft` con
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,7 +77,49 @@ class Method:
         return out
 
 
-METHODS: Registry[Method] = Registry("method")
+class MethodRegistry(Registry[Method]):
+    """The method registry: names are case-insensitive (`VeRA` is `vera`), and every `PeftType` the
+    installed peft defines is a method by its lower-case name. Those are registered on first need
+    (an unknown name, or a listing), so that resolving a spec of a known method imports no peft."""
+
+    def __init__(self) -> None:
+        super().__init__("method")
+        self.loaders: list[Callable[[MethodRegistry], None]] = []
+
+    def registered(self) -> list[str]:
+        """The names registered so far, without loading the peft types."""
+        return super().names()
+
+    def load_all(self) -> None:
+        while self.loaders:
+            self.loaders.pop(0)(self)
+
+    def get(self, name: str) -> Method:
+        key = str(name).strip().lower()
+        if not super().__contains__(key):
+            self.load_all()
+        return super().get(key)
+
+    def __contains__(self, name: object) -> bool:
+        key = str(name).strip().lower()
+        if not super().__contains__(key):
+            self.load_all()
+        return super().__contains__(key)
+
+    def names(self) -> list[str]:
+        self.load_all()
+        return super().names()
+
+    def items(self) -> list[tuple[str, Method]]:
+        self.load_all()
+        return super().items()
+
+    def __iter__(self) -> Iterator[str]:
+        self.load_all()
+        return super().__iter__()
+
+
+METHODS = MethodRegistry()
 
 # The six methods of the seed studies, in the order tables and the demo show them.
 SEED_METHODS = ("full", "partial", "lora", "qlora", "ia3", "dora")
@@ -101,6 +143,11 @@ def check_param_values(params: dict[str, Any]) -> None:
     if dropout is not None and (isinstance(dropout, bool) or not isinstance(dropout, int | float)
                                 or not 0 <= dropout < 1):
         raise bad("dropout", "a number in [0, 1)", "0.1")
+    for key in ("target_modules", "feedforward_modules"):  # peft takes a name pattern or a list of names
+        value = params.get(key)
+        if value is not None and not isinstance(value, str) and not (
+                isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)):
+            raise bad(key, "'auto', 'all-linear', a module-name pattern or a list of module names", "[query,value]")
 
 
 # ---- helpers shared by the adapter methods ----------------------------------------------------

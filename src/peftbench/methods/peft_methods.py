@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from peftbench.errors import ModelError
+from peftbench.errors import ModelError, SpecError
 from peftbench.methods.base import METHODS, Method, MethodContext, make_config, resolve_targets, wrap_peft
 from peftbench.methods.seed import LORA_DEFAULTS, LORA_KEYS, prepare_ia3, prepare_lora
 
 ALL_KINDS = ("encoder", "seq2seq", "decoder")
-PROMPT_LEARNING = ("prefix_tuning", "prompt_tuning", "p_tuning")
+PROMPT_LEARNING = ("prefix_tuning", "prompt_tuning", "p_tuning", "multitask_prompt_tuning", "cartridge")
+KV_PREFIX = ("prefix_tuning", "cartridge")  # peft feeds them to the model as a key/value cache
 
 
 def check_family(method: Method, ctx: MethodContext) -> None:
@@ -33,7 +34,13 @@ def norm_module_names(model: Any) -> list[str]:
 def prepare_peft(method: Method, params: dict[str, Any], ctx: MethodContext) -> Any:
     """Any peft tuner: the spec's method keys become its config's keyword arguments."""
     check_family(method, ctx)
+    required = REQUIRED.get(method.name)
+    if required and not params.get(required[0]):
+        raise SpecError(f"method '{method.name}' needs method.{required[0]}: {required[1]}",
+                        hint=f"set it in the method section, e.g. --set 'method.{required[0]}=[101, 102]'")
     kwargs = dict(params)
+    if kwargs.get("adapter_layers") == "all":  # adaption prompt: every layer of the model
+        kwargs["adapter_layers"] = getattr(ctx.model.config, "num_hidden_layers", None)
     if "target_modules" in kwargs:
         if method.name == "ln_tuning" and kwargs["target_modules"] in (None, "auto"):
             kwargs["target_modules"] = norm_module_names(ctx.model)
@@ -41,10 +48,35 @@ def prepare_peft(method: Method, params: dict[str, Any], ctx: MethodContext) -> 
             kwargs["target_modules"] = resolve_targets(kwargs["target_modules"], ctx.family.lora_targets, ctx)
     if method.name in PROMPT_LEARNING:
         kwargs = {**prompt_dims(ctx.model.config), **kwargs}
+    if method.name in KV_PREFIX and ctx.peft_task_type == "SEQ_CLS":
+        accept_past_key_values(ctx.model)
     model = wrap_peft(make_config(method.peft_config or "", ctx, kwargs), ctx)
     if method.name in PROMPT_LEARNING:
         probe_forward(model, method, ctx)
     return model
+
+
+def forward_with_cache(self: Any, *args: Any, past_key_values: Any = None, **kwargs: Any) -> Any:
+    """The model's own forward, taking its key/value cache under the name `past_key_values`."""
+    if past_key_values is not None:
+        kwargs["cache"] = past_key_values
+    return type(self).forward(self, *args, **kwargs)
+
+
+def accept_past_key_values(model: Any) -> None:
+    """Let peft's prefix tuning for sequence classification pass its prefixes to `model`.
+
+    peft hands the prefixes to a classifier whose `forward` has a `past_key_values` parameter (it
+    inspects the signature), and otherwise to the backbone under the same name. transformers 5 calls
+    that parameter `cache` (GPT-2, Llama...), so peft finds neither and refuses ("Model does not
+    support past key values"). The model gets a forward with a `past_key_values` parameter that
+    passes it on as `cache`; models that already take `past_key_values`, or take no cache, keep theirs."""
+    import inspect
+    import types
+
+    params = inspect.signature(model.forward).parameters
+    if "past_key_values" not in params and "cache" in params:
+        model.forward = types.MethodType(forward_with_cache, model)  # bound: a deep copy binds to the copy
 
 
 def prompt_dims(config: Any) -> dict[str, Any]:
@@ -142,3 +174,50 @@ EXTRA_METHODS = (
 
 for _m in EXTRA_METHODS:
     METHODS.add(_m.name, _m)
+
+GENERIC_LR = 1e-3  # learning rate of a peft method peftbench has no tuned default for
+# Methods whose `target_modules` are not linear projections: their config's own default stays.
+OWN_TARGETS = ("adaption_prompt", "trainable_tokens")
+# Defaults a peft config leaves unset although the method cannot run without them.
+KNOWN_DEFAULTS: dict[str, dict[str, Any]] = {"cartridge": {"num_virtual_tokens": 8},
+                                             "multitask_prompt_tuning": {"num_virtual_tokens": 8},
+                                             "adaption_prompt": {"adapter_len": 10, "adapter_layers": "all"}}
+# Settings with no sensible default: the spec must give them.
+REQUIRED = {"trainable_tokens": ("token_indices", "the token ids whose embeddings train"),
+            "cpt": ("cpt_token_ids", "the token ids of the context (prompt and examples) CPT trains")}
+
+
+def peft_type_configs() -> dict[str, str]:
+    """Every `PeftType` of the installed peft: its lower-case name -> its config class name."""
+    from peft import PeftType
+    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+
+    return {t.value.lower(): PEFT_TYPE_TO_CONFIG_MAPPING[t.value].__name__ for t in PeftType
+            if t.value in PEFT_TYPE_TO_CONFIG_MAPPING}
+
+
+def generic_method(name: str, config: str) -> Method:
+    """A peft method peftbench knows only by its config class: the config's own defaults, except that
+    `target_modules` (where the config has it) means the family's attention projections."""
+    import dataclasses
+
+    import peft
+
+    fields = {f.name for f in dataclasses.fields(getattr(peft, config))}
+    auto = "target_modules" in fields and name not in OWN_TARGETS
+    defaults: dict[str, Any] = {**({"target_modules": "auto"} if auto else {}), **KNOWN_DEFAULTS.get(name, {})}
+    return Method(name, f"peft {name.upper()} ({config}, its own defaults; lr {GENERIC_LR:g} is a generic "
+                        "adapter rate)", GENERIC_LR, defaults, prepare_peft, config)
+
+
+def register_peft_types(registry: Any) -> None:
+    """Add every PeftType of the installed peft that has no entry of its own."""
+    import peft
+
+    known = set(registry.registered())
+    for name, config in peft_type_configs().items():
+        if name not in known and hasattr(peft, config):
+            registry.add(name, generic_method(name, config))
+
+
+METHODS.loaders.append(register_peft_types)

@@ -24,17 +24,18 @@ def prepare_full(method: Method, params: dict[str, Any], ctx: MethodContext) -> 
     return ctx.model
 
 
-def prepare_partial(method: Method, params: dict[str, Any], ctx: MethodContext) -> Any:
-    from peftbench.models.families import find_layer_lists
-
-    model = ctx.model
-    lists = find_layer_lists(model, ctx.family)
-    if not lists:
-        raise ModelError("partial fine-tuning found no transformer layer list in this model",
-                         hint="use method 'full' or an adapter method")
-    blocks = [(f"{name}.{i}", block) for name, ml in lists for i, block in enumerate(ml)]
-    n_layers = len(blocks)
-    layers = params.get("layers")
+def trained_layer_count(params: dict[str, Any], n_layers: int) -> int:
+    """How many of the top layers `partial` trains: `layers` (trained), `frozen_layers` (frozen from the
+    bottom, as studies often state it) or `fraction` of them."""
+    layers, frozen = params.get("layers"), params.get("frozen_layers")
+    if frozen is not None:
+        if layers is not None:
+            raise SpecError("partial: method.layers and method.frozen_layers are both set",
+                            hint="set one of them (layers counts trained layers, frozen_layers frozen ones)")
+        if not isinstance(frozen, int) or isinstance(frozen, bool) or not 0 <= frozen <= n_layers:
+            raise SpecError(f"partial: method.frozen_layers={frozen!r} but the model has {n_layers} layers",
+                            hint=f"set method.frozen_layers to an integer between 0 and {n_layers}")
+        layers = n_layers - frozen
     if layers is None:
         fraction = params.get("fraction", 0.5)
         if not isinstance(fraction, int | float) or not 0 < fraction <= 1:
@@ -45,6 +46,20 @@ def prepare_partial(method: Method, params: dict[str, Any], ctx: MethodContext) 
     if layers > n_layers:
         raise SpecError(f"partial: method.layers={layers} but the model has only {n_layers} layers",
                         hint=f"set method.layers between 0 and {n_layers}")
+    return layers
+
+
+def prepare_partial(method: Method, params: dict[str, Any], ctx: MethodContext) -> Any:
+    from peftbench.models.families import find_layer_lists
+
+    model = ctx.model
+    lists = find_layer_lists(model, ctx.family)
+    if not lists:
+        raise ModelError("partial fine-tuning found no transformer layer list in this model",
+                         hint="use method 'full' or an adapter method")
+    blocks = [(f"{name}.{i}", block) for name, ml in lists for i, block in enumerate(ml)]
+    n_layers = len(blocks)
+    layers = trained_layer_count(params, n_layers)
     for p in model.parameters():
         p.requires_grad_(False)
     block_names = {name for name, _ in blocks}
@@ -122,7 +137,7 @@ def prepare_ia3(method: Method, params: dict[str, Any], ctx: MethodContext) -> A
 for _m in (
     Method("full", "all weights trained", 5e-5, {}, prepare_full),
     Method("partial", "embeddings and lower layers frozen; top N layers + head trained", 1e-4,
-           {"layers": None, "fraction": 0.5}, prepare_partial),
+           {"layers": None, "frozen_layers": None, "fraction": 0.5}, prepare_partial),
     Method("lora", "low-rank adapters on attention projections (peft LoraConfig)", 1e-3,
            dict(LORA_DEFAULTS), prepare_lora, "LoraConfig", LORA_KEYS),
     Method("qlora", "LoRA on a 4-bit NF4 base (bitsandbytes, double quant); head unquantized", 1e-3,

@@ -106,7 +106,8 @@ def load_generative(spec: Any, load_kwargs: dict[str, Any], kind: str, task: str
     auto = transformers.AutoModelForSeq2SeqLM if kind == "seq2seq" else transformers.AutoModelForCausalLM
     tok = load_tokenizer(path, spec.model)
     model = from_pretrained(auto, path, trust_remote_code=spec.model.trust_remote_code,
-                            revision=spec.model.revision, use_safetensors=not spec.model.allow_pickle, **load_kwargs)
+                            revision=spec.model.revision, use_safetensors=not spec.model.allow_pickle,
+                            allow_missing_weights=spec.model.allow_missing_weights, **load_kwargs)
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tok.pad_token_id
     return LoadedModel(model, tok, family, path, config.model_type)

@@ -12,6 +12,11 @@ state it: the CUDA allocator peak, or on the CPU the growth of the process's res
 the loaded model. Latency is the median of eval-mode forwards under `inference_mode` on one batch of
 the same shape; the adapter is then merged (`merge_and_unload`) and timed again, and the merged
 outputs are compared with the unmerged ones. Full and partial fine-tuning have nothing to merge.
+
+Bounded and visible: the worker process (the fork server: torch, transformers, peft imported once,
+tens of seconds on a busy machine) starts first, between two progress lines; each configuration says
+when it starts and ends, runs under `timeout_s` (warm-up included, at most `MAX_WARMUP` steps), and
+those left when a total `budget_s` is spent become `skipped` rows.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Any
 
 from peftbench.config.spec import RunSpec
 from peftbench.errors import SpecError
+from peftbench.profiling.limits import DEFAULT_TIMEOUT_S, MAX_WARMUP
 from peftbench.records.fields import PROFILE_KIND, fmt_bytes
 from peftbench.records.io import atomic_write_json, environment, git_commit, now_iso
 
@@ -65,21 +71,12 @@ def resolve_model_ref(name: str, task: str) -> str:
     return str(tiny_model_path(family))
 
 
-def max_positions(config: Any) -> int | None:
-    """The longest input the model's position table holds; None without absolute positions (T5)."""
-    cfg = getattr(config, "encoder", None) or config  # an EncoderDecoderConfig: its encoder's
-    limit = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
-    if limit and getattr(cfg, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
-        limit -= (getattr(cfg, "pad_token_id", None) or 0) + 1  # positions start after the padding index
-    return int(limit) if limit else None
-
-
 def _check_model(spec: RunSpec, lengths: list[int]) -> None:
     """From the config alone (no weights): the task fits the family and every length fits the model."""
     from peftbench.models.embedded import embedded_model_path
     from peftbench.models.families import family_for
     from peftbench.models.generative import EMBEDDED_BUILDERS
-    from peftbench.models.loading import load_config, resolve_model_path
+    from peftbench.models.loading import load_config, max_positions, resolve_model_path
     from peftbench.tasks.base import TASKS
 
     name = spec.model.name_or_path
@@ -267,21 +264,23 @@ def _row(method: str, length: int, batch_size: int, **values: Any) -> dict[str, 
 
 
 def _say_row(row: dict[str, Any]) -> str:
-    head = f"[profile] {row['method']} length {row['length']} batch {row['batch_size']}: "
+    """What a measured configuration gave, in one line."""
     if row["status"] != "ok":
-        return head + f"{row['status']}: {row['error']}"
+        return f"{row['status']}: {row['error']}"
     merged = f", merged {row['latency_merged_ms']:.3g} ms" if row["latency_merged_ms"] is not None else ""
-    return head + (f"{row['tokens_per_s']:,.0f} tokens/s, peak {fmt_bytes(row['peak_memory_bytes'])}, "
+    return (f"{row['tokens_per_s']:,.0f} tokens/s, peak {fmt_bytes(row['peak_memory_bytes'])}, "
                    f"latency {row['latency_unmerged_ms']:.3g} ms{merged}")
 
 
 def profile(model: str, methods: Sequence[str] | None = None, lengths: Sequence[int] = (64, 128, 256),
             batch_sizes: Sequence[int] = (8,), *, task: str = "classification", steps: int = 5, warmup: int = 1,
             latency_calls: int = 10, seed: int = 0, device: str = "auto", dtype: str = "auto",
-            num_threads: int | None = None, out_dir: str | Path = "profile", timeout_s: float | None = None,
+            num_threads: int | None = None, out_dir: str | Path = "profile",
+            timeout_s: float | None = DEFAULT_TIMEOUT_S, budget_s: float | None = None,
             say: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Measure every (method, batch size, length); write `out_dir/profile.json` after each row (an
-    interrupted profile keeps what it measured). Returns the result; `reports.cost_curves.write_profile_report`
+    interrupted profile keeps what it measured). `timeout_s` bounds each configuration, `budget_s` the
+    whole profile (None: unbounded). Returns the result; `reports.cost_curves.write_profile_report`
     renders it (profile.md and plots/)."""
     from peftbench.core.runner import check_writable
     from peftbench.runtime.device import pick_device
@@ -294,6 +293,10 @@ def profile(model: str, methods: Sequence[str] | None = None, lengths: Sequence[
         raise SpecError("lengths and batch sizes must be positive integers", hint="e.g. --lengths 64,128 --batch-sizes 8")
     if steps < 1 or warmup < 1 or latency_calls < 1:
         raise SpecError("steps, warmup and latency calls must be at least 1", hint="e.g. --steps 5 --warmup 1")
+    if warmup > MAX_WARMUP:
+        raise SpecError(f"warmup {warmup} is above {MAX_WARMUP} steps", hint=f"use --warmup 1 to {MAX_WARMUP}")
+    if any(t is not None and t <= 0 for t in (timeout_s, budget_s)):
+        raise SpecError("timeout and budget must be positive seconds", hint="e.g. --timeout 300 --budget 1800")
     path = resolve_model_ref(model, task)
     specs = _specs(path, task, names, lengths, device, dtype, seed, num_threads)
     _check_model(specs[0], lengths)
@@ -305,14 +308,16 @@ def profile(model: str, methods: Sequence[str] | None = None, lengths: Sequence[
         "task": task, "device": picked, "memory_kind": "cuda_allocated" if picked == "cuda" else "cpu_rss_growth",
         "settings": {"methods": [s.method.name for s in specs], "lengths": lengths, "batch_sizes": batch_sizes,
                      "steps": steps, "warmup": warmup, "latency_calls": latency_calls, "seed": seed, "dtype": dtype,
-                     "num_threads": num_threads},
+                     "num_threads": num_threads, "timeout_s": timeout_s, "budget_s": budget_s},
         "timestamps": {"started": now_iso(), "finished": None},
         "load_average": {"start": os.getloadavg()[0], "end": None},
         "environment": environment(), "git_commit": git_commit(), "rows": [],
     }
+    pace = Pace(len(specs) * len(batch_sizes) * len(lengths), timeout_s, budget_s, say or (lambda _msg: None))
+    pace.start_workers()
     for spec in specs:
         for batch_size in batch_sizes:
-            _measure_lengths(spec, batch_size, lengths, (steps, warmup, latency_calls), result, out, timeout_s, say)
+            _measure_lengths(spec, batch_size, lengths, (steps, warmup, latency_calls), result, out, pace)
     result["timestamps"]["finished"] = now_iso()
     result["load_average"]["end"] = os.getloadavg()[0]
     atomic_write_json(out / PROFILE_FILE, result)
@@ -335,24 +340,59 @@ def _specs(path: str, task: str, names: list[str], lengths: list[int], device: s
     return specs
 
 
+class Pace:
+    """The profile's clock and progress lines: configurations counted `k/N`, each one's time limit
+    (the per-configuration timeout, cut to what is left of the total budget)."""
+
+    def __init__(self, total: int, timeout_s: float | None, budget_s: float | None, say: Callable[[str], None]):
+        self.total, self.done, self.timeout_s, self.budget_s, self.say = total, 0, timeout_s, budget_s, say
+        self.deadline = None if budget_s is None else time.monotonic() + budget_s
+
+    def start_workers(self) -> None:
+        """Start the fork server now, between two lines, rather than silently inside the first configuration."""
+        from peftbench.core.isolate import call_isolated
+
+        limit = f", at most {self.timeout_s:g} s each" if self.timeout_s else ""
+        budget = f", {self.budget_s:g} s in all" if self.budget_s else ""
+        self.say(f"[profile] {self.total} configurations, each in its own process{limit}{budget}")
+        self.say("[profile] starting the worker process (it imports torch, transformers and peft once)...")
+        t0 = time.perf_counter()
+        call_isolated(os.getpid, (), name="peftbench-profile-start")
+        self.say(f"[profile] worker process ready after {time.perf_counter() - t0:.1f} s")
+
+    def limit(self) -> float | None:
+        """The time the next configuration may take; 0 when the budget is spent."""
+        if self.deadline is None:
+            return self.timeout_s
+        left = max(0.0, self.deadline - time.monotonic())
+        return left if self.timeout_s is None else min(left, self.timeout_s)
+
+    def label(self, method: str, length: int, batch_size: int) -> str:
+        return f"[profile] {self.done + 1}/{self.total} {method} length {length} batch {batch_size}"
+
+
 def _measure_lengths(spec: RunSpec, batch_size: int, lengths: list[int], counts: tuple[int, int, int],
-                     result: dict[str, Any], out: Path, timeout_s: float | None,
-                     say: Callable[[str], None] | None) -> None:
+                     result: dict[str, Any], out: Path, pace: Pace) -> None:
     """Measure one method at one batch size over the lengths, shortest first, each in its own process;
     after an out-of-memory, the longer lengths are skipped. Each row is written as soon as it exists."""
     from peftbench.core.isolate import call_isolated
 
+    name = spec.method.name
     oom_at = None
     for length in lengths:
+        label, limit, t0 = pace.label(name, length, batch_size), pace.limit(), time.perf_counter()
         if oom_at is not None:  # a longer sequence than one that ran out of memory
-            row = _row(spec.method.name, length, batch_size, status="skipped", error=f"out of memory at length {oom_at}")
+            row = _row(name, length, batch_size, status="skipped", error=f"out of memory at length {oom_at}")
+        elif limit is not None and limit <= 0:
+            row = _row(name, length, batch_size, status="skipped", error=f"time budget of {pace.budget_s:g} s spent")
         else:
+            pace.say(f"{label}: started")
             got = call_isolated(measure, (spec.to_dict(), length, batch_size, *counts),
-                                name=f"peftbench-profile-{spec.method.name}-{length}x{batch_size}", timeout_s=timeout_s)
-            row = (_row(spec.method.name, length, batch_size, **got.value) if got.reason is None else
-                   _row(spec.method.name, length, batch_size, status=got.reason, error=got.message))
+                                name=f"peftbench-profile-{name}-{length}x{batch_size}", timeout_s=limit)
+            row = (_row(name, length, batch_size, **got.value) if got.reason is None else
+                   _row(name, length, batch_size, status=got.reason, error=got.message))
             oom_at = length if got.reason == "oom" else None
         result["rows"].append(row)
         atomic_write_json(out / PROFILE_FILE, result)
-        if say:
-            say(_say_row(row))
+        pace.say(f"{label}: {_say_row(row)} ({time.perf_counter() - t0:.1f} s)")
+        pace.done += 1

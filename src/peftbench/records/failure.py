@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from peftbench.errors import PeftbenchError
+from peftbench.errors import DiskFull, PeftbenchError, from_os_error
 from peftbench.records.io import RESULT_FILE, SCHEMA_VERSION, atomic_write_json, now_iso, read_record
 
 MESSAGE_LIMIT = 2000  # characters of an error message kept in a record
@@ -24,6 +24,35 @@ Record = dict[str, Any]
 def error_message(err: BaseException) -> str:
     """One line for an error: a PeftbenchError's own line, else `Type: text`."""
     return err.one_line() if isinstance(err, PeftbenchError) else f"{type(err).__name__}: {err}"
+
+
+# How a full disk reads in the text of errors that carry no errno: safetensors' Rust writer ("I/O error: No
+# space left on device (os error 28)"), and libraries that re-raise an OSError as text.
+DISK_FULL_TEXT = ("no space left on device", "os error 28", "disk quota exceeded", "os error 122")
+
+
+def os_failure(err: BaseException) -> PeftbenchError | None:
+    """The one clear error for an operating-system failure behind `err`, else None.
+
+    A full disk is `DiskFull` (reason `disk_full`) wherever it shows: an OSError with ENOSPC/EDQUOT,
+    such an error as the `__cause__` or `__context__` of the one raised (a library that wraps it), or
+    the error text of a writer that keeps no errno (safetensors). Other OSErrors go to `from_os_error`
+    (permissions, a read-only disk). A PeftbenchError is already one clear error and stays as it is."""
+    if isinstance(err, PeftbenchError):
+        return None
+    seen: set[int] = set()
+    link: BaseException | None = err
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        found = from_os_error(link) if isinstance(link, OSError) else None
+        if isinstance(found, DiskFull):
+            return found
+        first = str(link).splitlines()[0][:200] if str(link) else ""
+        if any(marker in first.lower() for marker in DISK_FULL_TEXT):
+            return DiskFull(f"No space left on device ({type(link).__name__}: {first})",
+                            hint="free disk space or choose another --out folder")
+        link = link.__cause__ or link.__context__
+    return from_os_error(err)
 
 
 def error_entry(reason: str, message: str) -> dict[str, str]:

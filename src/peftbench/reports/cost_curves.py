@@ -11,6 +11,7 @@ from typing import Any
 
 from peftbench.records.fields import PROFILE_KIND, fmt_bytes
 from peftbench.records.io import atomic_write_text
+from peftbench.reports.escape import html_text, md_link, md_text, plain_plot_text
 from peftbench.reports.html import image, table
 from peftbench.reports.plots import BAR_COLOR, BEST_COLOR, label_axes, new_figure, save_figure
 from peftbench.reports.tables import TERMINAL_CELL_WIDTH, Cell, Row, markdown, terminal
@@ -60,11 +61,11 @@ def _machine(result: dict[str, Any]) -> str:
 def section_markdown(result: dict[str, Any], figures: list[tuple[str, Path]], base: Path, level: str) -> str:
     """One profile as markdown: heading, machine, table, figures (paths relative to `base`)."""
     s = result["settings"]
-    parts = [f"\n{level} {result['model_name']} ({result['task']})\n\n",
-             f"Measured on {_machine(result)}. {s['warmup']} untimed + {s['steps']} timed steps per row; "
-             f"latency: median of {s['latency_calls']} forwards; peak memory: {result['memory_kind']}.\n\n",
-             markdown(table_rows(result["rows"]))]
-    parts += [f"\n![{caption}]({p.relative_to(base).as_posix()})\n" for caption, p in figures]
+    parts = [f"\n{level} {md_text(result['model_name'])} ({md_text(result['task'])})\n\n",
+             md_text(f"Measured on {_machine(result)}. {s['warmup']} untimed + {s['steps']} timed steps per row; "
+                     f"latency: median of {s['latency_calls']} forwards; peak memory: {result['memory_kind']}.")
+             + "\n\n", markdown(table_rows(result["rows"]))]
+    parts += [f"\n![{md_text(caption)}]({md_link(p.relative_to(base).as_posix())})\n" for caption, p in figures]
     return "".join(parts)
 
 
@@ -137,7 +138,13 @@ def latency_plot(rows: list[dict[str, Any]], path: Path) -> Path | None:
 
 
 def profile_plots(rows: list[dict[str, Any]], out_dir: Path, slug: str) -> list[tuple[str, Path]]:
-    """The three cost-curve figures, as (caption, path), for those the rows can fill."""
+    """The three cost-curve figures, as (caption, path), for those the rows can fill; method names
+    drawn as written (`escape.plain_plot_text`)."""
+    with plain_plot_text():
+        return _draw_profile_plots(rows, out_dir, slug)
+
+
+def _draw_profile_plots(rows: list[dict[str, Any]], out_dir: Path, slug: str) -> list[tuple[str, Path]]:
     specs = [
         ("Training throughput against sequence length",
          curve_plot(rows, "tokens_per_s", out_dir / f"{slug}-throughput.png", ylabel="training tokens/s",
@@ -178,8 +185,6 @@ def find_profiles(root: str | Path) -> list[tuple[Path, dict[str, Any]]]:
 
 def cost_curves(profiles: list[tuple[Path, dict[str, Any]]], out_dir: Path) -> CostCurves:
     """The report's "Cost curves" section: per profile its table and figures (written under out_dir/plots)."""
-    import html
-
     md = ["\n## Cost curves\n"]
     parts = ["<section id='cost-curves'><h2>Cost curves</h2>",
              "<p class='muted'>From <code>peftbench profile</code>: training throughput and peak memory against "
@@ -188,8 +193,8 @@ def cost_curves(profiles: list[tuple[Path, dict[str, Any]]], out_dir: Path) -> C
     for i, (path, result) in enumerate(profiles, 1):
         figures = profile_plots(result["rows"], out_dir / "plots", f"cost-curves-{i}")
         md.append(section_markdown(result, figures, out_dir, "###"))
-        parts.append(f"<h3>{html.escape(str(result['model_name']))} ({html.escape(str(result['task']))})</h3>"
-                     f"<p class='muted'>{html.escape(path.name)}: measured on {html.escape(_machine(result))}.</p>")
+        parts.append(f"<h3>{html_text(result['model_name'])} ({html_text(result['task'])})</h3>"
+                     f"<p class='muted'>{html_text(path.name)}: measured on {html_text(_machine(result))}.</p>")
         parts.append(table(table_rows(result["rows"])))
         if figures:
             parts.append("<div class='grid'>" + "".join(image(p, c) for c, p in figures) + "</div>")

@@ -4,11 +4,11 @@ lines of inline JavaScript to sort tables by clicking a header. Opens offline in
 from __future__ import annotations
 
 import base64
-import html
 from pathlib import Path
 from typing import Any
 
 from peftbench.reports.analysis import Analysis
+from peftbench.reports.escape import html_text
 from peftbench.reports.rows import TEST_SELECTED_MARK
 from peftbench.reports.sections import Section, slug, task_sections, task_title
 from peftbench.reports.stats import ALPHA
@@ -48,17 +48,13 @@ document.querySelectorAll('table.sortable').forEach(function(t){
 """
 
 
-def _e(text: Any) -> str:
-    return html.escape(str(text), quote=True)
-
-
 def table(rows: list[Row], row_class: list[str] | None = None, empty: str = "(none)") -> str:
     """A sortable table; each cell carries its sort value in data-v."""
     if not rows:
-        return f'<p class="muted">{_e(empty)}</p>'
+        return f'<p class="muted">{html_text(empty)}</p>'
     cols = headers(rows)
     out = ['<div class="tw"><table class="sortable"><thead><tr>']
-    out += [f"<th>{_e(h)}</th>" for h in cols]
+    out += [f"<th>{html_text(h)}</th>" for h in cols]
     out.append("</tr></thead><tbody>")
     for i, r in enumerate(rows):
         cls = (row_class or [""] * len(rows))[i]
@@ -67,7 +63,7 @@ def table(rows: list[Row], row_class: list[str] | None = None, empty: str = "(no
             cell = r.get(h, Cell(""))
             sort = "" if cell.sort is None else cell.sort
             wrap = ' class="wrap"' if len(cell.text) > 40 else ""
-            out.append(f'<td data-v="{_e(sort)}"{wrap}>{_e(cell.text)}</td>')
+            out.append(f'<td data-v="{html_text(sort)}"{wrap}>{html_text(cell.text)}</td>')
         out.append("</tr>")
     out.append("</tbody></table></div>")
     return "".join(out)
@@ -76,8 +72,8 @@ def table(rows: list[Row], row_class: list[str] | None = None, empty: str = "(no
 def image(path: Path, caption: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     wide = ' class="wide"' if path.stem.endswith(("-pareto", "-confusion", "-loss", "-layers")) else ""
-    return (f'<figure{wide}><img alt="{_e(caption)}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{_e(caption)}</figcaption></figure>")
+    return (f'<figure{wide}><img alt="{html_text(caption)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{html_text(caption)}</figcaption></figure>")
 
 
 def _row_classes(rows: list[Row]) -> list[str]:
@@ -94,17 +90,17 @@ def _row_classes(rows: list[Row]) -> list[str]:
 def html_section(section: Section) -> str:
     """One section: heading, table, note, remarks, verdict list, figure grid."""
     h = f"h{section.level}"
-    parts = [f"<{h}>{_e(section.title)}</{h}>"]
+    parts = [f"<{h}>{html_text(section.title)}</{h}>"]
     if section.rows is not None:
         parts.append(table(section.rows, _row_classes(section.rows) if section.highlight else None, section.empty))
     if section.note:
-        parts.append(f"<p class='muted'>{_e(section.note)}</p>")
+        parts.append(f"<p class='muted'>{html_text(section.note)}</p>")
     lead = "lead " if section.lead else ""
-    parts += [f"<p class='{lead}{'warn' if line.startswith(TEST_SELECTED_MARK) else 'muted'}'>{_e(line)}</p>"
+    parts += [f"<p class='{lead}{'warn' if line.startswith(TEST_SELECTED_MARK) else 'muted'}'>{html_text(line)}</p>"
               for line in section.lines]
     if section.verdicts is not None:
         parts.append("<ul class='verdicts'>" + "".join(
-            f"<li><b>{_e(c['label'])}</b> [{_e(c['verdict']['label'])}]: {_e(c['verdict']['text'])}</li>"
+            f"<li><b>{html_text(c['label'])}</b> [{html_text(c['verdict']['label'])}]: {html_text(c['verdict']['text'])}</li>"
             for c in section.verdicts) + "</ul>")
     if section.figures:
         parts.append("<div class='grid'>" + "".join(image(p, c) for c, p in section.figures) + "</div>")
@@ -122,10 +118,10 @@ def render_html(analysis: Analysis, plots: dict[str, list[tuple[str, Path]]], re
              f"{len(analysis.configs)} configurations, {len(analysis.tasks)} task(s). "
              f"Significance level α = {ALPHA}. Click a column header to sort.</p>"]
     if len(analysis.tasks) > 1:
-        parts.append("<nav>" + "".join(f"<a href='#task-{slug(t)}'>{_e(t)}</a>" for t in analysis.tasks) + "</nav>")
-    parts += [f"<p class='muted'>Note: {_e(n)}</p>" for n in analysis.notes]
+        parts.append("<nav>" + "".join(f"<a href='#task-{slug(t)}'>{html_text(t)}</a>" for t in analysis.tasks) + "</nav>")
+    parts += [f"<p class='muted'>Note: {html_text(n)}</p>" for n in analysis.notes]
     for task in analysis.tasks:
-        parts.append(f"<section id='task-{slug(task)}'><h2>{_e(task_title(analysis, task))}</h2>")
+        parts.append(f"<section id='task-{slug(task)}'><h2>{html_text(task_title(analysis, task))}</h2>")
         parts += [html_section(s) for s in task_sections(analysis, task, plots.get(task, []))]
         parts.append("</section>")
     parts.append(extra_html)

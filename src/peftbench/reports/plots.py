@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from peftbench.reports.configs import Config, summed_confusion
+from peftbench.reports.escape import plain_plot_text
 from peftbench.reports.stats import pareto_front
 from peftbench.reports.trust import forgetting_points, layer_profiles
 from peftbench.tasks.metrics import higher_is_better
@@ -328,7 +329,13 @@ def confusion_matrices(configs: list[Config], path: Path, *, title: str) -> Path
 
 
 def task_plots(configs: list[Config], out_dir: Path, slug: str) -> list[tuple[str, Path]]:
-    """All figures of one task, as (caption, path), in the order the report shows them."""
+    """All figures of one task, as (caption, path), in the order the report shows them. Labels, class
+    names and metric names are drawn as written (`escape.plain_plot_text`: no mathtext)."""
+    with plain_plot_text():
+        return _draw_task_plots(configs, out_dir, slug)
+
+
+def _draw_task_plots(configs: list[Config], out_dir: Path, slug: str) -> list[tuple[str, Path]]:
     metric = configs[0].metric if configs else "metric"
     specs: list[tuple[str, Path | None]] = [
         (f"{metric} per configuration (mean, 95% CI, seeds as dots; dashed: without learning)",

@@ -11,6 +11,7 @@ from typing import Any
 
 from peftbench.reports.analysis import Analysis
 from peftbench.reports.decision import learning_line
+from peftbench.reports.escape import md_link, md_text, terminal_text
 from peftbench.reports.rows import (
     TEST_SELECTED_MARK,
     baseline_lines,
@@ -27,6 +28,7 @@ from peftbench.reports.rows import (
     weight_change_rows,
 )
 from peftbench.reports.stats import ALPHA
+from peftbench.reports.study_tables import study_tables
 from peftbench.reports.tables import TERMINAL_CELL_WIDTH, Row, markdown, terminal
 
 TUNING_NOTE = ("Each method searched with the same budget on the validation split; the best trial's settings "
@@ -103,6 +105,7 @@ def task_sections(analysis: Analysis, task: str, figures: list[tuple[str, Path]]
                               ("Failed and canceled runs", failed_rows(analysis, task), "")):
         if rows:
             sections.append(Section(title, rows, note, level=4, highlight=title == "Did not learn"))
+    sections += [Section(title, rows, note) for title, rows, note in study_tables(analysis, task)]
     tuning = tuning_rows(analysis, task)
     if tuning:
         sections.append(Section("Tuning: defaults vs tuned", tuning, TUNING_NOTE))
@@ -131,24 +134,27 @@ def task_sections(analysis: Analysis, task: str, figures: list[tuple[str, Path]]
 
 
 def markdown_section(section: Section, out: Path) -> str:
-    """One section as markdown; figure paths relative to the report folder `out`."""
-    parts = [f"\n{'#' * section.level} {section.title}\n\n"]
+    """One section as markdown; figure paths relative to the report folder `out`. Every text is
+    escaped (`escape.md_text`): labels, names and messages come from records."""
+    parts = [f"\n{'#' * section.level} {md_text(section.title)}\n\n"]
     if section.rows is not None:
         parts.append(markdown(section.rows, empty=section.empty))
     if section.note:
-        parts.append(f"\n{section.note}\n")
-    parts += [f"\n> {line}\n" for line in section.lines]
+        parts.append(f"\n{md_text(section.note)}\n")
+    parts += [f"\n> {md_text(line)}\n" for line in section.lines]
     if section.verdicts is not None:
-        parts.append("\n" + "".join(f"- **{c['label']}**: {c['verdict']['text']}\n" for c in section.verdicts))
-    parts += [f"\n![{caption}]({p.relative_to(out).as_posix()})\n" for caption, p in section.figures]
+        parts.append("\n" + "".join(f"- **{md_text(c['label'])}**: {md_text(c['verdict']['text'])}\n"
+                                    for c in section.verdicts))
+    parts += [f"\n![{md_text(caption)}]({md_link(p.relative_to(out).as_posix())})\n"
+              for caption, p in section.figures]
     return "".join(parts)
 
 
 def markdown_report(analysis: Analysis, plots: dict[str, list[tuple[str, Path]]], out: Path) -> str:
     parts = ["# peftbench report\n"]
-    parts += [f"> {n}\n" for n in analysis.notes]
+    parts += [f"> {md_text(n)}\n" for n in analysis.notes]
     for task in analysis.tasks:
-        parts.append(f"\n## {task_title(analysis, task)}\n")
+        parts.append(f"\n## {md_text(task_title(analysis, task))}\n")
         parts += [markdown_section(s, out) for s in task_sections(analysis, task, plots.get(task, []))]
     return "".join(parts)
 
@@ -157,22 +163,24 @@ def markdown_report(analysis: Analysis, plots: dict[str, list[tuple[str, Path]]]
 
 
 def terminal_report(analysis: Analysis) -> str:
-    """Per task: the dashboard, test-selection warnings and verdicts; then the notes."""
+    """Per task: the dashboard, test-selection warnings and verdicts; then the notes. Names from the
+    records are shown, not acted on (`escape.terminal_text`)."""
+    t = terminal_text
     out = []
     for task in analysis.tasks:
-        out.append(f"== {task} ==")
-        out += decision_lines(analysis, task)
+        out.append(f"== {t(task)} ==")
+        out += [t(line) for line in decision_lines(analysis, task)]
         out.append(terminal(dashboard(analysis, task), max_width=TERMINAL_CELL_WIDTH,
                             empty="(no configuration learned)"))
         for title, rows in (("did not learn", dashboard(analysis, task, learned=False)),
                             ("failed or canceled", failed_rows(analysis, task))):
             if rows:
                 out += [f"-- {title} --", terminal(rows, max_width=TERMINAL_CELL_WIDTH)]
-        out += [f"  {line}" for line in protocol_lines(analysis, task) if line.startswith(TEST_SELECTED_MARK)]
+        out += [f"  {t(line)}" for line in protocol_lines(analysis, task) if line.startswith(TEST_SELECTED_MARK)]
         for c in analysis.comparisons.get(task, []):
-            out.append(f"  {c['label']}: {c['verdict']['text']}")
+            out.append(f"  {t(c['label'])}: {t(c['verdict']['text'])}")
         if analysis.best_comparisons.get(task):
-            out.append(f"  against the best ({analysis.best_comparisons[task][0]['baseline']}):")
-            out += [f"    {c['label']}: {c['verdict']['text']}" for c in analysis.best_comparisons[task]]
-    out += [f"note: {n}" for n in analysis.notes]
+            out.append(f"  against the best ({t(analysis.best_comparisons[task][0]['baseline'])}):")
+            out += [f"    {t(c['label'])}: {t(c['verdict']['text'])}" for c in analysis.best_comparisons[task]]
+    out += [f"note: {t(n)}" for n in analysis.notes]
     return "\n".join(out)

@@ -8,6 +8,7 @@ from typing import Any
 
 from peftbench.records.fields import fmt_bytes, status_label
 from peftbench.reports.configs import cost_of
+from peftbench.reports.escape import md_text, terminal_text
 
 # ---- cells and formatting ---------------------------------------------------------------------
 
@@ -80,17 +81,20 @@ def headers(rows: list[Row]) -> list[str]:
 
 def terminal(rows: list[Row], *, max_width: int | None = None, empty: str = "(none)", strip: bool = True) -> str:
     """Columns padded to their widest cell, under a dashed rule; cells longer than `max_width` are
-    clipped with '...'. `strip` drops the padding at the end of each row."""
+    clipped with '...'. `strip` drops the padding at the end of each row. Control characters in any
+    text are shown, not acted on (`escape.terminal_text`)."""
     if not rows:
         return empty
     cols = headers(rows)
 
     def clip(s: str) -> str:
+        s = terminal_text(s)
         return s if max_width is None or len(s) <= max_width else s[: max_width - 3] + "..."
 
     texts = [{h: clip(r.get(h, Cell("")).text) for h in cols} for r in rows]
-    widths = {h: max(len(h), *(len(t[h]) for t in texts)) for h in cols}
-    lines = ["  ".join(h.ljust(widths[h]) for h in cols), "  ".join("-" * widths[h] for h in cols)]
+    names = {h: terminal_text(h) for h in cols}
+    widths = {h: max(len(names[h]), *(len(t[h]) for t in texts)) for h in cols}
+    lines = ["  ".join(names[h].ljust(widths[h]) for h in cols), "  ".join("-" * widths[h] for h in cols)]
     for t in texts:
         line = "  ".join(t[h].ljust(widths[h]) for h in cols)
         lines.append(line.rstrip() if strip else line)
@@ -98,16 +102,13 @@ def terminal(rows: list[Row], *, max_width: int | None = None, empty: str = "(no
 
 
 def markdown(rows: list[Row], *, empty: str = "(none)") -> str:
+    """A markdown table; every header and cell escaped (`escape.md_text`)."""
     if not rows:
-        return empty + "\n"
+        return md_text(empty) + "\n"
     cols = headers(rows)
-    out = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    out += ["| " + " | ".join(_md_escape(r.get(h, Cell("")).text) for h in cols) + " |" for r in rows]
+    out = ["| " + " | ".join(md_text(h) for h in cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    out += ["| " + " | ".join(md_text(r.get(h, Cell("")).text) for h in cols) + " |" for r in rows]
     return "\n".join(out) + "\n"
-
-
-def _md_escape(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
 
 
 # ---- the compact per-run table ----------------------------------------------------------------------

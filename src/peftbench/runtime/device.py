@@ -58,3 +58,13 @@ def autocast(device: str, dtype: Any) -> AbstractContextManager[Any]:
     import torch
 
     return torch.autocast(device_type=device, dtype=dtype) if dtype is not None else nullcontext()
+
+
+def quiet_kernel_notices() -> None:
+    """Silence the warnings optional kernel packages log when they import: bitsandbytes on a CPU with
+    AVX512-BF16 tries to fetch a hub kernel (offline here, so it warns on every import of peft);
+    the notices say nothing about the run and would split a one-line error in two."""
+    import logging
+
+    for name in ("bitsandbytes", "kernels"):
+        logging.getLogger(name).setLevel(logging.ERROR)

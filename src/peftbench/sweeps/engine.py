@@ -86,6 +86,9 @@ def run_sweep(sweep: SweepSpec, out_dir: str | Path, *, retry_failed: bool = Fal
             _run_locally(todo, out, result, say, timeout, progress)
         else:
             _run_on_executor(todo, out, result, say, executor, address, sweep)
+    except KeyboardInterrupt:  # a cancel signal between runs: the summary still says the sweep stopped
+        result.interrupted = True
+        raise
     finally:
         if scanned:  # a summary only from records read correctly, never from a scan cut short
             _write_summary(out, planned, result)

@@ -14,7 +14,8 @@ change (W' = W + ΔW):
 ΔW per method: LoRA `scaling·B·A`; DoRA the full re-normalized weight minus W; QLoRA from the
 dequantized 4-bit base; IA3 `W·(l − 1)`; full/partial the trained weight minus a copy of W
 taken before training (a CPU copy of every trained linear weight: memory the size of those
-weights). Runs with `save: none` skip diagnostics (they keep no weights to diagnose).
+weights). Every run is diagnosed from the weights in memory after training, whatever its `save`
+setting, so runs that keep no artifact (`save: none`) have diagnostics too.
 """
 
 from __future__ import annotations
@@ -32,25 +33,37 @@ SINGLE_THREAD_MAX_ELEMENTS = 4_000_000
 
 
 def _linear_weights(model: Any) -> dict[str, Any]:
+    """Trained linear weights by module name, each as (out_features, in_features): GPT-2's
+    `Conv1D` stores its weight transposed, so it is turned round here."""
     import torch
+    from transformers.pytorch_utils import Conv1D
 
-    return {name: m.weight for name, m in model.named_modules()
-            if isinstance(m, torch.nn.Linear) and m.weight.requires_grad and not is_head(name + ".weight")
-            and "lora_" not in name}
+    out = {}
+    for name, m in model.named_modules():
+        if "lora_" in name or not isinstance(m, (torch.nn.Linear, Conv1D)):
+            continue
+        if m.weight.requires_grad and not is_head(name + ".weight"):
+            out[name] = m.weight.T if isinstance(m, Conv1D) else m.weight
+    return out
 
 
-def snapshot(model: Any, spec: Any) -> dict[str, Any] | None:
+def snapshot(model: Any) -> dict[str, Any] | None:
     """Before training: CPU copies of the trained linear weights (full/partial only)."""
-    if spec.save == "none" or hasattr(model, "peft_config"):
+    if hasattr(model, "peft_config"):
         return None
     return {name: w.detach().to("cpu", copy=True) for name, w in _linear_weights(model).items()}
+
+
+def _out_in(layer: Any, weight: Any) -> Any:
+    """`weight` as (out_features, in_features), whatever layout the base layer stores."""
+    return weight.T if getattr(layer, "fan_in_fan_out", False) else weight
 
 
 def _base_weight(layer: Any) -> Any:
     from peft.utils.integrations import dequantize_module_weight
 
     base = layer.get_base_layer()
-    return dequantize_module_weight(base).detach().float()
+    return _out_in(layer, dequantize_module_weight(base).detach().float())
 
 
 def _peft_pairs(model: Any) -> list[tuple[str, Any, Any]]:
@@ -61,7 +74,7 @@ def _peft_pairs(model: Any) -> list[tuple[str, Any, Any]]:
     for name, m in model.named_modules():
         if hasattr(m, "lora_A") and "default" in m.lora_A:
             w = _base_weight(m)
-            delta = m.get_delta_weight("default").detach().float()  # already in the base weight's layout
+            delta = _out_in(m, m.get_delta_weight("default").detach().float())  # stored in the base layout
             magnitude = getattr(m, "lora_magnitude_vector", None)
             if magnitude is not None and "default" in magnitude:  # DoRA: W' = m · (W + ΔW) / ‖W + ΔW‖_row
                 combined = w + delta
@@ -121,10 +134,9 @@ def _svd_threads(w: Any) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def diagnose(model: Any, spec: Any, before: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The record's `diagnostics` section (None for runs that save no weights)."""
-    if spec.save == "none":
-        return None
+def diagnose(model: Any, before: dict[str, Any] | None) -> dict[str, Any]:
+    """The record's `diagnostics` section, from the model's weights in memory (`before`: the
+    `snapshot` taken before training, for full and partial fine-tuning)."""
     import torch
 
     with torch.no_grad():

@@ -9,12 +9,19 @@ They run once, after the method is applied and before the first training step:
   everything outside the blocks except embeddings).
 - `targets_matched`: every pattern in `target_modules` (and `feedforward_modules`,
   a user-given `modules_to_save`) matched at least one module — peft only complains when *all* miss.
-- `adapter_active`: one sign-gradient step on one training batch, applied to the trainable
-  weights outside the output head only, changes the model's output. LoRA's B=0 start makes the
-  first forward identical to the base model, so only a step can show the adapter is wired in;
-  the head is left out because it alone would change the output even with a dead adapter.
-  The stepped weights are copied first and restored bit for bit afterwards, so training is
-  unaffected (at most `PROBE_MAX_ELEMENTS` weights, the ones nearest the output, are stepped).
+- `adapter_active`: the task loss's gradient reaches the trainable weights outside the output head,
+  and one sign-gradient step on them changes the model's output on one training batch. LoRA's B=0
+  start makes the first forward identical to the base model, so only a step can show the adapter
+  is wired in; the head is left out because it alone would change the output even with a dead
+  adapter. The gradient is the task loss's, without a regularizer the method adds: a regularizer's
+  gradient reaches a dead adapter's weights too. Where the task's gradient reaches some weight, any
+  output change above the noise of two identical forwards passes: near-identity starts move the
+  output very little on the first step (AdaLoRA's P·diag(E)·Q with E=0 and small P, Q: ~1e-7 on a
+  tiny BERT), yet the gradient shows they are in the forward pass. Where it reaches none, the change
+  must also exceed `PROBE_RTOL` of the output's scale. A dead adapter (disabled, zero scaling, not
+  in the forward pass) gets no task gradient and leaves the output as it was. The stepped weights
+  are copied first and restored bit for bit afterwards, so training is unaffected (at most
+  `PROBE_MAX_ELEMENTS` weights, the ones nearest the output, are stepped).
 - `quantized_4bit` (quantized methods): every linear layer outside the head is a bitsandbytes
   4-bit layer (except those the model keeps in full precision on purpose, e.g. T5's `wo`).
 - `prompt_masking` (instruction task; `tasks.instruction.check_prompt_masking`, run here as one of
@@ -32,7 +39,7 @@ from collections.abc import Callable
 from typing import Any
 
 from peftbench.errors import ModelError
-from peftbench.models.heads import is_head
+from peftbench.models.heads import TaskLoss, is_head
 
 PROBE_STEP = 1e-2  # size of the sign-gradient step of the activity probe
 PROBE_MAX_ELEMENTS = 50_000_000  # most weight elements the probe steps (and copies)
@@ -162,7 +169,8 @@ def check_targets(model: Any, params: dict[str, Any]) -> dict[str, Any]:
             continue
         if isinstance(value, str):
             checked[key] = [value]
-            if not _matches(value, names, regex=True):
+            # A string is a regex to most tuners, a module name to some (adaption prompt's 'self_attn').
+            if not (_matches(value, names, regex=True) or _matches(value, names, regex=False)):
                 unmatched.append(f"{key}={value!r}")
         else:
             checked[key] = sorted(value)
@@ -210,7 +218,8 @@ def check_4bit(model: Any) -> dict[str, Any]:
 
 
 def check_active(model: Any, batch: dict[str, Any], autocast_dtype: Any, device: str) -> dict[str, Any]:
-    """One sign-gradient step on the non-head trainable weights must change the output."""
+    """The task's gradient on the non-head trainable weights, and a step along it (`perturb`), must change
+    the output."""
     import torch
 
     from peftbench.runtime.device import autocast
@@ -241,13 +250,11 @@ def check_active(model: Any, batch: dict[str, Any], autocast_dtype: Any, device:
     try:
         before = outputs()
         noise = (outputs() - before).abs().max().item()
-        with amp:
+        with amp, TaskLoss(model) as task_loss:
             loss = model(**batch).loss
-        loss.backward()
-        with torch.no_grad():
-            for _, p in body:
-                if p.grad is not None:
-                    p.add_(torch.sign(p.grad), alpha=-PROBE_STEP)
+            task = task_loss.take()
+        (loss if task is None else task).backward()  # the task's gradient: a regularizer's alone proves nothing
+        reached = perturb(body)
         after = outputs()
     finally:
         with torch.no_grad():
@@ -256,12 +263,29 @@ def check_active(model: Any, batch: dict[str, Any], autocast_dtype: Any, device:
         model.zero_grad(set_to_none=True)
         model.train(was_training)
     changed = (after - before).abs().max().item()
-    threshold = max(10 * noise, PROBE_RTOL * max(1.0, before.abs().max().item()))
+    # Where the task's gradient reaches the weights, they are in the forward pass, and any change above
+    # the measured noise confirms it; without that evidence the change must also clear a relative floor.
+    threshold = 10 * noise if reached else max(10 * noise, PROBE_RTOL * max(1.0, before.abs().max().item()))
     ok = changed > threshold
     return {"name": "adapter_active", "passed": ok, "changed": changed, "threshold": threshold,
-            "probe_params": len(body), "probe_subset": subset,
+            "probe_params": len(body), "probe_subset": subset, "gradient_reached": reached,
             "message": None if ok else "one training step on the adapter weights did not change the output "
                                        "(adapter disabled, zero scaling, or not in the forward pass)"}
+
+
+def perturb(body: list[tuple[str, Any]]) -> int:
+    """Step each weight the task's gradient reached by `PROBE_STEP` against its gradient's sign; return
+    how many it reached (a weight whose gradient is absent or zero everywhere is not in the forward pass,
+    or not yet: LoRA's A while B=0)."""
+    import torch
+
+    reached = 0
+    with torch.no_grad():
+        for _, p in body:
+            if p.grad is not None and bool(p.grad.abs().max() > 0):
+                reached += 1
+                p.add_(torch.sign(p.grad), alpha=-PROBE_STEP)
+    return reached
 
 
 # ---- entry point ------------------------------------------------------------------------------
