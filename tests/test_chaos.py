@@ -54,7 +54,7 @@ class Chaos:
         self.starts += 1
         log = self.root / f"sweep-{self.starts}.log"
         with log.open("wb") as fh:
-            proc = subprocess.Popen(cli_cmd("sweep", str(self.spec_file), "--out", str(self.out), "--quiet"),
+            proc = subprocess.Popen(cli_cmd("sweep", "--config", str(self.spec_file), "--out", str(self.out), "--quiet"),
                                     stdout=fh, stderr=subprocess.STDOUT, env=cli_env(),
                                     preexec_fn=_as_from_a_terminal, start_new_session=True)
         return proc, log

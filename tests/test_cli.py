@@ -38,7 +38,7 @@ def test_help_does_not_import_torch_or_transformers():
 def test_methods_lists_every_seed_method_with_its_learning_rate():
     out = peftbench("methods")
     assert out.returncode == 0, out.stderr
-    for name, lr in (("full", "5e-05"), ("lora", "0.001"), ("qlora", "0.001"), ("ia3", "0.005")):
+    for name, lr in (("full", "5e-5"), ("lora", "1e-3"), ("qlora", "1e-3"), ("ia3", "5e-3")):
         line = next(line for line in out.stdout.splitlines() if line.startswith(name + " "))
         assert lr in line
     for name in ("partial", "dora"):

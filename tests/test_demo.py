@@ -29,3 +29,27 @@ def test_synthetic_data_is_deterministic_and_balanced_enough():
     train_texts = {t for t, _ in a[0]}
     assert not train_texts & {t for t, _ in a[1] if "sublime" in t or "atrocious" in t}
     assert any(" but " in t for t, _ in a[1]) and any(" not " in t for t, _ in a[1])
+
+
+def test_demo_device_becomes_train_device_of_every_method(tmp_path):
+    from peftbench.demo import demo_spec
+
+    files = (tmp_path / "train.csv", tmp_path / "eval.csv")
+    assert demo_spec("lora", *files, 1, "cuda").train.device == "cuda"
+    assert demo_spec("lora", *files, 1, "cpu").train.device == "cpu"
+    assert demo_spec("lora", *files, 1).train.device == "auto"
+
+
+def test_demo_on_cuda_without_a_gpu_fails_at_once_with_one_line(tmp_path):
+    import torch
+    from click.testing import CliRunner
+
+    from peftbench.cli.app import cli
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is present: --device cuda is valid here")
+    r = CliRunner().invoke(cli, ["demo", "--device", "cuda", "--out", str(tmp_path / "demo")], prog_name="peftbench")
+    assert r.exit_code == 2, r.output
+    assert r.stderr.strip().splitlines() == [
+        "peftbench: error: train.device is 'cuda' but no CUDA device is available (fix: set train.device=auto or cpu)"]
+    assert not (tmp_path / "demo").exists()  # nothing generated, nothing trained

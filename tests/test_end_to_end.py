@@ -69,7 +69,7 @@ def test_minilm_beats_the_majority_baseline_on_the_generated_set(trained: tuple[
 def test_saved_adapter_reloads_with_the_same_metrics(trained: tuple[Path, dict]) -> None:
     run_dir, rec = trained
     assert rec["artifact"]["kind"] == "adapter" and (run_dir / rec["artifact"]["path"]).is_dir()
-    result = CliRunner().invoke(cli, ["eval", "--run", str(run_dir), "--json"])
+    result = CliRunner().invoke(cli, ["eval", str(run_dir), "--json"])
     assert result.exit_code == 0, result.output
     again = json.loads(result.output)
     assert again["n_eval"] == N_EVAL

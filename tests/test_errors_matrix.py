@@ -369,3 +369,22 @@ def test_docs_match_cases() -> None:
     for c in CASES:
         assert rows[c.id]["exit"] == str(c.code), c.id
         assert c.phrase.lower() in rows[c.id]["message"].replace("\\|", "|").lower(), c.id
+
+
+def test_every_test_a_docs_row_names_exists() -> None:
+    """The rows of docs/errors.md outside the matrix name the test that checks each: every test
+    function and file named there exists, so a row cannot point at a test that was renamed away."""
+    import re
+
+    tests = Path(__file__).resolve().parent
+    defined = {m for f in tests.glob("test_*.py") for m in re.findall(r"^def (test_\w+)", f.read_text(), re.M)}
+    named: set[str] = set()
+    for line in DOCS.read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 6 and cells[0].startswith("`"):
+            last = cells[-1]
+            named |= set(re.findall(r"\b(test_\w+?)(?:\[|`|$)", last))
+            for path in re.findall(r"(tests/test_\w+\.py)", last):
+                assert (tests.parent / path).is_file(), (cells[0], path)
+    assert len(named) >= 40
+    assert sorted(named - defined) == []

@@ -91,7 +91,7 @@ def test_roberta_r16_study_shares_2e5_and_adds_each_methods_own_rate() -> None:
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.stem)
 def test_every_study_expands_offline(path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PEFTBENCH_SHARED_DATA", str(shared_data))
-    result = CliRunner().invoke(cli, ["sweep", str(path), "--model-override", "tiny", "--dry-run"])
+    result = CliRunner().invoke(cli, ["sweep", "--config", str(path), "--model-override", "tiny", "--dry-run"])
     assert result.exit_code == 0, result.output
     ids = [line.split()[0] for line in result.output.splitlines() if "  " in line]
     assert len(set(ids)) == EXPECTED_RUNS[path.stem]
@@ -100,7 +100,7 @@ def test_every_study_expands_offline(path: Path, shared_data: Path, monkeypatch:
 def sweep_and_report(path: Path, tmp_path: Path) -> tuple[list[dict[str, Any]], str]:
     """Run a study file as a tiny sweep, then `peftbench report`: (records, report.md)."""
     out = tmp_path / "runs"
-    result = CliRunner().invoke(cli, ["sweep", str(path), "--model-override", "tiny", "--out", str(out), "--quiet"])
+    result = CliRunner().invoke(cli, ["sweep", "--config", str(path), "--model-override", "tiny", "--out", str(out), "--quiet"])
     assert result.exit_code == 0, result.output
     records = [json.loads(p.read_text()) for p in out.glob("*/result.json")]
     assert records and all(r["status"] == "success" for r in records), [r.get("error") for r in records]

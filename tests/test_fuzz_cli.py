@@ -225,7 +225,7 @@ def check_sweep(tiny: dict[str, str], data: Any, flags: list[list[str]]) -> None
 
     def go(d: Path) -> None:
         (d / "sweep.yaml").write_text(dump(data), encoding="utf-8", errors="surrogatepass")
-        invoke(["sweep", str(d / "sweep.yaml"), "--dry-run", "--out", str(d / "runs"),
+        invoke(["sweep", "--config", str(d / "sweep.yaml"), "--dry-run", "--out", str(d / "runs"),
                 *[a for f in flags for a in f]], d / "runs")
 
     in_temp(go)
@@ -257,7 +257,7 @@ def test_real_sweep_on_the_tiny_model(tiny: dict[str, str], methods: list[str], 
 
     def go(d: Path) -> None:
         (d / "sweep.yaml").write_text(dump(data), encoding="utf-8")
-        invoke(["sweep", str(d / "sweep.yaml"), "--out", str(d / "runs"), "--quiet"], d / "runs")
+        invoke(["sweep", "--config", str(d / "sweep.yaml"), "--out", str(d / "runs"), "--quiet"], d / "runs")
 
     in_temp(go)
 
@@ -303,7 +303,7 @@ def test_data_files_long(tiny: dict[str, str], train: dict[str, Any], eval_: dic
 # a lucky valid command line would run for minutes).
 COMMANDS = ["run", "sweep", "ls", "report", "eval", "merge", "generate", "disagreements", "methods", "nope", ""]
 WORDS = ["--out", "--model", "--data-train", "--data-eval", "--method", "--n-train", "--n-eval", "--set", "--run",
-         "--config", "--dry-run", "--force", "--status", "--baseline", "--metric", "--prefer", "--target-fraction",
+         "--runs", "--methods", "--epochs", "--lr", "--batch-size", "--max-length", "--seed", "--config", "--dry-run", "--force", "--status", "--baseline", "--metric", "--prefer", "--target-fraction",
          "--min-accuracy", "--max-perplexity", "--model-override", "--timeout", "--help", "--", "-",
          "", "0", "-1", "1", "nan", "inf", "1e999", "x", "lora", "full", "tiny", "embedded", "method.r=abc",
          "a=b", "=", "train.lr=", "{FILE}", "{DIR}", "{MISSING}", "{BADYAML}", "é", "a b", "../..", "runs"]

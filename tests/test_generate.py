@@ -94,7 +94,7 @@ def _expected_ids(tok: Any, task: str, text: str) -> list[int]:
 def _generate(run_dirs: list[Path], prompt_lines: list[str], out: Path):
     prompts = out.with_suffix(".prompts.txt")
     prompts.write_text("\n".join(prompt_lines) + "\n")
-    args = ["generate", "--runs", ",".join(map(str, run_dirs)), "--prompts", str(prompts),
+    args = ["generate", *map(str, run_dirs), "--prompts", str(prompts),
             "--max-new-tokens", str(MAX_NEW), "--out", str(out)]
     return CliRunner().invoke(cli, args)
 
@@ -146,9 +146,9 @@ def test_generate_refuses_classification_runs_and_bad_prompts(tmp_path: Path) ->
     atomic_write_json(run_dir / "result.json", {"run_id": "cls", "status": "success", "task": "classification"})
     prompts = tmp_path / "p.txt"
     prompts.write_text("hello\n")
-    result = CliRunner().invoke(cli, ["generate", "--runs", str(run_dir), "--prompts", str(prompts)])
+    result = CliRunner().invoke(cli, ["generate", str(run_dir), "--prompts", str(prompts)])
     assert result.exit_code == 2 and "does not generate text" in result.output
     empty = tmp_path / "empty.txt"
     empty.write_text("\n \n")
-    result = CliRunner().invoke(cli, ["generate", "--runs", str(run_dir), "--prompts", str(empty)])
+    result = CliRunner().invoke(cli, ["generate", str(run_dir), "--prompts", str(empty)])
     assert result.exit_code == 2 and "holds no prompts" in result.output

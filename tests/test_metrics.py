@@ -72,3 +72,57 @@ def test_every_declared_direction_is_the_tasks_own() -> None:
     assert any(not up for _, up in declared) and any(up for _, up in declared)
     for metric, up in declared:
         assert higher_is_better(metric) is up, metric
+
+
+def test_a_class_absent_from_the_slice_still_counts_in_every_field() -> None:
+    """The declared label set, not the labels that happen to occur, defines the per-class table, the
+    macro averages and the confusion matrix: an eval slice without one class must not shrink them."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    gold, pred, names = [0, 0, 1, 1, 1, 0], [0, 1, 1, 1, 0, 0], ["a", "b", "c"]
+    m = classification_metrics(gold, pred, names)
+    p, r, f, _ = precision_recall_fscore_support(gold, pred, labels=[0, 1, 2], average="macro", zero_division=0)
+    assert (m["precision_macro"], m["recall_macro"], m["f1_macro"]) == pytest.approx((p, r, f))
+    assert m["f1_macro"] == pytest.approx(2 / 3 * 2 / 3)  # two classes at 2/3, the absent one at 0
+    assert m["per_class"]["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    assert m["confusion_matrix"] == confusion_matrix(gold, pred, labels=[0, 1, 2]).tolist()
+    assert len(m["confusion_matrix"]) == 3
+
+
+def test_undefined_precision_is_zero_in_the_macro_average_and_warns_nothing() -> None:
+    """A class never predicted has undefined precision: it counts as 0 (not 1, which would flatter a
+    model that ignores a class), and the evaluation prints no scikit-learn warning about it."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m = classification_metrics([0, 1, 2], [0, 0, 0], ["a", "b", "c"])
+    assert m["precision_macro"] == pytest.approx((1 / 3 + 0 + 0) / 3)
+    assert m["recall_macro"] == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("metric", ["eval_perplexity", "Token_Error", "wall_time", "max_memory", "state_bytes",
+                                    "smoothed_loss"])
+def test_undeclared_metric_names_that_go_down(metric: str) -> None:
+    from peftbench.tasks.metrics import higher_is_better
+
+    assert higher_is_better(metric) is False
+    assert higher_is_better(metric.upper()) is False
+
+
+def test_rouge_stems_words_as_evaluate_does() -> None:
+    """'cats running' and 'cat runs' are the same words after Porter stemming."""
+    from peftbench.tasks.metrics import rouge_per_example, rouge_scores
+
+    assert rouge_scores(["the cats running"], ["the cat runs"])["rouge1"] == pytest.approx(1.0)
+    assert rouge_per_example(["the cats running", "a dog"], ["the cat runs", "the dog"], "rouge1") == \
+        pytest.approx([1.0, 0.5])
+
+
+def test_rouge_refuses_predictions_and_references_of_different_lengths() -> None:
+    from peftbench.tasks.metrics import rouge_per_example, rouge_scores
+
+    with pytest.raises(ValueError, match="differ in length"):
+        rouge_scores(["a", "b"], ["a"])
+    with pytest.raises(ValueError):
+        rouge_per_example(["a", "b"], ["a"], "rouge1")

@@ -44,7 +44,7 @@ def finished_sweep(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path,
     root = tmp_path_factory.mktemp("finished")
     spec = write_yaml(root / "sweep.yaml", tiny_sweep(tiny_bert, sentiment_files, methods=["lora"],
                                                       grid={"method.r": [2, 4]}, seeds=[0]))
-    code, _, err = _cli(["sweep", str(spec), "--out", str(root / "runs"), "--quiet"])
+    code, _, err = _cli(["sweep", "--config", str(spec), "--out", str(root / "runs"), "--quiet"])
     assert code == 0, err
     summary = json.loads((root / "runs" / "sweep-summary.json").read_text())
     ids = [r["run_id"] for r in summary["runs"]]
@@ -111,7 +111,7 @@ def test_sweep_resume_reruns_a_bad_record(finished_sweep: dict, case: str, tmp_p
     out, bad = _spoiled(finished_sweep, case, tmp_path)
     keep = (out / finished_sweep["keep"] / RESULT_FILE).read_bytes()
     outside = sorted((tmp_path / "elsewhere").rglob("*"))
-    code, _, stderr = _cli(["sweep", str(finished_sweep["spec"]), "--out", str(out), "--quiet"])
+    code, _, stderr = _cli(["sweep", "--config", str(finished_sweep["spec"]), "--out", str(out), "--quiet"])
     assert code == 0, stderr
     _check_set_aside(bad, stderr, case)
     assert (out / finished_sweep["keep"] / RESULT_FILE).read_bytes() == keep
@@ -134,8 +134,8 @@ def test_out_paths_of_the_wrong_kind(finished_sweep: dict, tmp_path: Path) -> No
     a_file.write_text("not a folder\n")
     run_dir = finished_sweep["runs"] / finished_sweep["keep"]
     for argv in (["report", str(finished_sweep["runs"]), "--out", str(a_file)],
-                 ["merge", "--run", str(run_dir), "--out", str(a_file)],
-                 ["sweep", str(finished_sweep["spec"]), "--out", str(a_file)]):
+                 ["merge", str(run_dir), "--out", str(a_file)],
+                 ["sweep", "--config", str(finished_sweep["spec"]), "--out", str(a_file)]):
         code, _, stderr = _cli(argv)
         assert code == 2, (argv, stderr)
         _one_error_line(stderr, f"--out '{a_file}' is a file, not a folder", "(fix:")
@@ -148,7 +148,7 @@ def test_sweep_files_that_are_folders(finished_sweep: dict, name: str, tmp_path:
     shutil.copytree(finished_sweep["runs"], out)
     (out / name).unlink(missing_ok=True)
     (out / name).mkdir()
-    code, _, stderr = _cli(["sweep", str(finished_sweep["spec"]), "--out", str(out)])
+    code, _, stderr = _cli(["sweep", "--config", str(finished_sweep["spec"]), "--out", str(out)])
     assert code == 2
     _one_error_line(stderr, f"'{out / name}' is a folder, not a file", "(fix:")
     assert (out / name).is_dir()
@@ -156,7 +156,7 @@ def test_sweep_files_that_are_folders(finished_sweep: dict, name: str, tmp_path:
 
 def test_eval_names_the_malformed_record(finished_sweep: dict, tmp_path: Path) -> None:
     _, bad = _spoiled(finished_sweep, "list", tmp_path)
-    code, _, stderr = _cli(["eval", "--run", str(bad.parent)])
+    code, _, stderr = _cli(["eval", str(bad.parent)])
     assert code == 2
     _one_error_line(stderr, "holds a JSON list")
     assert bad.read_bytes() == BAD_RECORDS["list"][0]

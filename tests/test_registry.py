@@ -38,11 +38,11 @@ def test_seed_methods_are_registered_with_their_own_learning_rates():
 
 
 def _documented_learning_rates() -> dict[str, float]:
-    """The `default lr` column of the README's method table: name -> learning rate."""
+    """The `default lr` column of the method table in docs/methods.md: name -> learning rate."""
     import re
     from pathlib import Path
 
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    text = (Path(__file__).resolve().parents[1] / "docs" / "methods.md").read_text(encoding="utf-8")
     rows = re.findall(r"^\| `([a-z0-9_]+)` \|.*\| ([0-9.]+e-[0-9]+) \|$", text, flags=re.MULTILINE)
     return {name: float(lr) for name, lr in rows}
 

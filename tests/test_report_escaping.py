@@ -144,6 +144,7 @@ def test_markdown_report_has_no_live_markup_and_reads_as_written(report: tuple[P
 
 
 def test_html_report_has_no_live_markup_and_reads_as_written(report: tuple[Path, str, str]) -> None:
+    from peftbench.reports.board import BOARD_JS, plotly_bundle
     from peftbench.reports.html import JS
 
     html = (report[0] / "report.html").read_text()
@@ -152,13 +153,17 @@ def test_html_report_has_no_live_markup_and_reads_as_written(report: tuple[Path,
     _check_tags(page, {"html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "h4", "p", "section",
                        "nav", "a", "div", "table", "thead", "tbody", "tr", "th", "td", "ul", "li", "b", "figure",
                        "img", "figcaption", "script"}, img_src="data:image/png;base64,")
-    assert page.scripts == [JS]
+    # The results board's data (hostile strings stay JSON string data), Plotly, the board and the sorter.
+    assert page.scripts[1:] == [plotly_bundle(), BOARD_JS.read_text(), JS]
+    blob = json.dumps(json.loads(page.scripts[0]), ensure_ascii=False)
+    for name in (MODEL, METHOD, "<b>run</b>|`id`", *LABELS.values()):
+        assert json.dumps(name, ensure_ascii=False)[1:-1] in blob, name
     _check_tables(page, html)
     text = "".join(page.text)
     for name in HOSTILE:
         assert name in text, name
     for tag, attrs in page.tags:  # figure captions are alt text: attribute values stay inside their quotes
-        assert set(attrs) <= {"lang", "charset", "class", "id", "href", "data-v", "alt", "src"}, (tag, attrs)
+        assert set(attrs) <= {"lang", "charset", "class", "id", "href", "data-v", "alt", "src", "hidden", "type"}, (tag, attrs)
 
 
 def test_terminal_outputs_show_control_characters_instead_of_acting_on_them(report: tuple[Path, str, str]) -> None:
@@ -183,3 +188,21 @@ def test_escapers_keep_text_and_neutralise_markup() -> None:
     assert md_text("\\") == "\\\\"
     assert html_text("<a href='x'>&\"") == "&lt;a href=&#x27;x&#x27;&gt;&amp;&quot;"
     assert terminal_text("a\x1b[31mb\tc\nd\x9b") == "a\\x1b[31mb c d\\x9b"
+
+
+def test_csv_exports_show_formulas_as_text_and_keep_numbers(tmp_path: Path) -> None:
+    """A label such as `=HYPERLINK(...)` would run as a formula when report.csv is opened in a
+    spreadsheet: it gets a leading `'`; numbers, negative ones and numeric strings included, stay."""
+    from peftbench.reports.build import write_exports
+    from peftbench.reports.escape import csv_cell
+
+    hostile = ["=HYPERLINK(\"http://x\",\"y\")", "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)", "\tx", "\r=1"]
+    assert [csv_cell(v) for v in hostile] == ["'" + v for v in hostile]
+    assert [csv_cell(v) for v in ("-0.5", "+3", "-1e-3", ".5", "lora", "a=b", -2.5, None, True)] == [
+        "-0.5", "+3", "-1e-3", ".5", "lora", "a=b", -2.5, None, True]
+    write_exports([{"run_id": v, "accuracy": -0.25, "config": "r=8"} for v in hostile], tmp_path)
+    with (tmp_path / "report.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["run_id"] for r in rows] == ["'" + v for v in hostile]
+    assert {r["accuracy"] for r in rows} == {"-0.25"} and {r["config"] for r in rows} == {"r=8"}
+    assert [r["run_id"] for r in json.loads((tmp_path / "report.json").read_text())] == hostile  # JSON keeps data

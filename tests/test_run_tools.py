@@ -38,7 +38,7 @@ def test_ls_lists_runs_with_key_hparams(runs_dir) -> None:
     lines = result.output.splitlines()
     assert lines[0].split() == ["run_id", "model", "task", "method", "hparams", "status", "metric", "time_s"]
     ok = next(line for line in lines if line.startswith(record["run_id"]))
-    assert "r=4" in ok and "lr=0.001" in ok and "seed=42" in ok and "success" in ok
+    assert "r=4" in ok and "lr=1e-3" in ok and "seed=42" in ok and "success" in ok
     assert f"accuracy={record['metrics']['accuracy']:.4f}" in ok
     bad = next(line for line in lines if line.startswith("dora-0000000000"))
     assert "failed:oom" in bad and "r=16" in bad
@@ -124,3 +124,22 @@ def test_sweep_runs_share_one_token_cache(tiny_bert, sentiment_files, tmp_path) 
     entries = sorted((out / ".cache" / "tokens").glob("*.json"))
     assert len(entries) == 2  # train and eval, tokenized once for both runs
     assert all(json.loads(e.read_text())["input_ids"] for e in entries)
+
+
+def test_free_text_tables_are_inert_in_markdown_and_csv() -> None:
+    """Eval texts, prompts and generations are user text: in the markdown table a `|` or a newline
+    cannot forge a cell or a row and HTML stays text; in the CSV a formula stays text."""
+    import csv
+    import io
+
+    from peftbench.reports.text_tables import csv_rows, markdown_rows
+
+    rows = [{"index": "0", "text": "a | b\n| forged | row |", "gold": "<img src=x onerror=alert(1)>", "lora": "=1+1"},
+            {"index": "1", "text": "x" * 100, "gold": "pos", "lora": "neg ✗"}]
+    lines = markdown_rows(rows, max_text=20).splitlines()
+    assert len(lines) == 4  # header, rule, two rows: the newline forged no row
+    cells = [c.strip() for c in lines[2].removeprefix("| ").removesuffix(" |").split(" | ")]
+    assert cells == ["0", "a \\| b \\| forged \\| ro…", "&lt;img src=x onerror=alert(1)&gt;", "=1+1"]
+    assert lines[3].split(" | ")[1] == "x" * 19 + "…"
+    back = list(csv.DictReader(io.StringIO(csv_rows(rows), newline="")))
+    assert back[0]["text"] == rows[0]["text"] and back[0]["lora"] == "'=1+1" and back[1]["text"] == "x" * 100

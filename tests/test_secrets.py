@@ -151,7 +151,7 @@ def test_tiny_run_sweep_and_report_hold_no_secret(planted: dict[str, str], tiny_
     sweep = tiny_sweep(tiny_bert, sentiment_files, methods=["lora"], grid={"method.r": [2]}, seeds=[0])
     sweep["defaults"]["method"] = {"exclude_modules": ["x-${HF_TOKEN}", "y-${WANDB_API_KEY}"]}  # never expanded
     sweep_file = write_yaml(tmp_path / "sweep.yaml", sweep)
-    result = runner.invoke(cli, ["sweep", str(sweep_file), "--out", str(tmp_path / "sweep_runs"), "--quiet"])
+    result = runner.invoke(cli, ["sweep", "--config", str(sweep_file), "--out", str(tmp_path / "sweep_runs"), "--quiet"])
     assert result.exit_code == 0, result.output
     for runs in ("runs", "sweep_runs"):
         result = runner.invoke(cli, ["report", str(tmp_path / runs), "--out", str(tmp_path / f"report_{runs}")])

@@ -100,7 +100,7 @@ def _summary(out: Path) -> dict:
 def test_sigint_cancels_a_sweep_started_with_sigint_ignored(tmp_path, tiny_bert, sentiment_files) -> None:
     """A background sweep inherits SIGINT ignored; the explicit handler still makes SIGINT cancel it."""
     out, log = tmp_path / "runs", tmp_path / "sweep.log"
-    proc = _start(["sweep", str(_sweep_file(tmp_path, tiny_bert, sentiment_files)), "--out", str(out), "--quiet"],
+    proc = _start(["sweep", "--config", str(_sweep_file(tmp_path, tiny_bert, sentiment_files)), "--out", str(out), "--quiet"],
                   log, _in_the_background)
     _wait_for(log, ": training ", proc)
     proc.send_signal(signal.SIGINT)  # to the sweep only: no terminal signals its run process
@@ -117,7 +117,7 @@ def test_sigterm_to_the_process_group_cancels_a_sweep(tmp_path, tiny_bert, senti
     """A job scheduler signals every process of the job: the run process records its own cancel (the fork
     server between it and the sweep outlives the signal), the sweep writes its summary and exits 143."""
     out, log = tmp_path / "runs", tmp_path / "sweep.log"
-    proc = _start(["sweep", str(_sweep_file(tmp_path, tiny_bert, sentiment_files)), "--out", str(out), "--quiet"],
+    proc = _start(["sweep", "--config", str(_sweep_file(tmp_path, tiny_bert, sentiment_files)), "--out", str(out), "--quiet"],
                   log, _as_from_a_terminal, start_new_session=True)
     _wait_for(log, ": training ", proc)
     group = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
@@ -135,7 +135,7 @@ def test_a_run_process_killed_by_a_signal_is_recorded_with_it(tmp_path, tiny_ber
     """SIGKILL of a run process: `killed`, naming the signal and out of memory as a possibility only; the
     sweep goes on to its next run and `ls` lists the record."""
     out, log = tmp_path / "runs", tmp_path / "sweep.log"
-    proc = _start(["sweep", str(_sweep_file(tmp_path, tiny_bert, sentiment_files)), "--out", str(out), "--quiet"],
+    proc = _start(["sweep", "--config", str(_sweep_file(tmp_path, tiny_bert, sentiment_files)), "--out", str(out), "--quiet"],
                   log, _as_from_a_terminal)
     _wait_for(log, ": training ", proc)
     (run,) = [p for p in psutil.Process(proc.pid).children(recursive=True)

@@ -119,7 +119,7 @@ RUN_LIST = {  # the layout of examples/
 
 
 def dry_run(path: Path, *args: str) -> list[str]:
-    result = CliRunner().invoke(cli, ["sweep", str(path), "--dry-run", *args])
+    result = CliRunner().invoke(cli, ["sweep", "--config", str(path), "--dry-run", *args])
     assert result.exit_code == 0, result.output
     return [line.split()[0] for line in result.stdout.splitlines() if line.strip()]
 
@@ -153,14 +153,14 @@ def test_model_override_applies_to_every_run_of_either_layout(tmp_path: Path, la
 
 def test_tiny_override_of_a_grid_needs_a_family(tmp_path: Path) -> None:
     doc = {**GRID, "defaults": {**GRID["defaults"], "model": {"name_or_path": "org/model"}}}
-    result = CliRunner().invoke(cli, ["sweep", str(write(tmp_path / "s.yaml", doc)), "--dry-run",
+    result = CliRunner().invoke(cli, ["sweep", "--config", str(write(tmp_path / "s.yaml", doc)), "--dry-run",
                                       "--model-override", "tiny"])
     assert result.exit_code == 2 and "no tiny family given for 'org/model'" in one_line_error(result)
 
 
 def test_a_file_mixing_both_layouts_is_refused(tmp_path: Path) -> None:
     doc = {**RUN_LIST, "seeds": [0, 1]}
-    result = CliRunner().invoke(cli, ["sweep", str(write(tmp_path / "s.yaml", doc)), "--dry-run"])
+    result = CliRunner().invoke(cli, ["sweep", "--config", str(write(tmp_path / "s.yaml", doc)), "--dry-run"])
     assert result.exit_code == 2 and "mixes the grid layout (seeds)" in one_line_error(result)
 
 
@@ -176,7 +176,7 @@ def test_a_real_tiny_sweep_with_set_and_model_override(tmp_path: Path, sentiment
                         "train": {"epochs": 1, "batch_size": 8, "max_steps": 1, "num_threads": 1}},
            "methods": ["lora"], "grid": {"method.r": [2]}}
     path, out = write(tmp_path / "sweep.yaml", doc), tmp_path / "runs"
-    result = CliRunner().invoke(cli, ["sweep", str(path), "--out", str(out), "--quiet", "--model-override", "tiny",
+    result = CliRunner().invoke(cli, ["sweep", "--config", str(path), "--out", str(out), "--quiet", "--model-override", "tiny",
                                       "--set", "data.max_length=24"])
     assert result.exit_code == 0, result.output
     (record_file,) = out.glob("*/result.json")
@@ -192,7 +192,7 @@ def test_models_entry_without_a_model_is_refused(tmp_path: Path) -> None:
     doc = {"models": [{"name": "t5", "task": "classification", "tiny": {"family": "t5"}}],
            "methods": [{"method": {"name": "lora"}}]}
     path = write(tmp_path / "s.yaml", doc)
-    for command in (["sweep", str(path), "--dry-run"], ["run", "--config", str(path), "--out", str(tmp_path / "r")]):
+    for command in (["sweep", "--config", str(path), "--dry-run"], ["run", "--config", str(path), "--out", str(tmp_path / "r")]):
         result = CliRunner().invoke(cli, command)
         assert result.exit_code == 2, result.output
         line = one_line_error(result)
@@ -272,7 +272,7 @@ def test_eval_from_another_folder_without_the_training_file(relative_run, tmp_pa
     train = run_dir.parents[1] / "data" / "train.csv"
     shutil.move(train, tmp_path / "train.csv")  # eval only evaluates: no training file needed
     try:
-        result = CliRunner().invoke(cli, ["eval", "--run", str(run_dir), "--json"])
+        result = CliRunner().invoke(cli, ["eval", str(run_dir), "--json"])
     finally:
         shutil.move(tmp_path / "train.csv", train)
     assert result.exit_code == 0, result.output
@@ -291,11 +291,11 @@ def test_old_record_with_relative_paths_is_found_from_the_run_folders_parents(re
     rec["spec"]["data"].update(train="data/train.csv", eval="data/eval.csv")  # as older versions stored them
     (old / "result.json").write_text(json.dumps(rec))
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(cli, ["eval", "--run", str(old), "--json"])
+    result = CliRunner().invoke(cli, ["eval", str(old), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["data_eval"] == str(tmp_path / "project" / "data" / "eval.csv")
     (tmp_path / "project" / "data" / "eval.csv").unlink()
-    result = CliRunner().invoke(cli, ["eval", "--run", str(old)])
+    result = CliRunner().invoke(cli, ["eval", str(old)])
     assert result.exit_code == 2
     line = one_line_error(result)
     assert "eval file 'data/eval.csv' is not found" in line and "--data-eval FILE" in line

@@ -34,7 +34,7 @@ def _sigint_as_in_a_terminal() -> None:
 
 def _start(spec_file: Path, out: Path, log: Path, *extra: str) -> subprocess.Popen:
     with log.open("ab") as fh:
-        return subprocess.Popen(cli_cmd("sweep", str(spec_file), "--out", str(out), "--quiet", *extra),
+        return subprocess.Popen(cli_cmd("sweep", "--config", str(spec_file), "--out", str(out), "--quiet", *extra),
                                 stdout=fh, stderr=subprocess.STDOUT, env=cli_env(),
                                 preexec_fn=_sigint_as_in_a_terminal)
 
@@ -130,7 +130,7 @@ def test_killed_run_is_recorded_then_ctrl_c_cancels_and_lock_refuses_second_swee
     try:
         _wait_for(log, ": training ", proc)
         # While it runs, a second sweep on the same folder is refused with a clear message.
-        again = subprocess.run(cli_cmd("sweep", str(spec_file), "--out", str(out)), capture_output=True,
+        again = subprocess.run(cli_cmd("sweep", "--config", str(spec_file), "--out", str(out)), capture_output=True,
                                text=True, env=cli_env(), timeout=120)
         assert again.returncode == 2
         assert "another sweep is already running" in again.stderr and "Traceback" not in again.stderr

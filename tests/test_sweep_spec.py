@@ -99,7 +99,7 @@ def test_cli_dry_run_prints_every_run_id(tmp_path) -> None:
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump({**BASE, "methods": ["lora", "dora"], "grid": {"method.r": [4, 8, 16]},
                                     "seeds": [0, 1]}))
-    result = CliRunner().invoke(cli, ["sweep", str(path), "--dry-run", "--out", str(tmp_path / "runs")])
+    result = CliRunner().invoke(cli, ["sweep", "--config", str(path), "--dry-run", "--out", str(tmp_path / "runs")])
     assert result.exit_code == 0, result.output
     ids = [line.split()[0] for line in result.stdout.splitlines() if line.strip()]
     expected = [r.run_id for r in SweepSpec.from_yaml(path).expand()]
@@ -111,6 +111,6 @@ def test_cli_dry_run_prints_every_run_id(tmp_path) -> None:
 def test_cli_zero_runs_is_a_usage_error(tmp_path) -> None:
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump({**BASE, "methods": []}))
-    result = CliRunner().invoke(cli, ["sweep", str(path), "--dry-run"])
+    result = CliRunner().invoke(cli, ["sweep", "--config", str(path), "--dry-run"])
     assert result.exit_code == 2
     assert "zero runs" in result.output and "Traceback" not in result.output

@@ -129,7 +129,7 @@ def test_integer_labels_that_are_not_class_ids_are_remapped_and_recorded(remappe
     with pytest.raises(jsonschema.ValidationError):  # the schema holds the field's shape
         jsonschema.validate({**record, "data": {**record["data"], "label_remap": {"999": -1}}}, load_schema("record"))
     # `peftbench eval` maps the eval file's 999 to the class the run trained it as.
-    result = CliRunner().invoke(cli, ["eval", "--run", str(run_dir), "--json"], prog_name="peftbench")
+    result = CliRunner().invoke(cli, ["eval", str(run_dir), "--json"], prog_name="peftbench")
     assert result.exit_code == 0, result.stderr
     metrics = json.loads(result.stdout)
     assert metrics["accuracy"] == pytest.approx(record["metrics"]["accuracy"])
@@ -309,8 +309,8 @@ def test_truncated_adapter_is_one_line_naming_the_file(damaged_copy: Path, tmp_p
     weights = damaged_copy / "adapter" / "adapter_model.safetensors"
     blob = weights.read_bytes()
     weights.write_bytes(blob[: len(blob) // 2])
-    argv = ["eval", "--run", str(damaged_copy)] if command == "eval" else [
-        "merge", "--run", str(damaged_copy), "--out", str(tmp_path / "merged")]
+    argv = ["eval", str(damaged_copy)] if command == "eval" else [
+        "merge", str(damaged_copy), "--out", str(tmp_path / "merged")]
     code, _, lines = _cli(argv)
     assert code == 2 and len(lines) == 1
     assert f"the saved adapter file '{weights}' is truncated or corrupt" in lines[0]
@@ -320,7 +320,7 @@ def test_truncated_adapter_is_one_line_naming_the_file(damaged_copy: Path, tmp_p
 def test_corrupt_adapter_config_is_one_line(damaged_copy: Path) -> None:
     config = damaged_copy / "adapter" / "adapter_config.json"
     config.write_text('{"peft_type": "LORA",')
-    code, _, lines = _cli(["eval", "--run", str(damaged_copy)])
+    code, _, lines = _cli(["eval", str(damaged_copy)])
     assert code == 2 and len(lines) == 1
     assert f"'{config}' is missing or not readable JSON" in lines[0]
 

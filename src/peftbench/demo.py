@@ -15,13 +15,15 @@ from peftbench.reports.tables import markdown_table, terminal_table
 DEMO_METHODS = list(SEED_METHODS)
 
 
-def demo_spec(method: str, train: Path, eval_: Path, epochs: int) -> RunSpec:
+def demo_spec(method: str, train: Path, eval_: Path, epochs: int, device: str = "auto") -> RunSpec:
+    """One method's run; `device` other than 'auto' becomes `train.device` (left out otherwise, so the
+    default demo's specs stay as they were)."""
     return RunSpec.from_dict({
         "name": f"demo-{method}",
         "model": {"name_or_path": "embedded"},
         "data": {"train": str(train), "eval": str(eval_), "labels": ["negative", "positive"], "max_length": 64},
         "method": {"name": method},
-        "train": {"epochs": epochs, "batch_size": 32, "seed": 42},
+        "train": {"epochs": epochs, "batch_size": 32, "seed": 42, **({"device": device} if device != "auto" else {})},
     })
 
 
@@ -35,16 +37,18 @@ def _split_text(records: list[dict[str, Any]], n_train: int, n_test: int) -> str
 
 
 def run_demo(out: str, methods: list[str] | None = None, *, n_train: int | None = None, epochs: int | None = None,
-             progress: bool = True) -> list[dict[str, Any]]:
+             progress: bool = True, device: str = "auto") -> list[dict[str, Any]]:
     from peftbench.config.sweep import SweepSpec
+    from peftbench.runtime.device import pick_device
     from peftbench.sweeps.engine import sweep
 
+    pick_device(device)  # 'cuda' without a GPU fails here, once, not in each method's process
     methods = methods or DEMO_METHODS
     root = Path(out)
     train_rows, eval_rows = generate(n_train or 1200, 600, seed=0)
     train_file = write_csv(train_rows, root / "data" / "train.csv")
     eval_file = write_csv(eval_rows, root / "data" / "eval.csv")
-    specs = [demo_spec(m, train_file, eval_file, epochs or 3) for m in methods]  # validate all before training
+    specs = [demo_spec(m, train_file, eval_file, epochs or 3, device) for m in methods]  # validate all before training
     t0 = time.perf_counter()
     # Each method in its own process (the sweep engine): one run's memory peak is not muddied by the
     # allocator caches of the runs before it, and a crash in one method cannot take down the demo.

@@ -6,11 +6,14 @@ Errors the user can fix print one line and exit non-zero (2 for spec/usage/data 
 
 from __future__ import annotations
 
+import shlex
 import sys
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 
+from peftbench.cli.options import config_option, methods_option, split_names, training_options, training_sets
 from peftbench.methods.base import SEED_METHODS  # names only: imports no torch
 
 
@@ -21,8 +24,25 @@ def usage_exit(err: click.UsageError) -> NoReturn:
     sys.exit(2)
 
 
+# The top-level help lists commands in the order of a comparison, then the tools.
+WORKFLOW = ("run", "sweep", "report")
+TOOLS = ("eval", "generate", "merge", "disagreements", "ls", "methods", "tune", "probe", "profile", "demo")
+
+
 class _Group(click.Group):
-    """Turns peftbench errors into one line and an exit code, unless --debug."""
+    """Turns peftbench errors into one line and an exit code, unless --debug; lists commands by
+    workflow (run, sweep, report, then the tools), each with its whole one-line description."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        known = [*WORKFLOW, *TOOLS]
+        return [n for n in known if n in self.commands] + sorted(set(self.commands) - set(known))
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        names = [n for n in self.list_commands(ctx) if not self.commands[n].hidden]
+        for title, group in (("Workflow", [n for n in names if n in WORKFLOW]),
+                             ("Tools", [n for n in names if n not in WORKFLOW])):
+            with formatter.section(title):
+                formatter.write_dl([(n, self.commands[n].get_short_help_str(limit=10_000)) for n in group])
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         """Usage errors before the command (an unknown option) are one line too; `peftbench`
@@ -70,7 +90,14 @@ class _Group(click.Group):
             sys.exit(1)
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]}, epilog="""\b
+Examples:
+  peftbench demo                  # offline: six methods, a bundled model
+  peftbench run --model embedded --data-train train.csv \\
+      --data-eval eval.csv --method lora
+  peftbench report runs
+
+Each command's --help shows its own examples.""")
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
 @click.version_option(package_name="peftbench")
 @click.pass_context
@@ -93,14 +120,21 @@ def spec_from_flags(config: str | None, model: str | None, data_train: str | Non
     return RunSpec.from_dict(apply_overrides(data, list(sets)))
 
 
-@cli.command()
-@click.option("--config", "config", type=str, help="YAML spec file.")
+@cli.command(short_help="Train and evaluate one method on your data; write its record (metrics, costs, settings).",
+             epilog="""\b
+Examples:
+  peftbench run --model embedded --data-train train.csv \\
+      --data-eval eval.csv --method lora --epochs 3
+  peftbench run --config spec.yaml --lr 1e-4 --seed 1 --out runs""")
+@config_option(help="YAML spec file (any flag below overrides it).")
 @click.option("--model", help="Model folder or hub id ('embedded' = the bundled all-MiniLM-L6-v2).")
 @click.option("--data-train", help="Training data file (.csv/.tsv/.json/.jsonl/.parquet).")
 @click.option("--data-eval", help="Evaluation data file.")
-@click.option("--method", help="Method name (see `peftbench methods`).")
+@methods_option(run=True, help="Method name (see `peftbench methods`); one per run: compare several with "
+                               "`peftbench sweep` or `peftbench demo --methods`.")
 @click.option("--n-train", type=click.IntRange(min=1), help="Subsample the training set (stratified, seeded).")
 @click.option("--n-eval", type=click.IntRange(min=1), help="Subsample the evaluation set.")
+@training_options
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any spec key, e.g. method.r=16.")
 @click.option("--out", default="runs", show_default=True, help="Output folder; each run writes <out>/<run_id>/.")
 @click.option("--force", is_flag=True, help="Rerun even if a success record exists (it is kept if the rerun fails).")
@@ -109,15 +143,24 @@ def spec_from_flags(config: str | None, model: str | None, data_train: str | Non
               "stand-ins of the same families (offline).")
 @click.option("--peak-tflops", type=click.FloatRange(min=0, min_open=True),
               help="Peak TFLOP/s for MFU (default: GPU table, or a cached GEMM probe on the CPU).")
-def run(config: str | None, model: str | None, data_train: str | None, data_eval: str | None, method: str | None,
-        n_train: int | None, n_eval: int | None, sets: tuple[str, ...], out: str, force: bool, quiet: bool,
-        model_override: str | None, peak_tflops: float | None = None) -> None:
-    """Train and evaluate one method (or each run of a multi-run file); write <out>/<run_id>/result.json."""
+def run(config: str | None, model: str | None, data_train: str | None, data_eval: str | None,
+        method_names: tuple[str, ...], n_train: int | None, n_eval: int | None, sets: tuple[str, ...], out: str,
+        force: bool, quiet: bool, model_override: str | None, peak_tflops: float | None = None) -> None:
+    """Train and evaluate one method (or each run of a multi-run file); write <out>/<run_id>/result.json.
+
+    The training flags (--epochs, --lr, --batch-size, --max-length, --seed) set train.epochs, train.lr,
+    train.batch_size, data.max_length and train.seed, as --set would; --set items apply last."""
     from peftbench.core.distributed import is_main_process
     from peftbench.core.runner import run as run_one
+    from peftbench.errors import SpecError
 
-    if peak_tflops:
-        sets = (*sets, f"train.peak_tflops={peak_tflops}")
+    methods = split_names(method_names)
+    if len(methods) > 1:
+        raise SpecError(f"`peftbench run` trains one method, got {len(methods)}: {', '.join(methods)}",
+                        hint=f"compare methods with `peftbench sweep --config FILE` (a 'methods:' list) or "
+                             f"`peftbench demo --methods {','.join(methods)}`")
+    method = methods[0] if methods else None
+    sets = (*training_sets(), *sets, *([f"train.peak_tflops={peak_tflops}"] if peak_tflops else []))
     if config and (model_override or _is_multi_run_file(config)):
         from peftbench.sweeps.engine import run_spec_file
 
@@ -128,6 +171,7 @@ def run(config: str | None, model: str | None, data_train: str | None, data_eval
         _print_summary(records)
         click.echo(f"records: {out}/<run_id>/result.json ({sum(r['status'] == 'success' for r in records)}"
                    f"/{len(records)} succeeded)")
+        click.echo(f"next: peftbench report {shlex.quote(out)}")
         if any(r["status"] != "success" for r in records):
             sys.exit(1)
         return
@@ -137,7 +181,8 @@ def run(config: str | None, model: str | None, data_train: str | None, data_eval
     if not is_main_process():  # in a multi-process run rank 0 reports
         return
     _print_summary([record])
-    click.echo(f"record: {out}/{record['run_id']}/result.json")
+    click.echo(f"record: {Path(out) / str(record['run_id']) / 'result.json'}")
+    click.echo(f"next: peftbench report {shlex.quote(out)}")
 
 
 def _is_multi_run_file(config: str) -> bool:
@@ -153,36 +198,46 @@ def _print_summary(records: list[dict[str, Any]]) -> None:
     click.echo(terminal_table(records))
 
 
-@cli.command()
+@cli.command(short_help="List the methods with their default learning rate, model families and settings.",
+             epilog="""\b
+Examples:
+  peftbench methods
+  COLUMNS=200 peftbench methods      # a wider table""")
 def methods() -> None:
-    """List methods with their defaults (learning rate included) and where each was verified."""
+    """List methods with their defaults (learning rate included) and where each was verified; the
+    table fits the terminal ($COLUMNS when set)."""
     from peftbench.methods.base import METHODS
     from peftbench.methods.verified import verified_on
+    from peftbench.records.fields import fmt_number
+    from peftbench.reports.tables import Cell, terminal
 
-    rows = []
-    for name, m in METHODS.items():
-        defaults = ", ".join(f"{k}={v}" for k, v in m.defaults.items()) or "-"
-        rows.append((name, f"{m.default_lr:g}", ",".join(m.families), defaults, f"{m.summary} [verified: {verified_on(name)}]"))
-    widths = [max(len(r[i]) for r in [*rows, ("method", "lr", "families", "defaults", "")]) for i in range(4)]
-    header = ("method", "lr", "families", "defaults")
-    click.echo("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=False)) + "  summary")
-    for r in rows:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=False)) + "  " + r[4])
+    rows = [{"method": Cell(name), "lr": Cell(fmt_number(m.default_lr)), "families": Cell(", ".join(m.families)),
+             "defaults": Cell(", ".join(f"{k}={fmt_number(v)}" for k, v in m.defaults.items()) or "-"),
+             "summary": Cell(f"{m.summary} [verified: {verified_on(name)}]")}
+            for name, m in METHODS.items()]
+    click.echo(terminal(rows, whole=("method", "lr")))
 
 
-@cli.command()
+@cli.command(short_help="Offline demo: compare six methods on the bundled MiniLM and a generated sentiment set.",
+             epilog="""\b
+Examples:
+  peftbench demo
+  peftbench demo --methods lora,ia3 --epochs 1 --out demo_runs
+  peftbench demo --device cuda""")
 @click.option("--out", default="demo_runs", show_default=True, help="Output folder.")
-@click.option("--methods", "method_list", default=",".join(SEED_METHODS), show_default=True,
-              help="Comma-separated methods to compare.")
+@methods_option(help=f"Methods to compare, comma-separated  [default: {','.join(SEED_METHODS)}]")
 @click.option("--n-train", default=None, type=click.IntRange(min=1), help="Synthetic training examples.")
 @click.option("--epochs", default=None, type=click.IntRange(min=1), help="Epochs per method.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="train.device of every method ('auto': CUDA when present).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def demo(out: str, method_list: str, n_train: int | None, epochs: int | None, quiet: bool) -> None:
+def demo(out: str, method_names: tuple[str, ...], n_train: int | None, epochs: int | None, device: str,
+         quiet: bool) -> None:
     """Offline demo: all six methods on the bundled MiniLM and a generated sentiment set."""
     from peftbench.demo import run_demo
 
-    run_demo(out, [m.strip() for m in method_list.split(",") if m.strip()], n_train=n_train, epochs=epochs,
-             progress=not quiet)
+    run_demo(out, split_names(method_names) if method_names else list(SEED_METHODS), n_train=n_train, epochs=epochs,
+             progress=not quiet, device=device)
 
 
 # Commands that live in their own modules: each module defines click commands and is listed here

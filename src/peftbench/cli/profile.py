@@ -7,15 +7,20 @@ import sys
 
 import click
 
+from peftbench.cli.options import methods_option, split_names
 from peftbench.profiling.limits import DEFAULT_TIMEOUT_S, MAX_WARMUP
 
 
-@click.command("profile")
+@click.command("profile", short_help="Measure cost curves per method: training tokens/s and peak memory against "
+                                     "sequence length, merged against unmerged latency.",
+               epilog="""\b
+Examples:
+  peftbench profile --model tiny:gpt2 --methods lora,ia3 --lengths 64,128
+  peftbench profile --model embedded --budget 600 --out profile""")
 @click.option("--model", required=True,
               help="Model folder, hub id, 'embedded' (the bundled MiniLM), 'embedded-causal', or 'tiny[:FAMILY]' "
                    "(a tiny random stand-in, e.g. tiny:gpt2).")
-@click.option("--methods", "method_list", default=None,
-              help="Comma-separated methods (default: the demo's six: full,partial,lora,qlora,ia3,dora).")
+@methods_option(help="Methods, comma-separated (default: the demo's six: full,partial,lora,qlora,ia3,dora).")
 @click.option("--lengths", default="64,128,256", show_default=True,
               help="Comma-separated sequence lengths in tokens (every sequence exactly that long, no padding).")
 @click.option("--batch-sizes", default="8", show_default=True, help="Comma-separated batch sizes.")
@@ -41,7 +46,7 @@ from peftbench.profiling.limits import DEFAULT_TIMEOUT_S, MAX_WARMUP
 @click.option("--budget", "budget_s", default=None, type=click.FloatRange(min=0, min_open=True),
               help="Seconds for the whole profile; configurations left when it is spent are `skipped` rows.")
 @click.option("--quiet", is_flag=True, help="No progress lines (a line as each configuration starts and ends).")
-def profile(model: str, method_list: str | None, lengths: str, batch_sizes: str, steps: int, warmup: int,
+def profile(model: str, method_names: tuple[str, ...], lengths: str, batch_sizes: str, steps: int, warmup: int,
             latency_calls: int, task: str, device: str, dtype: str, threads: int | None, seed: int, out_dir: str,
             timeout_s: float, budget_s: float | None, quiet: bool) -> None:
     """Cost curves: per method, training tokens/s and peak memory against sequence length and batch
@@ -50,7 +55,7 @@ def profile(model: str, method_list: str | None, lengths: str, batch_sizes: str,
     from peftbench.profiling.profile import profile as run_profile
     from peftbench.reports.cost_curves import terminal_table, write_profile_report
 
-    methods = method_list.split(",") if method_list is not None else None
+    methods = split_names(method_names) if method_names else None
     result = run_profile(model, methods, parse_sizes(lengths, "--lengths"), parse_sizes(batch_sizes, "--batch-sizes"),
                          task=task, steps=steps, warmup=warmup, latency_calls=latency_calls, seed=seed,
                          device=device, dtype=dtype, num_threads=threads, out_dir=out_dir,

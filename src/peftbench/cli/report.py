@@ -7,8 +7,13 @@ import click
 from peftbench.reports.trust import TARGET_FRACTION  # a constant of a light module (no torch, no pandas)
 
 
-@click.command("report", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.argument("runs", type=str)
+@click.command("report", context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+               short_help="Build the report (HTML, markdown, CSV/JSON, plots) from the runs of one or more folders.",
+               epilog="""\b
+Examples:
+  peftbench report runs
+  peftbench report runs/cmp runs/more --out report --min-accuracy 0.85""")
+@click.argument("args", metavar="RUNS...", nargs=-1, type=str)
 @click.option("--out", default="report", show_default=True, help="Folder for report.html, report.md, CSV/JSON, plots.")
 @click.option("--baseline", default="full", show_default=True,
               help="Baseline per task: a method name, configuration label, config id or run id ('' for none).")
@@ -20,10 +25,10 @@ from peftbench.reports.trust import TARGET_FRACTION  # a constant of a light mod
               show_default=True, help="Priority of the recommendation: the best metric, or the cheapest method "
                                       "whose metric is not significantly worse than the best.")
 @click.pass_context
-def report(ctx: click.Context, runs: str, out: str, baseline: str, metric: str | None, bootstrap_seeds: bool,
-           target_fraction: float, prefer: str) -> None:
-    """Build a report from every <run>/result.json under RUNS (and a cost-curves section from any
-    profile*.json written there by `peftbench profile`).
+def report(ctx: click.Context, args: tuple[str, ...], out: str, baseline: str, metric: str | None,
+           bootstrap_seeds: bool, target_fraction: float, prefer: str) -> None:
+    """Build a report from every <run>/result.json under the RUNS folders (and a cost-curves section
+    from any profile*.json written there by `peftbench profile`).
 
     Metric floors for the recommendation: --min-<metric> VALUE (e.g. --min-accuracy 0.85) or
     --max-<metric> VALUE (e.g. --max-perplexity 20); a method that misses one is not recommended."""
@@ -35,18 +40,43 @@ def report(ctx: click.Context, runs: str, out: str, baseline: str, metric: str |
     from peftbench.reports.cost_curves import find_profiles
     from peftbench.reports.sections import terminal_report
 
-    if not Path(runs).exists():
-        raise SpecError(f"runs folder '{runs}' does not exist", hint="pass the --out folder used by `peftbench run`")
+    folders, floor_args = split_floor_args([*args, *ctx.args])
+    if not folders:
+        raise SpecError("no runs folder given", hint="e.g. peftbench report runs (the --out folder of run or sweep)")
+    for runs in folders:
+        if not Path(runs).exists():
+            raise SpecError(f"runs folder '{runs}' does not exist",
+                            hint="pass the --out folder used by `peftbench run` or `peftbench sweep`")
     require_folder(out, "--out")
-    records = load_records(runs)
+    records = [r for runs in folders for r in load_records(runs)]
     if not records:
-        raise SpecError(f"no result.json found under '{runs}'", hint="point at the folder holding the run folders")
-    floors = metric_floors(ctx.args, records)
+        raise SpecError(f"no result.json found under {', '.join(repr(f) for f in folders)}",
+                        hint="point at the folder holding the run folders")
+    floors = metric_floors(floor_args, records)
     html_path, analysis = write_report(records, out, baseline=baseline or None, metric=metric,
                                        bootstrap=bootstrap_seeds, target_fraction=target_fraction,
-                                       profiles=find_profiles(runs), prefer=prefer, floors=floors)
+                                       profiles=[p for runs in folders for p in find_profiles(runs)], prefer=prefer,
+                                       floors=floors)
     click.echo(terminal_report(analysis))
     click.echo(f"report: {html_path}")
+
+
+def split_floor_args(args: list[str]) -> tuple[list[str], list[str]]:
+    """(runs folders, the `--min-<metric>`/`--max-<metric>` items and their values) from the
+    command's free arguments: an item starting with '-' is an option; without '=' the next item is
+    its value."""
+    folders: list[str] = []
+    options: list[str] = []
+    rest = list(args)
+    while rest:
+        item = rest.pop(0)
+        if item.startswith("-") and len(item) > 1:
+            options.append(item)
+            if "=" not in item and rest:
+                options.append(rest.pop(0))
+        else:
+            folders.append(item)
+    return folders, options
 
 
 def metric_floors(args: list[str], records: list[dict]) -> dict[str, tuple[str, float]]:

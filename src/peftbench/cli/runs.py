@@ -6,17 +6,26 @@ import json
 
 import click
 
+from peftbench.cli.options import methods_option, one_run_folder, run_folders, split_names
 
-@click.command(name="eval")
-@click.option("--run", "run_dir", required=True, help="Run folder (runs/<run_id>).")
+
+@click.command(name="eval", short_help="Reload a run's saved adapter or model and evaluate it again (its own data "
+                                      "or another file).",
+               epilog="""\b
+Examples:
+  peftbench eval runs/lora-0a1b2c3d4e
+  peftbench eval runs/lora-0a1b2c3d4e --data-eval other.csv --json""")
+@click.argument("run_dir", metavar="RUN", required=False)
+@click.option("--run", "old_run", hidden=True, help="Deprecated: give RUN as an argument.")
 @click.option("--data-eval", default=None, help="Evaluation file (default: the run's own eval set).")
 @click.option("--n-eval", type=click.IntRange(min=1), default=None, help="Subsample the evaluation file.")
 @click.option("--json", "as_json", is_flag=True, help="Print all metrics as JSON.")
-def eval_cmd(run_dir: str, data_eval: str | None, n_eval: int | None, as_json: bool) -> None:
+def eval_cmd(run_dir: str | None, old_run: str | None, data_eval: str | None, n_eval: int | None,
+             as_json: bool) -> None:
     """Reload base model + saved adapter and evaluate with the run's own metrics."""
     from peftbench.core.artifacts import evaluate_run
 
-    metrics = evaluate_run(run_dir, data_eval, n_eval)
+    metrics = evaluate_run(one_run_folder(run_dir, old_run, "eval"), data_eval, n_eval)
     metrics.pop("predictions", None)
     if as_json:
         click.echo(json.dumps(metrics, indent=2))
@@ -27,14 +36,20 @@ def eval_cmd(run_dir: str, data_eval: str | None, n_eval: int | None, as_json: b
             click.echo(f"{key:16} {value:.6f}" if isinstance(value, float) else f"{key:16} {value}")
 
 
-@click.command()
-@click.option("--run", "run_dir", required=True, help="Run folder (runs/<run_id>) with a saved adapter.")
+@click.command(short_help="Merge a run's LoRA/DoRA/IA3 adapter (QLoRA: base dequantized first) into a standalone "
+                          "model.",
+               epilog="""\b
+Examples:
+  peftbench merge runs/lora-0a1b2c3d4e --out merged/""")
+@click.argument("run_dir", metavar="RUN", required=False)
+@click.option("--run", "old_run", hidden=True, help="Deprecated: give RUN as an argument.")
 @click.option("--out", "out_dir", required=True, help="New folder for the standalone merged model.")
-def merge(run_dir: str, out_dir: str) -> None:
+def merge(run_dir: str | None, old_run: str | None, out_dir: str) -> None:
     """Merge a LoRA/DoRA/IA3 adapter (QLoRA: base dequantized first) into a standalone model."""
     from peftbench.core.artifacts import merge_run
     from peftbench.records.io import require_folder
 
+    run_dir = one_run_folder(run_dir, old_run, "merge")
     require_folder(out_dir, "--out")
     out = merge_run(run_dir, out_dir)
     click.echo(f"merged model: {out}")
@@ -43,30 +58,37 @@ def merge(run_dir: str, out_dir: str) -> None:
 COMMANDS = [eval_cmd, merge]
 
 
-@click.command()
-@click.argument("runs", nargs=-1, required=True)
+@click.command(short_help="Show the eval examples where classification runs disagree, with the gold label.",
+               epilog="""\b
+Examples:
+  peftbench disagreements runs/lora-0a1b2c3d4e runs/ia3-5f6a7b8c9d \\
+      --csv disagreements.csv""")
+@click.argument("runs", metavar="RUN RUN [RUN...]", nargs=-1, required=True)
 @click.option("--csv", "csv_path", default=None, help="Also write the table as CSV here.")
 @click.option("--max-text", default=80, show_default=True, help="Truncate texts in the printed table.")
 def disagreements(runs: tuple[str, ...], csv_path: str | None, max_text: int) -> None:
     """Eval examples where classification runs disagree, with the gold label (✗ marks wrong)."""
     from peftbench.core.qualitative import disagreements as find
-    from peftbench.core.qualitative import markdown, to_csv
     from peftbench.records.io import atomic_write_text
+    from peftbench.reports.text_tables import csv_rows, markdown_rows
 
     names, rows = find(list(runs))
-    click.echo(markdown(rows, max_text), nl=False)
+    click.echo(markdown_rows(rows, max_text), nl=False)
     click.echo(f"{len(rows)} disagreements between {len(names)} runs", err=True)
     if csv_path:
-        atomic_write_text(csv_path, to_csv(rows))
+        atomic_write_text(csv_path, csv_rows(rows))
 
 
 COMMANDS.append(disagreements)
 
 
-@click.command()
+@click.command(short_help="Find the largest batch size per method that fits a memory limit; or the CPU's GEMM peak.",
+               epilog="""\b
+Examples:
+  peftbench probe --model embedded --methods full,lora --max-length 128
+  peftbench probe --peak""")
 @click.option("--model", default=None, help="Model folder or hub id ('embedded' = the bundled MiniLM).")
-@click.option("--methods", "method_list", default="full,lora,qlora", show_default=True,
-              help="Comma-separated methods.")
+@methods_option(help="Methods, comma-separated  [default: full,lora,qlora]")
 @click.option("--max-length", default=256, show_default=True, type=click.IntRange(min=1),
               help="Sequence length of every probe batch.")
 @click.option("--memory-limit", default=None,
@@ -83,7 +105,7 @@ COMMANDS.append(disagreements)
 @click.option("--threads", "thread_list", default=None,
               help="With --peak: thread counts to probe, e.g. 1,2 (default: the count a run would pick now and "
                    "every physical core).")
-def probe(model: str | None, method_list: str, max_length: int, memory_limit: str | None, max_batch: int,
+def probe(model: str | None, method_names: tuple[str, ...], max_length: int, memory_limit: str | None, max_batch: int,
           device: str, dtype: str, out_path: str, peak: bool, thread_list: str | None) -> None:
     """Largest batch size per method that trains a step within a memory limit (one process per trial);
     with --peak, the machine's GEMM peak and its cache."""
@@ -111,7 +133,7 @@ def probe(model: str | None, method_list: str, max_length: int, memory_limit: st
     if not model:
         return
     limit = parse_bytes(memory_limit) if memory_limit else None
-    methods = [m.strip() for m in method_list.split(",") if m.strip()]
+    methods = split_names(method_names) if method_names else ["full", "lora", "qlora"]
     result = run_probe(model, methods, max_length, memory_limit=limit, device=device, max_batch=max_batch,
                        dtype=dtype, say=lambda msg: click.echo(msg, err=True))
     atomic_write_json(out_path, result)
@@ -122,9 +144,13 @@ def probe(model: str | None, method_list: str, max_length: int, memory_limit: st
 COMMANDS.append(probe)
 
 
-@click.command()
-@click.option("--runs", "runs", multiple=True, required=True,
-              help="Run folder with a saved adapter; repeat, or give several separated by commas.")
+@click.command(short_help="Generate from each run's saved adapter on the same prompts, side by side.",
+               epilog="""\b
+Examples:
+  peftbench generate runs/lora-0a1b2c3d4e runs/ia3-5f6a7b8c9d \\
+      --prompts prompts.txt --max-new-tokens 32""")
+@click.argument("runs", metavar="RUN [RUN...]", nargs=-1)
+@click.option("--runs", "old_runs", multiple=True, hidden=True, help="Deprecated: give the run folders as arguments.")
 @click.option("--prompts", "prompts_path", required=True,
               help="Text file, one prompt per line, formatted by each run's prompt template (a JSON object "
                    "line fills a template of several columns).")
@@ -132,18 +158,19 @@ COMMANDS.append(probe)
 @click.option("--out", "out_prefix", default="generations", show_default=True,
               help="Writes OUT.md, OUT.csv and OUT.json (what each model saw and said).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, help="Default: the runs' own device.")
-def generate(runs: tuple[str, ...], prompts_path: str, max_new_tokens: int, out_prefix: str,
+def generate(runs: tuple[str, ...], old_runs: tuple[str, ...], prompts_path: str, max_new_tokens: int, out_prefix: str,
              device: str | None) -> None:
     """Generate from each run's saved adapter on the same prompts (greedy) and show them side by side."""
-    from peftbench.core.qualitative import markdown, read_prompts, side_by_side, to_csv
+    from peftbench.core.qualitative import read_prompts, side_by_side
     from peftbench.records.io import atomic_write_json, atomic_write_text
+    from peftbench.reports.text_tables import csv_rows, markdown_rows
 
-    run_dirs = [r.strip() for item in runs for r in item.split(",") if r.strip()]
+    run_dirs = run_folders(runs, old_runs, "generate")
     prompts = read_prompts(prompts_path)
     _names, rows, seen = side_by_side(run_dirs, prompts, max_new_tokens=max_new_tokens, device=device)
-    md = markdown(rows, max_text=10_000)
+    md = markdown_rows(rows, max_text=10_000)
     atomic_write_text(f"{out_prefix}.md", md)
-    atomic_write_text(f"{out_prefix}.csv", to_csv(rows))
+    atomic_write_text(f"{out_prefix}.csv", csv_rows(rows))
     atomic_write_json(f"{out_prefix}.json", {"prompts": prompts, "max_new_tokens": max_new_tokens, "runs": seen})
     click.echo(md, nl=False)
     click.echo(f"written: {out_prefix}.md, {out_prefix}.csv, {out_prefix}.json", err=True)

@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from peftbench.config.dotted import apply_overrides, deep_merge, load_yaml, parse_override, set_dotted
+from peftbench.config.evaluation import check_lm_eval
 from peftbench.config.problems import method_problems, raise_problems, validation_problems
 from peftbench.data.hub import hub_text_from_mapping, looks_like_hub_id, parse_hub_id
 from peftbench.errors import SpecError
@@ -167,13 +168,31 @@ class TuneSpec(_Section):
 
 class RetentionSpec(_Section):
     """Data to measure forgetting on: probe accuracy (labelled files) and representation drift for
-    encoders; language-modelling loss for causal LMs (instruction task)."""
+    encoders; language-modelling loss for causal LMs (instruction task). `lm_eval_tasks`: general
+    lm-evaluation-harness tasks whose base-vs-tuned drop is reported beside them (causal LMs)."""
 
-    file: str
+    file: str | None = None
+    lm_eval_tasks: list[str] | None = None  # names as in evaluation.lm_eval.tasks
     text_column: str = "text"
     label_column: str | None = "label"
     n: Int = Field(default=400, gt=3)
     probe_fraction: Float = Field(default=0.5, gt=0, lt=1)
+
+
+class LmEvalSpec(_Section):
+    """lm-evaluation-harness tasks scored on the base and the tuned model (`peftbench[lmeval]`,
+    docs/lm_eval.md): task names shipped with peftbench, task YAML files, or lm-eval's own task names."""
+
+    tasks: list[str] = Field(default_factory=list)
+    num_fewshot: Int | None = Field(default=None, ge=0)  # None: each task's own default
+    limit: Int | None = Field(default=None, gt=0)  # the first N items of each task
+    batch_size: Int = Field(default=16, gt=0)
+
+
+class EvaluationSpec(_Section):
+    """Evaluations beyond the task's own metrics, run after training."""
+
+    lm_eval: LmEvalSpec | None = None
 
 
 class GenerationSpec(_Section):
@@ -200,6 +219,7 @@ class RunSpec(_Section):
     retention: RetentionSpec | None = None
     tune: TuneSpec | None = None
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(default_factory=list)
 
     @field_validator("name")
@@ -231,7 +251,8 @@ class RunSpec(_Section):
             problems += [SpecError(message) for message in validation_problems(err, cls)]
         if spec is not None:
             problems += method_problems(spec.method.name, spec.method.params)
-            for check in (spec.check_selection_split, spec.check_retention, spec.check_packing):
+            for check in (spec.check_selection_split, spec.check_retention, spec.check_packing,
+                          lambda: check_lm_eval(spec)):
                 try:
                     check()
                 except SpecError as err:
@@ -267,6 +288,10 @@ class RunSpec(_Section):
             data["data"][key] = absolute_if_local(data["data"][key])
         if data.get("retention"):
             data["retention"]["file"] = absolute_if_local(data["retention"]["file"])
+            if data["retention"].get("lm_eval_tasks"):
+                data["retention"]["lm_eval_tasks"] = [_task_yaml(t) for t in data["retention"]["lm_eval_tasks"]]
+        if data["evaluation"].get("lm_eval"):
+            data["evaluation"]["lm_eval"]["tasks"] = [_task_yaml(t) for t in data["evaluation"]["lm_eval"]["tasks"]]
         data["model"]["name_or_path"] = absolute_if_local(data["model"]["name_or_path"])
         return RunSpec.from_dict(data)
 
@@ -320,11 +345,15 @@ class RunSpec(_Section):
             resolved["train"].pop("packing", None)
         if not resolved["model"].get("allow_missing_weights"):  # off (the default): ids of earlier runs hold
             resolved["model"].pop("allow_missing_weights", None)
+        if not resolved["evaluation"].get("lm_eval"):  # nothing asked (the default): ids of earlier runs hold
+            resolved.pop("evaluation")
+        if resolved.get("retention") and not resolved["retention"].get("lm_eval_tasks"):
+            resolved["retention"].pop("lm_eval_tasks", None)
         resolved["_data_sha256"] = data_file_digests(resolved["data"])
         for key, digest in resolved["_data_sha256"].items():
             if digest is not None:
                 resolved["data"][key] = "local file"
-        if resolved.get("retention"):
+        if resolved.get("retention") and resolved["retention"].get("file"):
             resolved["_data_sha256"]["retention"] = file_sha256(resolved["retention"]["file"])
             if resolved["_data_sha256"]["retention"] is not None:
                 resolved["retention"]["file"] = "local file"
@@ -356,6 +385,11 @@ def file_sha256(path: str) -> str | None:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _task_yaml(entry: str) -> str:
+    """An lm-eval task entry that is a local YAML file as an absolute path; a task name unchanged."""
+    return absolute_if_local(entry) if entry.endswith((".yaml", ".yml")) else entry
 
 
 def absolute_if_local(value: Any) -> Any:

@@ -71,7 +71,7 @@ def load_run_record(run_dir: str | Path) -> dict[str, Any]:
         raise SpecError(f"the record of '{run_dir}' {reason}", hint="rerun that run, or pick another (peftbench ls)")
     if rec is None:
         raise SpecError(f"'{run_dir}' holds no readable {RESULT_FILE}",
-                        hint="give a run folder, e.g. --run runs/<run_id> (see: peftbench ls runs/)")
+                        hint="give a run folder, e.g. runs/<run_id> (see: peftbench ls runs/)")
     return rec
 
 

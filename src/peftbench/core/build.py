@@ -4,6 +4,7 @@ and `peftbench profile` measure the very model a run trains."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from peftbench.config.spec import RunSpec
@@ -15,16 +16,21 @@ from peftbench.methods.seed import method_load_kwargs
 
 
 def prepare_model(spec: RunSpec, task: Any, method: Any, prepared: Any, compute_dtype: str,
-                  device: str) -> tuple[Any, Any, Any, dict[str, Any], dict[str, Any]]:
+                  device: str, on_loaded: Callable[[Any], None] | None = None,
+                  ) -> tuple[Any, Any, Any, dict[str, Any], dict[str, Any]]:
     """Load the task's model, apply the method, the dtype policy and the CPU ops, move it to `device`;
     return (loaded, model, autocast dtype, precision, ops): `ops` holds the record's `cpu_ops` and
-    `head_token` sections. One place, so that `peftbench profile` measures the very model a run trains."""
+    `head_token` sections. One place, so that `peftbench profile` measures the very model a run trains.
+    `on_loaded(loaded)` is called once the weights are read, before the method is applied (a run's
+    progress line between the two waits)."""
     from peftbench.perf import head_token
     from peftbench.perf.cpu_ops import install as install_cpu_ops
     from peftbench.perf.flops import maybe_compile
 
     params = spec.method.params
     loaded = task.load_model(spec, prepared, method_load_kwargs(method, params, compute_dtype))
+    if on_loaded:
+        on_loaded(loaded)
     if loaded.family.kind not in task.model_kinds and loaded.family.kind != "unknown":
         raise SpecError(f"task '{spec.task}' cannot run on a {loaded.family.kind} model "
                         f"({loaded.model_type})", hint="pick a model of a family the task supports")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -65,29 +63,6 @@ def disagreements(run_dirs: list[str]) -> tuple[list[str], list[dict[str, str]]]
             row.update({n: name_of(p) + ("" if p == gold else " ✗") for n, p in zip(names, preds, strict=True)})
             rows.append(row)
     return names, rows
-
-
-def markdown(rows: list[dict[str, str]], max_text: int = 80) -> str:
-    if not rows:
-        return "(none)\n"
-    headers = list(rows[0])
-
-    def cell(h: str, v: str) -> str:
-        v = v.replace("|", "\\|").replace("\n", " ")
-        return v[: max_text - 1] + "…" if h == "text" and len(v) > max_text else v
-
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(cell(h, r.get(h, "")) for h in headers) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
-
-
-def to_csv(rows: list[dict[str, str]]) -> str:
-    buf = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return buf.getvalue()
 
 
 def read_prompts(path: str | Path) -> list[str]:

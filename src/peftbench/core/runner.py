@@ -11,16 +11,15 @@ artifact, write the record.
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
 from peftbench.config.spec import RunSpec
+from peftbench.core import lm_eval
 from peftbench.core.artifacts import save_artifact
 from peftbench.core.build import prepare_model, training_batches
 from peftbench.core.distributed import bind_device, describe, is_main_process
@@ -40,37 +39,18 @@ from peftbench.records.io import (
     RESULT_FILE,
     SCHEMA_VERSION,
     atomic_write_json,
+    check_writable,
     environment,
     git_commit,
     now_iso,
     read_record,
-    require_folder,
+    run_dir_for,
 )
 from peftbench.runtime import signals
 from peftbench.runtime.device import pick_device
-from peftbench.tasks.base import TASKS
+from peftbench.runtime.progress import Phase, bars
+from peftbench.tasks.base import TASKS, describe_data
 from peftbench.trust.checks import preflight
-
-
-def run_dir_for(out_dir: str | Path, run_id: str) -> Path:
-    root = Path(out_dir).resolve()
-    target = (root / run_id).resolve()
-    if root not in target.parents:
-        raise SpecError(f"run id '{run_id}' would escape the output folder", hint="use a plain run name")
-    return target
-
-
-def check_writable(out_dir: str | Path) -> None:
-    root = Path(out_dir)
-    require_folder(root, "--out")
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=root, prefix=".write-probe-")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as err:
-        raise SpecError(f"output folder '{out_dir}' is not writable: {err.strerror}",
-                        hint="choose another --out folder or fix its permissions") from None
 
 
 def _write_failure(run_dir: Path, record: dict[str, Any]) -> None:
@@ -94,6 +74,12 @@ class RunContext:
     threads: int
     say: Callable[[str], None]
     progress: bool
+    loading: Phase  # the model's loading, announced before torch is imported (it is part of the wait)
+    lm_eval: Any = None  # the lm-eval tasks to score (evaluation.plan.Plan), None without any
+
+    def note(self, text: str) -> None:
+        """One line of the run's progress, prefixed with its id."""
+        self.say(f"[peftbench] {self.run_id}: {text}")
 
 
 @dataclass
@@ -113,16 +99,13 @@ class EncodedData:
     train: Any
     eval: Any
     pad_id: int
+    validation: Any = None  # the selection split, where the task has one
 
 
 def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, force: bool = False,
         log: Any = None) -> dict[str, Any]:
-    """Train and evaluate one spec; return its record (also written to `out_dir/<run_id>/result.json`)."""
-    from transformers import set_seed
-
-    from peftbench.models.loading import quiet_libraries
-
-    quiet_libraries()
+    """Train and evaluate one spec; return its record (also written to `out_dir/<run_id>/result.json`).
+    The spec and the data are checked before torch is imported: bad input fails in about a second."""
     say = log or (lambda msg: print(msg, file=sys.stderr))
     if not is_main_process():  # in a multi-process run only rank 0 talks
         say, progress = (lambda msg: None), False
@@ -135,12 +118,15 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
         return existing
 
     ctx = set_up(spec, run_id, out_dir, say, progress)
+    from transformers import set_seed
+
     record = new_record(ctx)
     run_dir.mkdir(parents=True, exist_ok=True)
     tracker = open_trackers(spec, run_dir, Path(out_dir), run_id)  # report_to; a no-op by default
     try:
         set_seed(spec.train.seed)
-        train_and_evaluate(ctx, record, run_dir, tracker)
+        with bars(progress):
+            train_and_evaluate(ctx, record, run_dir, tracker)
         signals.raise_if_received()  # a cancel whose KeyboardInterrupt was lost is still a cancel
     except KeyboardInterrupt:
         record.update(status="canceled", error=error_entry("canceled", signals.cancel_message()))
@@ -157,9 +143,9 @@ def run(spec: RunSpec, out_dir: str | Path = "runs", *, progress: bool = True, f
 
 def set_up(spec: RunSpec, run_id: str, out_dir: str | Path, say: Callable[[str], None],
            progress: bool) -> RunContext:
-    """Check the spec and load the data before any model is loaded; then pick the device, its
-    compute dtype and the CPU threads."""
-    from peftbench.models.loading import check_max_length
+    """Check the spec and load the data before torch is imported or any model is loaded; then pick the
+    device, its compute dtype and the CPU threads."""
+    from peftbench.models.loading import check_max_length, quiet_libraries
     from peftbench.perf.flops import configure_threads
     from peftbench.runtime.device import resolve_dtype
     from peftbench.trust import forgetting
@@ -170,12 +156,20 @@ def set_up(spec: RunSpec, run_id: str, out_dir: str | Path, say: Callable[[str],
     check_max_length(spec)  # data.max_length within the model's positions, from its config.json
     prepared = task.load_data(spec)
     retention = forgetting.load(spec)
+    lm_eval_tasks = lm_eval.lm_eval_plan(spec)  # lm-eval tasks resolved and built: a bad one fails before loading
     check_writable(out_dir)
+    note = lambda text: say(f"[peftbench] {run_id}: {text}")  # noqa: E731
+    note(f"data: {describe_data(prepared.info)}")
+    loading = Phase(note, f"loading {spec.model.name_or_path} for {spec.method.name}")
+    quiet_libraries()  # the first import of torch and transformers: every input check is behind us
     device = pick_device(spec.train.device)
     bind_device(device)
     compute_dtype = resolve_dtype(spec.model.dtype, device)
     threads = configure_threads(spec.train.num_threads, device)
-    return RunContext(spec, run_id, task, method, prepared, retention, device, compute_dtype, threads, say, progress)
+    note(f"torch {sys.modules['torch'].__version__} on {device}: {compute_dtype}, {threads} thread(s), "
+         f"after {loading.elapsed:.1f} s")
+    return RunContext(spec, run_id, task, method, prepared, retention, device, compute_dtype, threads, say, progress, loading,
+                      lm_eval_tasks)
 
 
 def new_record(ctx: RunContext) -> dict[str, Any]:
@@ -203,13 +197,21 @@ def train_and_evaluate(ctx: RunContext, record: dict[str, Any], run_dir: Path, t
                       built.amp_dtype)
     selection = model_selection(ctx, built, data)
     base = base_model(ctx, built, data, run_dir) if ctx.task.generative else None
+    lm_eval_base = lm_eval.before_training(ctx, built, run_dir)
     weights_before = diagnostics.snapshot(built.model)
     outcome = train_model(ctx, built, data, selection, record, tracker)
     evaluate_model(ctx, built, selection, outcome, record, base)
+    lm_eval.after_training(ctx, built, lm_eval_base, record)
+    phase = Phase(ctx.note, "measuring the weight change" + (" and forgetting" if ctx.retention else ""))
     record["retention"] = forgetting.after(ctx.retention, built.model, ctx.spec, data.pad_id, ctx.device,
                                            built.amp_dtype)
     record["diagnostics"] = diagnostics.diagnose(built.model, weights_before)
+    phase.done("measured")
+    phase = Phase(ctx.note, "saving the trained weights")
     record["artifact"] = save_artifact(built.model, ctx.spec, run_dir)
+    saved = record["artifact"]
+    phase.done(f"saved {saved['kind']} ({(saved['size_bytes'] or 0) / 1e6:.1f} MB) to {run_dir / saved['path']}"
+               if saved.get("saved") else "nothing to save")
     record["status"] = "success"
 
 
@@ -219,9 +221,9 @@ def build_model(ctx: RunContext, record: dict[str, Any]) -> BuiltModel:
     from peftbench.perf.memory import model_footprint
 
     spec, method = ctx.spec, ctx.method
-    ctx.say(f"[peftbench] {ctx.run_id}: loading {spec.model.name_or_path} for {spec.method.name}")
-    loaded, model, amp_dtype, precision, ops = prepare_model(spec, ctx.task, method, ctx.prepared,
-                                                             ctx.compute_dtype, ctx.device)
+    loaded, model, amp_dtype, precision, ops = prepare_model(
+        spec, ctx.task, method, ctx.prepared, ctx.compute_dtype, ctx.device,
+        on_loaded=lambda m: ctx.note(f"read {m.model_type} weights after {ctx.loading.elapsed:.1f} s; applying {method.name}"))
     collate_fn, loss_fn = training_batches(spec, model, ctx.task)
     trainable, total = count_params(model)
     if trainable == 0:
@@ -235,13 +237,24 @@ def build_model(ctx: RunContext, record: dict[str, Any]) -> BuiltModel:
         record["peft_config"] = model.peft_config["default"].to_dict()
     if method.quantized:
         record["quantization"] = quantization_summary(model, spec.method.params)
+    ctx.loading.done(f"loaded {loaded.model_type} ({total:,} parameters, "
+               f"{trainable:,} trainable) on {ctx.device}")
     return BuiltModel(loaded, model, amp_dtype, ops, collate_fn, loss_fn)
 
 
 def encode_data(ctx: RunContext, built: BuiltModel) -> EncodedData:
-    """The train and test sets in the model's tokens."""
+    """The train, validation and test sets in the model's tokens."""
+    info, max_length = ctx.prepared.info, ctx.spec.data.max_length
+    phase = Phase(ctx.note, f"tokenizing {describe_data({**info, 'label_names': None})} "
+                           f"(max_length {max_length})")
     train_enc, eval_enc = ctx.task.encode(built.loaded, ctx.prepared, ctx.spec)
-    return EncodedData(train_enc, eval_enc, built.loaded.tokenizer.pad_token_id or 0)
+    encode_validation = getattr(ctx.task, "encode_validation", None)  # tasks without one evaluate on test
+    validation = encode_validation(built.loaded, ctx.prepared, ctx.spec) if encode_validation else None
+    lengths = [n for enc in (train_enc, eval_enc, validation) if enc is not None for n in enc.lengths()]
+    cut = sum(n >= max_length for n in lengths)
+    phase.done(f"tokenized {len(lengths):,} examples, {sum(lengths) / len(lengths):.0f} "
+               f"tokens on average, {cut:,} cut at max_length")
+    return EncodedData(train_enc, eval_enc, built.loaded.tokenizer.pad_token_id or 0, validation)
 
 
 def check_before_training(ctx: RunContext, built: BuiltModel, data: EncodedData, record: dict[str, Any]) -> None:
@@ -250,11 +263,13 @@ def check_before_training(ctx: RunContext, built: BuiltModel, data: EncodedData,
 
     task, spec = ctx.task, ctx.spec
     task_checks = getattr(task, "preflight_checks", None)  # checks of the task's encoded data
+    phase = Phase(ctx.note, "pre-flight checks (one step on a real batch)")
     run_preflight(built.model, ctx.method, spec.method.params, built.loaded.family,
                   probe_batch(task, data.train, spec, data.pad_id, ctx.device),
                   autocast_dtype=built.amp_dtype, device=ctx.device, record=record,
                   data_checks=(lambda: task_checks(built.loaded, ctx.prepared, data.train, spec)) if task_checks else None,
-                  warn=lambda text: ctx.say(f"[peftbench] {ctx.run_id}: warning: {text}"))
+                  warn=lambda text: ctx.note(f"warning: {text}"))
+    phase.done("pre-flight checks passed")
 
 
 def model_selection(ctx: RunContext, built: BuiltModel, data: EncodedData) -> Any:
@@ -269,9 +284,7 @@ def model_selection(ctx: RunContext, built: BuiltModel, data: EncodedData) -> An
         return task.evaluate(m, enc, ctx.prepared, batch_size=eval_bs, device=ctx.device,
                              autocast_dtype=built.amp_dtype, pad_id=data.pad_id)
 
-    encode_validation = getattr(task, "encode_validation", None)  # tasks without one evaluate on test
-    return Selection(spec, task.main_metric, evaluate,
-                     encode_validation(built.loaded, ctx.prepared, spec) if encode_validation else None)
+    return Selection(spec, task.main_metric, evaluate, data.validation)
 
 
 def train_model(ctx: RunContext, built: BuiltModel, data: EncodedData, selection: Any, record: dict[str, Any],
@@ -280,12 +293,20 @@ def train_model(ctx: RunContext, built: BuiltModel, data: EncodedData, selection
     from peftbench.core.train import train
 
     spec = ctx.spec
-    ctx.say(f"[peftbench] {ctx.run_id}: training {len(data.train)} examples, {spec.train.epochs} epoch(s), "
-            f"{record['params']['trainable_pct']:.3f}% trainable, {record['precision']['compute_dtype']} "
-            f"on {ctx.device}")
+    ctx.note(f"training {len(data.train)} examples, {spec.train.epochs} epoch(s), "
+             f"{record['params']['trainable_pct']:.3f}% trainable, {record['precision']['compute_dtype']} "
+             f"on {ctx.device}")
+    metric, split = selection.metric, selection.per_epoch_split
+
+    def on_log(kind: str, point: dict[str, Any]) -> None:
+        tracker.log_point(kind, point)
+        if kind == "eval":  # one line per epoch, after its bar and its evaluation's bar are gone
+            ctx.note(f"epoch {point['epoch']}/{spec.train.epochs}: {split} {metric} "
+                     f"{point.get(metric, float('nan')):.4f} (training so far {point['train_time_s']:.1f} s)")
+
     return train(built.model, data.train, selection, spec.train, device=ctx.device, autocast_dtype=built.amp_dtype,
                  pad_id=data.pad_id, progress=ctx.progress, collate_fn=built.collate_fn, loss_fn=built.loss_fn,
-                 on_log=tracker.log_point)
+                 on_log=on_log)
 
 
 def base_model(ctx: RunContext, built: BuiltModel, data: EncodedData, run_dir: Path) -> dict[str, Any]:
@@ -293,9 +314,12 @@ def base_model(ctx: RunContext, built: BuiltModel, data: EncodedData, run_dir: P
     must improve on."""
     from peftbench.core.baseline import base_model_scores
 
-    return base_model_scores(ctx.spec, ctx.task, built.model, data.eval, ctx.prepared,
+    phase = Phase(ctx.note, "scoring the untrained base model (cached for later runs)")
+    scores = base_model_scores(ctx.spec, ctx.task, built.model, data.eval, ctx.prepared,
                              cache_dir=run_dir.parent / ".cache" / "base", compute_dtype=ctx.compute_dtype,
                              device=ctx.device, amp_dtype=built.amp_dtype, pad_id=data.pad_id)
+    phase.done("base model scored")
+    return scores
 
 
 def evaluate_model(ctx: RunContext, built: BuiltModel, selection: Any, outcome: Any, record: dict[str, Any],
@@ -304,7 +328,9 @@ def evaluate_model(ctx: RunContext, built: BuiltModel, selection: Any, outcome: 
     from peftbench.core.protocol import record_protocol
 
     spec = ctx.spec
+    phase = Phase(ctx.note, "evaluating on the test split")
     final, selected = selection.finish(built.model)
+    phase.done(f"test {ctx.task.main_metric} {final.get(ctx.task.main_metric, float('nan')):.4f}")
     predictions = final.pop("predictions", None)
     record["train"] = train_section(ctx, built, outcome)
     record["distributed"] = describe(spec.train)

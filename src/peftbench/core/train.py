@@ -26,8 +26,9 @@ from peftbench.models.heads import TaskLoss
 from peftbench.perf.cpu_heap import retained_heap
 from peftbench.perf.load import sampled_load
 from peftbench.perf.memory import MemoryByKind
-from peftbench.runtime import signals
+from peftbench.runtime import progress, signals
 from peftbench.runtime.device import autocast
+from peftbench.runtime.progress import SmoothedLoss
 
 
 def can_fuse_adamw(params: list[Any]) -> bool:
@@ -171,7 +172,6 @@ class TrainingLoop:
                  on_log: Callable[[str, dict[str, Any]], None] | None) -> None:
         import torch
         from accelerate import Accelerator
-        from tqdm.auto import tqdm
         from transformers import get_linear_schedule_with_warmup
 
         self.tspec, self.collate_fn, self.loss_fn, self.on_log = tspec, collate_fn, loss_fn, on_log
@@ -189,8 +189,10 @@ class TrainingLoop:
         self.amp = autocast(device, autocast_dtype)
         self.pad_kw = pad_multiple_kwargs(collate_fn, device)
         self.check_every_step = device == "cpu"  # .item() is free on the CPU; on CUDA it would sync each step
-        self.bar = tqdm(total=self.total_steps, desc="train", unit="step", disable=not progress, leave=False,
-                        dynamic_ncols=True)
+        self.progress = progress
+        self.bar: Any = None  # each epoch's bar (train_epoch)
+        self.shown_loss = SmoothedLoss()  # the bar's loss, from the first step on
+        self.loss_read_at = 0.0  # when the bar last read the loss (CUDA: at most once a second)
         self.running = torch.zeros((), device=self.accelerator.device)
         self.running_reg = torch.zeros((), device=self.accelerator.device)  # regularizer since the last point
         self.running_n = 0
@@ -203,26 +205,43 @@ class TrainingLoop:
         batches = make_batches(lengths, tspec.batch_size, tspec.seed + epoch, True, tspec.group_by_length,
                                tspec.length_group_batches)
         self.model.train()
+        steps = min(math.ceil(len(batches) / tspec.grad_accum), self.total_steps - self.step)
+        self.bar = progress.bar(steps, f"epoch {epoch + 1}/{tspec.epochs}", unit="step", enabled=self.progress)
         t_epoch = time.perf_counter()
-        for micro, idx in enumerate(batches):
-            signals.raise_if_received()  # a cancel whose KeyboardInterrupt was lost (raised in a __del__)
-            loss, task = self.micro_step(enc, lengths, idx, pad_id)
-            self.running += task.float()
-            self.running_reg += (loss.detach() - task).float()
-            self.running_n += 1
-            if self.check_every_step and not math.isfinite(loss.item()):
-                raise NanLossError(f"loss became {loss.item()} at step {self.step + 1} (epoch {epoch + 1})",
-                                   hint="lower train.lr or check the data")
-            last_micro = (micro + 1) % tspec.grad_accum == 0 or micro + 1 == len(batches)
-            if not last_micro:
-                continue
-            self.step += 1
-            self.bar.update(1)
-            if self.step % tspec.log_every == 0 or self.step == self.total_steps:
-                self.log_loss(round(epoch + (micro + 1) / len(batches), 4), epoch)
-            if self.step >= self.total_steps:
-                break
-        self.out.train_time_s += time.perf_counter() - t_epoch
+        try:
+            for micro, idx in enumerate(batches):
+                signals.raise_if_received()  # a cancel whose KeyboardInterrupt was lost (raised in a __del__)
+                loss, task = self.micro_step(enc, lengths, idx, pad_id)
+                self.running += task.float()
+                self.running_reg += (loss.detach() - task).float()
+                self.running_n += 1
+                if self.check_every_step and not math.isfinite(loss.item()):
+                    raise NanLossError(f"loss became {loss.item()} at step {self.step + 1} (epoch {epoch + 1})",
+                                       hint="lower train.lr or check the data")
+                self.show_loss(task)
+                last_micro = (micro + 1) % tspec.grad_accum == 0 or micro + 1 == len(batches)
+                if not last_micro:
+                    continue
+                self.step += 1
+                self.bar.update(1)
+                if self.step % tspec.log_every == 0 or self.step == self.total_steps:
+                    self.log_loss(round(epoch + (micro + 1) / len(batches), 4))
+                if self.step >= self.total_steps:
+                    break
+        finally:
+            self.out.train_time_s += time.perf_counter() - t_epoch
+            self.bar.close()
+
+    def show_loss(self, task: Any) -> None:
+        """Put the smoothed task loss on the bar: every step on the CPU, where reading it back is free;
+        at most once a second on CUDA, where each read waits for the device."""
+        if self.bar.disable:
+            return
+        now = time.perf_counter()
+        if not self.check_every_step and now - self.loss_read_at < 1.0:
+            return
+        self.loss_read_at = now
+        self.bar.set_postfix_str(f"loss={self.shown_loss.add(float(task.item())):.4f}", refresh=False)
 
     def micro_step(self, enc: Encoded, lengths: list[int], idx: list[int], pad_id: int) -> tuple[Any, Any]:
         """Forward and backward on one batch (this rank's shard of it); the optimizer steps when
@@ -252,13 +271,12 @@ class TrainingLoop:
         out.compute_time_s += time.perf_counter() - t0
         return loss, task
 
-    def log_loss(self, epoch_position: float, epoch: int) -> None:
+    def log_loss(self, epoch_position: float) -> None:
         """A loss-curve point: the mean loss since the previous one (across ranks); stops on NaN/inf."""
         avg = self.dp.mean(self.running / self.running_n).item()
         if not math.isfinite(avg):
             raise NanLossError(f"loss became {avg} by step {self.step}", hint="lower train.lr")
         self.add_point(epoch_position, avg)
-        self.bar.set_postfix(loss=f"{avg:.4f}", epoch=epoch + 1)
         self.reset_running()
 
     def reset_running(self) -> None:
@@ -328,7 +346,6 @@ def train(model: Any, train_enc: Encoded, evaluate: Callable[[Any], dict[str, An
             raise OutOfMemory.from_error(err, "during training") from None
         raise
     finally:
-        loop.bar.close()
         loop.task_loss.close()
         out.memory = mem.stop()
         out.memory_by_kind = loop.memory.result()

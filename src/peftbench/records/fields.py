@@ -58,3 +58,32 @@ def fmt_bytes(n: float | None) -> str:
         if abs(n) < 1024:
             return f"{n:.1f} {unit}"
     return f"{n / 1024:.1f} GB"
+
+
+def fmt_number(value: Any) -> str:
+    """A setting's value as every table and label shows it: integers as written, floats in their
+    shortest form, and floats below 0.01 or from 1e5 up in scientific notation without a padded
+    exponent (5e-5, 1e-4, 2.5e-4, 1e-3, 0.1, 16), so one column never mixes 5e-05 with 0.0001."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    if not math.isfinite(value) or value == 0 or 0.01 <= abs(value) < 1e5:
+        return f"{value:g}"
+    mantissa, exponent = f"{value:.5e}".split("e")
+    mantissa = mantissa.rstrip("0").rstrip(".")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def metrics_text(record: dict[str, Any], extra: tuple[str, ...] = ()) -> str:
+    """The record's main metric, then each of `extra` it holds, as 'accuracy=0.8750 eval_loss=0.4012'
+    (empty when it holds none: a failed run)."""
+    metrics = record.get("metrics") or {}
+    names = [record.get("main_metric") or "accuracy", *extra]
+    shown = [k for i, k in enumerate(names) if k not in names[:i] and number(metrics.get(k)) is not None]
+    return " ".join(f"{k}={metrics[k]:.4f}" for k in shown)
+
+
+def settings_text(settings: dict[str, Any], sep: str = ", ") -> str:
+    """Settings as 'key=value' items (numbers by `fmt_number`), e.g. a sweep run's axes."""
+    return sep.join(f"{k}={fmt_number(v)}" for k, v in settings.items())

@@ -64,6 +64,33 @@ def require_folder(path: str | Path, option: str) -> None:
                         hint=f"give {option} a folder path, or move that file away")
 
 
+def run_dir_for(out_dir: str | Path, run_id: str) -> Path:
+    """The run's folder under `out_dir`; a SpecError (exit 2) for an id that would lead outside it."""
+    root = Path(out_dir).resolve()
+    target = (root / run_id).resolve()
+    if root not in target.parents:
+        from peftbench.errors import SpecError
+
+        raise SpecError(f"run id '{run_id}' would escape the output folder", hint="use a plain run name")
+    return target
+
+
+def check_writable(out_dir: str | Path) -> None:
+    """Create `out_dir` and write a probe file in it: a SpecError (exit 2) now, not a failure after training."""
+    root = Path(out_dir)
+    require_folder(root, "--out")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=root, prefix=".write-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        from peftbench.errors import SpecError
+
+        raise SpecError(f"output folder '{out_dir}' is not writable: {err.strerror}",
+                        hint="choose another --out folder or fix its permissions") from None
+
+
 def require_file_path(path: str | Path, what: str) -> None:
     """A SpecError (exit 2) when `path`, where a file is written, is a folder."""
     from peftbench.errors import SpecError

@@ -1,8 +1,8 @@
 """`peftbench report`: tables, baseline comparison, plots, exports and one self-contained HTML file.
 
-`build_report(records, out_dir)` writes into `out_dir`: report.html (images inlined), report.md,
-report.csv and report.json (one flat row per run), analysis.json (every number the report
-states) and plots/*.png. The analysis itself lives in `analysis` (with `configs`, `comparisons`,
+`build_report(records, out_dir)` writes into `out_dir`: report.html (images inlined, with the
+interactive results board of `board`), report.md, report.csv and report.json (one flat row per run),
+analysis.json (every number the report states) and plots/*.png. The analysis itself lives in `analysis` (with `configs`, `comparisons`,
 `trust` and `stats`), what each section shows in `rows` and `sections`.
 """
 
@@ -15,6 +15,7 @@ from peftbench.records.fields import model_label
 from peftbench.records.io import atomic_write_json, atomic_write_text
 from peftbench.reports.analysis import Analysis, analyze
 from peftbench.reports.configs import config_key, record_costs, scalar_metrics, selected_on_test
+from peftbench.reports.escape import csv_cell
 from peftbench.reports.sections import markdown_report, slug
 from peftbench.reports.trust import TARGET_FRACTION, record_values
 
@@ -76,8 +77,9 @@ def flat_rows(records: list[dict[str, Any]], analysis: Analysis) -> list[dict[st
 def write_exports(rows: list[dict[str, Any]], out: Path) -> None:
     import pandas as pd
 
-    df = pd.DataFrame(rows)
-    atomic_write_text(out / "report.csv", df.to_csv(index=False))
+    df = pd.DataFrame([{k: csv_cell(v) for k, v in row.items()} for row in rows])
+    # RFC 4180 line ends: with them a carriage return inside a value is quoted, not a row break.
+    atomic_write_text(out / "report.csv", df.to_csv(index=False, lineterminator="\r\n"))
     atomic_write_json(out / "report.json", rows)
 
 
@@ -102,6 +104,7 @@ def write_report(records: list[dict[str, Any]], out_dir: str | Path, *, baseline
     (`cost_curves.find_profiles`) add a "Cost curves" section; `prefer` and `floors` steer the
     decision each task opens with (`decision.decide`)."""
     from peftbench.errors import SpecError
+    from peftbench.reports.board import board_parts
     from peftbench.reports.html import render_html
     from peftbench.reports.plots import task_plots
 
@@ -112,7 +115,8 @@ def write_report(records: list[dict[str, Any]], out_dir: str | Path, *, baseline
     analysis = analyze(records, baseline=baseline, metric=metric, bootstrap=bootstrap, target_fraction=target_fraction,
                        prefer=prefer, floors=floors)
     plots = {t: task_plots(analysis.task_configs(t), out / "plots", slug(t)) for t in analysis.tasks}
-    write_exports(flat_rows(records, analysis), out)
+    rows = flat_rows(records, analysis)
+    write_exports(rows, out)
     atomic_write_json(out / "analysis.json", analysis.to_dict())
     md, extra_html = markdown_report(analysis, plots, out), ""
     if profiles:
@@ -122,5 +126,5 @@ def write_report(records: list[dict[str, Any]], out_dir: str | Path, *, baseline
         md, extra_html = md + section.markdown, section.html
     atomic_write_text(out / "report.md", md)
     html_path = out / "report.html"
-    atomic_write_text(html_path, render_html(analysis, plots, records, extra_html))
+    atomic_write_text(html_path, render_html(analysis, plots, records, extra_html, board=board_parts(records, rows)))
     return html_path, analysis

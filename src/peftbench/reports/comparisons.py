@@ -27,7 +27,7 @@ PAIRWISE_MAX_CONFIGS = 12
 # ---- paired tests between configurations ------------------------------------------------------
 
 
-def _match_seeds(a: Config, b: Config) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+def match_seeds(a: Config, b: Config) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """Runs of the same seed when both configurations used it, else the i-th seed with the i-th."""
     by_a = {int(r.get("seed") or 0): r for r in a.runs}
     by_b = {int(r.get("seed") or 0): r for r in b.runs}
@@ -56,7 +56,7 @@ def _run_test(ra: dict[str, Any], rb: dict[str, Any], metric: str) -> dict[str, 
 def compare_pair(a: Config, b: Config) -> dict[str, Any]:
     """Paired significance of A vs B on the task's metric, over matched seeds."""
     metric = a.metric
-    tests = [t for t in (_run_test(ra, rb, metric) for ra, rb in _match_seeds(a, b)) if t is not None]
+    tests = [t for t in (_run_test(ra, rb, metric) for ra, rb in match_seeds(a, b)) if t is not None]
     va, vb = (a.stats.get(metric) or {}).get("values", []), (b.stats.get(metric) or {}).get("values", [])
     welch = welch_test(va, vb)
     ma, mb = a.mean(metric), b.mean(metric)

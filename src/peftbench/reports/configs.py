@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from peftbench.methods.base import SEED_METHODS
-from peftbench.records.fields import model_label, number, value_at
+from peftbench.records.fields import fmt_number, model_label, number, value_at
 from peftbench.reports.learning import config_learning
 from peftbench.reports.stats import seed_summary
 from peftbench.tasks.metrics import higher_is_better
@@ -194,6 +194,23 @@ TUNING_LABELS = {"default": "defaults", "tuned": "tuned"}
 TUNED_KEYS = ("train.lr", "method.r", "method.alpha")
 
 
+def differing_settings(specs: list[dict[str, Any]]) -> list[list[tuple[str, str]]]:
+    """Per spec, (dotted key, 'key=value') for each setting in which the specs differ, the training
+    seed aside: what tells configurations of one method apart, in report labels and `peftbench ls`."""
+    flats = [_flat_spec(spec) for spec in specs]
+    keys = sorted({k for f in flats for k in f})
+    varying = [k for k in keys if len({json.dumps(f.get(k), default=str) for f in flats}) > 1]
+    out = []
+    for f in flats:
+        parts = []
+        for k in varying:
+            short = k.split(".", 1)[1] if "." in k else k
+            value = model_label(f.get(k)) if k == "model.name_or_path" and isinstance(f.get(k), str) else f.get(k)
+            parts.append((k, f"{short}={_short(value)}"))
+        out.append(parts)
+    return out
+
+
 def _label(configs: list[Config]) -> None:
     """Method name plus the settings that set it apart from same-method configurations
     ("lora (tuned)" / "lora (defaults)" for the final runs of a tuning search)."""
@@ -201,18 +218,10 @@ def _label(configs: list[Config]) -> None:
     for c in configs:
         groups.setdefault((c.task, c.method), []).append(c)
     for group in groups.values():
-        flats = [_flat_spec(c.spec) for c in group]
-        keys = sorted({k for f in flats for k in f})
-        varying = [k for k in keys if len({json.dumps(f.get(k), default=str) for f in flats}) > 1]
-        for c, f in zip(group, flats, strict=True):
+        for c, settings in zip(group, differing_settings([c.spec for c in group]), strict=True):
             role = TUNING_LABELS.get(c.tuning_role or "")
             parts = [role] if role else []
-            for k in varying:
-                if role and k in TUNED_KEYS:
-                    continue
-                short = k.split(".", 1)[1] if "." in k else k
-                value = model_label(f.get(k)) if k == "model.name_or_path" and isinstance(f.get(k), str) else f.get(k)
-                parts.append(f"{short}={_short(value)}")
+            parts += [text for k, text in settings if not (role and k in TUNED_KEYS)]
             c.label = c.method + (f" ({', '.join(parts)})" if parts else "")
     seen: dict[str, int] = {}
     for c in configs:
@@ -224,7 +233,7 @@ def _label(configs: list[Config]) -> None:
 
 def _short(value: Any) -> str:
     if isinstance(value, float):
-        return f"{value:g}"
+        return fmt_number(value)
     text = str(value)
     return text if len(text) <= 24 else text[:21] + "..."
 

@@ -3,8 +3,9 @@ config labels, run ids, class labels, metric names, error messages) become inert
 
 One function per format, used by every writer: `md_text` for report.md (table cells, headings,
 lines) and `md_link` for its link targets, `html_text` for report.html (elements and attribute
-values), `terminal_text` for tables printed to a terminal, and `plain_plot_text` for figure text
-(matplotlib would otherwise parse `$...$` as math).
+values) and `script_json` for the data it embeds in a <script> element, `terminal_text` for tables
+printed to a terminal, `csv_cell` for CSV exports (report.csv, the board's export, the qualitative
+tables), and `plain_plot_text` for figure text (matplotlib would otherwise parse `$...$` as math).
 """
 
 from __future__ import annotations
@@ -47,6 +48,47 @@ def md_link(target: str) -> str:
 def html_text(text: Any) -> str:
     """`text` as HTML text or a quoted attribute value: `&`, `<`, `>`, `"` and `'` as entities."""
     return html.escape(str(text), quote=True)
+
+
+# In a <script> element only `</script` (or `<!--`) ends or changes the element: escaped as JSON's `\u003c`,
+# so no string can close it; `>` and `&` follow for symmetry, U+2028/U+2029 because older JavaScript
+# parsers read them as line ends inside string literals.
+_SCRIPT_UNSAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028",
+                                "\u2029": "\\u2029"})
+
+
+def script_json(value: Any) -> str:
+    """`value` as JSON text that is safe inside a <script> element (`type="application/json"`, read with
+    `JSON.parse`): `<`, `>`, `&` and the two Unicode line separators as `\\uXXXX` escapes, which parse
+    back to the same characters; NaN and infinities as null (JSON has none)."""
+    import json
+    import math
+
+    def finite(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {str(k): finite(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [finite(x) for x in v]
+        return v
+
+    text = json.dumps(finite(value), ensure_ascii=False, separators=(",", ":"), default=str, allow_nan=False)
+    return text.translate(_SCRIPT_UNSAFE)
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# A decimal number as CSV readers take one (the same pattern as board.js's export).
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def csv_cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows as the text it is: a string that starts like a formula (`=`,
+    `+`, `-`, `@`, tab, carriage return) and is not a number gets a leading `'` (OWASP's rule
+    against formula injection); numbers and other values pass unchanged."""
+    if not isinstance(value, str) or not value.startswith(_FORMULA_START) or _NUMBER.fullmatch(value):
+        return value
+    return "'" + value
 
 
 def terminal_text(text: Any) -> str:

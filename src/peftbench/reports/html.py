@@ -1,5 +1,6 @@
-"""The report as one self-contained HTML file: inline CSS, PNGs as base64 data URIs, and a few
-lines of inline JavaScript to sort tables by clicking a header. Opens offline in any browser."""
+"""The report as one self-contained HTML file: inline CSS, PNGs as base64 data URIs, the interactive
+results board (`board`: its data, Plotly's bundle and its script inlined) and a few lines of inline
+JavaScript to sort the static tables by clicking a header. Opens offline in any browser."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from peftbench.reports.analysis import Analysis
+from peftbench.reports.board import CSS as BOARD_CSS
 from peftbench.reports.escape import html_text
 from peftbench.reports.rows import TEST_SELECTED_MARK
 from peftbench.reports.sections import Section, slug, task_sections, task_title
@@ -108,11 +110,13 @@ def html_section(section: Section) -> str:
 
 
 def render_html(analysis: Analysis, plots: dict[str, list[tuple[str, Path]]], records: list[dict[str, Any]],
-                extra_html: str = "") -> str:
-    """The whole page; `extra_html` (e.g. the cost-curves section) goes after the tasks."""
+                extra_html: str = "", board: tuple[str, str] | None = None) -> str:
+    """The whole page; `extra_html` (e.g. the cost-curves section) goes after the tasks, and `board`
+    (`board.board_parts`: the results board's section and its scripts) after the page header."""
     n_ok = sum(r.get("status") == "success" for r in records)
+    section, scripts = board or ("", "")
     parts = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-             "<title>peftbench report</title>", f"<style>{CSS}</style></head><body>",
+             "<title>peftbench report</title>", f"<style>{CSS}{BOARD_CSS if board else ''}</style></head><body>",
              "<h1>peftbench report</h1>",
              f"<p class='muted'>{len(records)} runs ({n_ok} successful, {len(records) - n_ok} not), "
              f"{len(analysis.configs)} configurations, {len(analysis.tasks)} task(s). "
@@ -120,10 +124,11 @@ def render_html(analysis: Analysis, plots: dict[str, list[tuple[str, Path]]], re
     if len(analysis.tasks) > 1:
         parts.append("<nav>" + "".join(f"<a href='#task-{slug(t)}'>{html_text(t)}</a>" for t in analysis.tasks) + "</nav>")
     parts += [f"<p class='muted'>Note: {html_text(n)}</p>" for n in analysis.notes]
+    parts.append(section)
     for task in analysis.tasks:
         parts.append(f"<section id='task-{slug(task)}'><h2>{html_text(task_title(analysis, task))}</h2>")
         parts += [html_section(s) for s in task_sections(analysis, task, plots.get(task, []))]
         parts.append("</section>")
     parts.append(extra_html)
-    parts.append(f"<script>{JS}</script></body></html>")
+    parts.append(f"{scripts}<script>{JS}</script></body></html>")
     return "\n".join(parts)

@@ -243,7 +243,8 @@ def _front_panel(ax: Any, xy: list[tuple[float, float]], mask: list[bool], label
 
 
 FORGETTING_LABELS = {"probe_accuracy_drop": "forgetting: probe accuracy drop",
-                     "representation_drift": "forgetting: representation drift"}
+                     "representation_drift": "forgetting: representation drift",
+                     "lm_eval_drop": "forgetting: lm-eval score drop (retention tasks)"}
 
 
 def forgetting_pareto(configs: list[Config], path: Path, *, title: str) -> Path | None:

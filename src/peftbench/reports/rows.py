@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from peftbench.records.fields import fmt_bytes
+from peftbench.records.fields import fmt_bytes, fmt_number
 from peftbench.reports.analysis import Analysis
 from peftbench.reports.configs import Config, record_costs, scalar_metrics
 from peftbench.reports.load_marks import comparison_load_mark, run_load_text
@@ -25,7 +25,7 @@ def target_header(fraction: float) -> str:
 def _hparam_cells(hp: dict[str, Any]) -> Row:
     return {
         "r": Cell(str(hp["r"]) if hp["r"] is not None else "-", hp["r"]),
-        "lr": Cell(f"{hp['lr']:g}" if hp["lr"] is not None else "-", hp["lr"]),
+        "lr": Cell(fmt_number(hp["lr"]) if hp["lr"] is not None else "-", hp["lr"]),
         "epochs": Cell(str(hp["epochs"]) if hp["epochs"] is not None else "-", hp["epochs"]),
     }
 
@@ -58,6 +58,13 @@ def _config_row(c: Config, ttt: str | None, second: str | None) -> Row:
         "model mem": Cell(fmt_bytes(c.mean("model_footprint_bytes")), c.mean("model_footprint_bytes")),
         "saved size": Cell(fmt_bytes(c.mean("artifact_bytes")), c.mean("artifact_bytes")),
     }
+
+
+def dashboard_optional(analysis: Analysis) -> tuple[str, ...]:
+    """The dashboard columns a narrow terminal leaves out, least needed first: settings the
+    configuration's label already names where they differ, then costs and spreads."""
+    return ("r", "lr", "epochs", "model mem", "trainable", "saved size", "why", target_header(analysis.target_fraction),
+            "eval_loss", "status", "seeds", "95% CI", "model")
 
 
 def dashboard(analysis: Analysis, task: str, *, learned: bool = True) -> list[Row]:

@@ -12,11 +12,19 @@ from typing import Any
 from peftbench.reports.analysis import Analysis
 from peftbench.reports.decision import learning_line
 from peftbench.reports.escape import md_link, md_text, terminal_text
+from peftbench.reports.lm_eval_tables import (
+    LM_EVAL_FORGETTING_NOTE,
+    LM_EVAL_NOTE,
+    LM_EVAL_PAIRED_NOTE,
+    lm_eval_pair_rows,
+    lm_eval_rows,
+)
 from peftbench.reports.rows import (
     TEST_SELECTED_MARK,
     baseline_lines,
     comparison_rows,
     dashboard,
+    dashboard_optional,
     failed_rows,
     forgetting_rows,
     pair_rows,
@@ -29,7 +37,7 @@ from peftbench.reports.rows import (
 )
 from peftbench.reports.stats import ALPHA
 from peftbench.reports.study_tables import study_tables
-from peftbench.reports.tables import TERMINAL_CELL_WIDTH, Row, markdown, terminal
+from peftbench.reports.tables import TERMINAL_CELL_WIDTH, Row, fit_lines, markdown, terminal
 
 TUNING_NOTE = ("Each method searched with the same budget on the validation split; the best trial's settings "
                "(tuned) and the spec's own (defaults) then ran over the same seeds and are reported on test. "
@@ -120,7 +128,11 @@ def task_sections(analysis: Analysis, task: str, figures: list[tuple[str, Path]]
         sections.append(Section(f"Against the best: {best.label}", comparison_rows(analysis, task, against_best=True),
                                 verdicts=analysis.best_comparisons[task]))
     sections.append(Section(f"Paired significance (α = {ALPHA})", pair_rows(analysis, task), PAIRED_NOTE))
-    for title, rows, note in (("Forgetting", forgetting_rows(analysis, task), FORGETTING_NOTE),
+    for title, rows, note in (("lm-eval tasks: base vs tuned", lm_eval_rows(analysis, task), LM_EVAL_NOTE),
+                              ("lm-eval: paired significance", lm_eval_pair_rows(analysis, task), LM_EVAL_PAIRED_NOTE),
+                              ("Forgetting", forgetting_rows(analysis, task), FORGETTING_NOTE),
+                              ("Forgetting on lm-eval tasks", lm_eval_rows(analysis, task, role="retention"),
+                               LM_EVAL_FORGETTING_NOTE),
                               ("Weight change (ΔW)", weight_change_rows(analysis, task), WEIGHT_CHANGE_NOTE)):
         if rows:
             sections.append(Section(title, rows, note))
@@ -162,25 +174,39 @@ def markdown_report(analysis: Analysis, plots: dict[str, list[tuple[str, Path]]]
 # ---- terminal ---------------------------------------------------------------------------------------
 
 
+def terminal_dashboard(analysis: Analysis, task: str) -> list[str]:
+    """A task's first screen in the terminal: its decision, the dashboard, and the configurations
+    that did not learn or failed; tables fitted to the terminal (`tables.terminal`), leaving out
+    the columns the report's other tables also show first."""
+    t = terminal_text
+    optional = dashboard_optional(analysis)
+    out = [f"== {t(task)} =="]
+    out += [piece for line in decision_lines(analysis, task) for piece in fit_lines(t(line))]
+    out.append(terminal(dashboard(analysis, task), max_width=TERMINAL_CELL_WIDTH, optional=optional,
+                        empty="(no configuration learned)"))
+    for title, rows in (("did not learn", dashboard(analysis, task, learned=False)),
+                        ("failed or canceled", failed_rows(analysis, task))):
+        if rows:
+            out += [f"-- {title} --", terminal(rows, max_width=TERMINAL_CELL_WIDTH, optional=optional)]
+    return out
+
+
 def terminal_report(analysis: Analysis) -> str:
-    """Per task: the dashboard, test-selection warnings and verdicts; then the notes. Names from the
-    records are shown, not acted on (`escape.terminal_text`)."""
+    """Per task: the dashboard (`terminal_dashboard`), test-selection warnings and verdicts; then the
+    notes. Names from the records are shown, not acted on (`escape.terminal_text`)."""
     t = terminal_text
     out = []
     for task in analysis.tasks:
-        out.append(f"== {t(task)} ==")
-        out += [t(line) for line in decision_lines(analysis, task)]
-        out.append(terminal(dashboard(analysis, task), max_width=TERMINAL_CELL_WIDTH,
-                            empty="(no configuration learned)"))
-        for title, rows in (("did not learn", dashboard(analysis, task, learned=False)),
-                            ("failed or canceled", failed_rows(analysis, task))):
-            if rows:
-                out += [f"-- {title} --", terminal(rows, max_width=TERMINAL_CELL_WIDTH)]
-        out += [f"  {t(line)}" for line in protocol_lines(analysis, task) if line.startswith(TEST_SELECTED_MARK)]
+        out += terminal_dashboard(analysis, task)
+        for line in protocol_lines(analysis, task):
+            if line.startswith(TEST_SELECTED_MARK):
+                out += fit_lines(t(line), indent="  ")
         for c in analysis.comparisons.get(task, []):
-            out.append(f"  {t(c['label'])}: {t(c['verdict']['text'])}")
+            out += fit_lines(f"{t(c['label'])}: {t(c['verdict']['text'])}", indent="  ")
         if analysis.best_comparisons.get(task):
-            out.append(f"  against the best ({t(analysis.best_comparisons[task][0]['baseline'])}):")
-            out += [f"    {t(c['label'])}: {t(c['verdict']['text'])}" for c in analysis.best_comparisons[task]]
-    out += [f"note: {t(n)}" for n in analysis.notes]
+            out += fit_lines(f"against the best ({t(analysis.best_comparisons[task][0]['baseline'])}):", indent="  ")
+            for c in analysis.best_comparisons[task]:
+                out += fit_lines(f"{t(c['label'])}: {t(c['verdict']['text'])}", indent="    ")
+    for n in analysis.notes:
+        out += fit_lines(f"note: {t(n)}")
     return "\n".join(out)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from peftbench.records.fields import fmt_bytes, number, value_at
+from peftbench.records.fields import fmt_bytes, fmt_number, number, value_at
 from peftbench.reports.analysis import Analysis
 from peftbench.reports.comparisons import compare_pair, compare_to_baseline, pick_baseline
 from peftbench.reports.configs import Config
@@ -110,7 +110,7 @@ def rank_table(model: str, configs: list[Config]) -> list[StudyTable]:
         "method": Cell(c.method),
         "r": Cell(str(c.hparams["r"]) if c.hparams["r"] is not None else "", number(c.hparams["r"])),
         "alpha": Cell(str(value_at(c.spec, "method", "alpha") or "")),
-        "lr": Cell(f"{lr:g}" if (lr := number(c.hparams["lr"])) is not None else "-", lr),
+        "lr": Cell(fmt_number(lr) if (lr := number(c.hparams["lr"])) is not None else "-", lr),
         c.metric: metric_cell(c),
         "learned": learned_cell(c),
         "trainable": Cell(fmt_count(c.mean("trainable_params")), c.mean("trainable_params")),

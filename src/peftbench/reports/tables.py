@@ -3,8 +3,19 @@ compact per-run table printed after `peftbench run` and in the demo summary."""
 
 from __future__ import annotations
 
+import io
+import os
+import shutil
+import sys
+import textwrap
 from dataclasses import dataclass
 from typing import Any
+
+from rich.box import Box
+from rich.cells import cell_len
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
 from peftbench.records.fields import fmt_bytes, status_label
 from peftbench.reports.configs import cost_of
@@ -79,25 +90,79 @@ def headers(rows: list[Row]) -> list[str]:
     return out
 
 
-def terminal(rows: list[Row], *, max_width: int | None = None, empty: str = "(none)", strip: bool = True) -> str:
-    """Columns padded to their widest cell, under a dashed rule; cells longer than `max_width` are
-    clipped with '...'. `strip` drops the padding at the end of each row. Control characters in any
-    text are shown, not acted on (`escape.terminal_text`)."""
+def console_width() -> int | None:
+    """The width terminal tables fit: $COLUMNS when set, else the terminal's when stdout is one;
+    None (no limit) when the output goes to a file or a pipe."""
+    columns = os.environ.get("COLUMNS", "").strip()
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    try:
+        return shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def fit_lines(text: str, width: int | None = None, indent: str = "") -> list[str]:
+    """A line of prose wrapped to `width` (default: `console_width()`; 0: left whole), each piece
+    starting with `indent` and the continuations indented two spaces more."""
+    width = console_width() if width is None else width
+    if not width or len(indent) + len(text) <= width:
+        return [indent + text]
+    return textwrap.wrap(text, width=max(width, len(indent) + 20), initial_indent=indent,
+                         subsequent_indent=indent + "  ", break_on_hyphens=False) or [indent]
+
+
+# The header rule of terminal tables: dashes under each column, no other lines.
+_RULE = Box("    \n    \n -  \n    \n    \n    \n    \n    \n", ascii=True)
+
+
+# Columns wrap down to this width before a table leaves out a column to fit.
+WRAP_WIDTH = 30
+
+
+def _table_width(cols: list[str], texts: list[dict[str, str]]) -> int:
+    """The width a table needs: each column as wide as its widest cell (at most `WRAP_WIDTH`: longer
+    texts wrap), two spaces apart."""
+    return sum(min(WRAP_WIDTH, max(cell_len(h), *(cell_len(t[h]) for t in texts))) + 2 for h in cols) - 2
+
+
+def terminal(rows: list[Row], *, max_width: int | None = None, empty: str = "(none)", width: int | None = None,
+             optional: tuple[str, ...] = (), whole: tuple[str, ...] = ()) -> str:
+    """Columns padded to their widest cell, under a dashed rule, fitted to `width` (default:
+    `console_width()`; 0: no limit): the `optional` columns are left out, in that order, while the table is
+    wider, then cells wrap (the `whole` columns never break). Cells longer than `max_width` are
+    clipped with '...'. Control characters in any text are shown, not acted on
+    (`escape.terminal_text`); no text is read as markup."""
     if not rows:
         return empty
     cols = headers(rows)
+    width = console_width() if width is None else width
 
     def clip(s: str) -> str:
         s = terminal_text(s)
         return s if max_width is None or len(s) <= max_width else s[: max_width - 3] + "..."
 
     texts = [{h: clip(r.get(h, Cell("")).text) for h in cols} for r in rows]
-    names = {h: terminal_text(h) for h in cols}
-    widths = {h: max(len(names[h]), *(len(t[h]) for t in texts)) for h in cols}
-    lines = ["  ".join(names[h].ljust(widths[h]) for h in cols), "  ".join("-" * widths[h] for h in cols)]
+    left_out = []
+    for name in optional:
+        if not width or _table_width(cols, texts) <= width:
+            break
+        if name in cols:
+            cols.remove(name)
+            left_out.append(name)
+    table = Table(box=_RULE, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0), header_style="")
+    for h in cols:
+        widest = max(cell_len(terminal_text(h)), *(cell_len(t[h]) for t in texts))
+        table.add_column(Text(terminal_text(h)), overflow="fold", no_wrap=h in whole,
+                         min_width=widest if h in whole else None)
     for t in texts:
-        line = "  ".join(t[h].ljust(widths[h]) for h in cols)
-        lines.append(line.rstrip() if strip else line)
+        table.add_row(*(Text(t[h]) for h in cols))
+    buffer = io.StringIO()
+    Console(file=buffer, width=width or 100_000, color_system=None, highlight=False, markup=False, emoji=False,
+            soft_wrap=False).print(table)
+    lines = [line.rstrip() for line in buffer.getvalue().splitlines()]
+    if left_out:
+        lines += fit_lines(f"(left out to fit {width} columns: {', '.join(left_out)})", width)
     return "\n".join(lines)
 
 
@@ -141,7 +206,7 @@ def rows(records: list[dict[str, Any]]) -> list[Row]:
 
 
 def terminal_table(records: list[dict[str, Any]]) -> str:
-    return terminal(rows(records), empty="(no runs)", strip=False)
+    return terminal(rows(records), empty="(no runs)")
 
 
 def markdown_table(records: list[dict[str, Any]]) -> str:

@@ -35,6 +35,7 @@ FORGETTING_STATS = {
     "retention_drift": ("retention", "drift"),
     "probe_before_accuracy": ("retention", "probe", "before_accuracy"),
     "probe_after_accuracy": ("retention", "probe", "after_accuracy"),
+    "lm_eval_forgetting": ("lm_eval", "retention_forgetting"),  # mean drop on retention.lm_eval_tasks
 }
 WEIGHT_CHANGE_STATS = {
     "dw_layers": ("diagnostics", "summary", "layers"),
@@ -189,25 +190,29 @@ def _tuning_summary(tune_id: str, recs: list[dict[str, Any]], labels: dict[tuple
 def forgetting_points(configs: list[Config]) -> list[dict[str, Any]]:
     """Task metric vs forgetting per configuration (means over seeds), with Pareto-front membership:
     forgetting lower is better, the metric in its own direction. Configurations whose forgetting is
-    measured differently (probe accuracy drop vs representation drift) get separate fronts.
-    Configurations that did not learn are shown but never on a front."""
-    groups: dict[str, list[Config]] = {}
+    measured differently (probe accuracy drop vs representation drift; the drop on lm-eval retention
+    tasks, `lm_eval_drop`) get separate fronts. Configurations that did not learn are shown but never
+    on a front."""
+    groups: dict[str, list[tuple[Config, float]]] = {}
     for c in configs:
-        if c.mean("forgetting") is not None and c.mean(c.metric) is not None:
+        if c.mean(c.metric) is None:
+            continue
+        if c.mean("forgetting") is not None:
             kinds = Counter(value_at(r, "retention", "forgetting_metric") for r in c.runs
                             if value_at(r, "retention", "forgetting") is not None)
-            groups.setdefault(str(kinds.most_common(1)[0][0]), []).append(c)
+            groups.setdefault(str(kinds.most_common(1)[0][0]), []).append((c, c.mean("forgetting")))
+        if c.mean("lm_eval_forgetting") is not None:
+            groups.setdefault("lm_eval_drop", []).append((c, c.mean("lm_eval_forgetting")))
     out = []
     for kind, group in sorted(groups.items()):
-        metric = group[0].metric
-        learners = [c for c in group if c.learned is not False]  # non-learners are never on a front
-        mask = pareto_front([(c.mean(metric), c.mean("forgetting")) for c in learners],
-                            [higher_is_better(metric), False])
-        front = {c.config_id for c, on in zip(learners, mask, strict=True) if on}
-        out += [{"label": c.label, "config_id": c.config_id, "forgetting_metric": kind, "forgetting": c.mean("forgetting"),
+        metric = group[0][0].metric
+        learners = [(c, f) for c, f in group if c.learned is not False]  # non-learners are never on a front
+        mask = pareto_front([(c.mean(metric), f) for c, f in learners], [higher_is_better(metric), False])
+        front = {c.config_id for (c, _), on in zip(learners, mask, strict=True) if on}
+        out += [{"label": c.label, "config_id": c.config_id, "forgetting_metric": kind, "forgetting": f,
                  "metric": metric, "value": c.mean(metric), "pareto": c.config_id in front, "baseline": c.baseline,
                  "learned": c.learned}
-                for c in group]
+                for c, f in group]
     return out
 
 

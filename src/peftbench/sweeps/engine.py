@@ -18,7 +18,7 @@ from peftbench.config.multirun import load_runs
 from peftbench.config.sweep import PlannedRun, SweepSpec
 from peftbench.errors import SpecError
 from peftbench.records.failure import error_message, failure_record
-from peftbench.records.fields import status_label
+from peftbench.records.fields import metrics_text, settings_text, status_label
 from peftbench.records.io import atomic_write_json, now_iso, read_run_record, require_file_path
 
 Record = dict[str, Any]
@@ -119,8 +119,7 @@ def _run_locally(todo: list[PlannedRun], out: Path, result: SweepResult, say: Ca
 
     durations: list[float] = []
     for i, run in enumerate(todo):
-        where = ", ".join(f"{k}={v}" for k, v in run.axes.items())
-        say(f"[sweep] run {i + 1}/{len(todo)} {run.run_id} ({where})")
+        say(f"[sweep] run {i + 1}/{len(todo)} {run.run_id} ({settings_text(run.axes)})")
         outcome = run_isolated(run.spec, run.run_id, out, timeout_s=timeout, progress=progress)
         result.statuses[run.run_id] = outcome.label
         durations.append(outcome.seconds)
@@ -128,8 +127,9 @@ def _run_locally(todo: list[PlannedRun], out: Path, result: SweepResult, say: Ca
         typical = durations[1:] or durations
         eta = sum(typical) / len(typical) * (len(todo) - i - 1)
         counts = result.counts()
+        metric = metrics_text(read_run_record(out, run.run_id) or {}) if outcome.status == "success" else ""
         say(f"[sweep] {run.run_id}: {outcome.label}{f' ({outcome.message})' if outcome.message else ''} "
-            f"in {outcome.seconds:.1f}s | done {i + 1}/{len(todo)} "
+            f"in {outcome.seconds:.1f}s{f', {metric}' if metric else ''} | done {i + 1}/{len(todo)} "
             f"(success {counts.get('success', 0)}, failed {counts.get('failed', 0)}) "
             f"| ETA {_fmt_duration(eta)}")
         if outcome.interrupted or outcome.status == "canceled":
@@ -152,7 +152,9 @@ def _run_on_executor(todo: list[PlannedRun], out: Path, result: SweepResult, say
             status = record.get("status", "failed")
             label = status if status != "failed" else status_label(record, "error")
             result.statuses[record.get("run_id", f"job-{done}")] = label
-            say(f"[sweep:{name}] {record.get('run_id')}: {label} | done {done}/{len(jobs)}")
+            metric = metrics_text(record) if status == "success" else ""
+            say(f"[sweep:{name}] {record.get('run_id')}: {label}{f', {metric}' if metric else ''} "
+                f"| done {done}/{len(jobs)}")
     except KeyboardInterrupt:
         result.interrupted = True
 
@@ -166,6 +168,11 @@ def sweep(spec: SweepSpec | dict[str, Any] | str | Path, out_dir: str | Path = "
         spec = SweepSpec.from_dict(spec)
     options.setdefault("progress", False)
     run_sweep(spec, out_dir, **options)
+    return planned_records(spec, out_dir)
+
+
+def planned_records(spec: SweepSpec, out_dir: str | Path) -> list[Record]:
+    """The records of a sweep's planned runs found in `out_dir`, in plan order."""
     out = Path(out_dir)
     return [rec for run in spec.expand() if (rec := read_run_record(out, run.run_id))]
 
@@ -204,10 +211,7 @@ def run_spec_file(config: str, out: str, *, model_override: str | None = None, o
         try:
             record = run(spec, out, progress=progress, force=force)
             records.append(record)
-            metrics = record.get("metrics") or {}
-            shown = [k for k in (record.get("main_metric"), "eval_loss") if isinstance(metrics.get(k), float)]
-            say(f"[peftbench] run {i}/{len(specs)} {record['status']}: "
-                + " ".join(f"{k}={metrics[k]:.4f}" for k in shown))
+            say(f"[peftbench] run {i}/{len(specs)} {record['status']}: {metrics_text(record, ('eval_loss',))}")
         except RunCanceled:
             raise
         except PeftbenchError as err:

@@ -59,6 +59,14 @@ class Task(Protocol):
 TASKS: Registry[Task] = Registry("task")
 
 
+def describe_data(info: dict[str, Any]) -> str:
+    """A task's data in words, from `Prepared.info`: examples per split, and classes where there are some."""
+    sizes = ", ".join(f"{info[f'n_{role}']:,} {name}" for role, name in
+                      (("train", "train"), ("validation", "validation"), ("eval", "test")) if info.get(f"n_{role}"))
+    labels = info.get("label_names")
+    return f"{sizes} examples" + (f", {len(labels)} classes" if labels else "")
+
+
 def placeholder_data(label_names: tuple[str, ...] = ("0", "1")) -> Prepared:
     """What `load_model` reads of the data (classification: the label names; generative tasks read
     nothing), for measurements on synthetic tokens (`peftbench probe`, `peftbench profile`)."""

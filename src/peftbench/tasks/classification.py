@@ -8,6 +8,7 @@ from peftbench.data.batching import Encoded, collate
 from peftbench.data.classification import encode_classification, load_classification
 from peftbench.models.loading import LoadedModel, load_classifier
 from peftbench.runtime.device import autocast
+from peftbench.runtime.progress import batch_starts
 from peftbench.tasks.base import Prepared
 from peftbench.tasks.metrics import classification_metrics
 
@@ -65,7 +66,7 @@ class ClassificationTask:
         preds = [0] * len(enc)
         loss_sum = 0.0
         with torch.inference_mode(), autocast(device, autocast_dtype):
-            for start in range(0, len(order), batch_size):
+            for start in batch_starts(len(order), batch_size):
                 idx = order[start:start + batch_size]
                 batch = {k: v.to(device) for k, v in self.collate(enc, idx, pad_id).items()}
                 labels = batch.pop("labels")

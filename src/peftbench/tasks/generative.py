@@ -8,6 +8,7 @@ from peftbench.data.batching import IGNORE_INDEX, Encoded, collate_lm
 from peftbench.data.text_pairs import load_text_pairs
 from peftbench.models.generative import load_generative
 from peftbench.models.loading import LoadedModel
+from peftbench.runtime.progress import batch_starts
 from peftbench.tasks.base import Prepared
 
 
@@ -15,7 +16,7 @@ def loss_sum(model: Any, enc: Encoded, order: list[int], batch_size: int, device
               shift: bool) -> tuple[float, int]:
     """Token-weighted loss: the model's mean loss times its number of target tokens, per batch."""
     total, tokens = 0.0, 0
-    for start in range(0, len(order), batch_size):
+    for start in batch_starts(len(order), batch_size):
         batch = {k: v.to(device) for k, v in collate_lm(enc, order[start:start + batch_size], pad_id).items()}
         labels = batch["labels"][:, 1:] if shift else batch["labels"]
         n = int((labels != IGNORE_INDEX).sum())

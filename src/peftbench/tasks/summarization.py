@@ -8,6 +8,7 @@ from peftbench.data.batching import Encoded, collate_lm
 from peftbench.data.text_pairs import encode_seq2seq
 from peftbench.models.embedded import EMBEDDED_SEQ2SEQ
 from peftbench.runtime.device import autocast
+from peftbench.runtime.progress import batch_starts
 from peftbench.tasks.base import Prepared
 from peftbench.tasks.generative import GenerativeTask, loss_sum
 from peftbench.tasks.metrics import ROUGE_TYPES, rouge_scores
@@ -44,7 +45,7 @@ class SummarizationTask(GenerativeTask):
             gen_order = sorted(range(n_gen), key=lambda i: len(enc.input_ids[i]))
             texts = [""] * n_gen
             new_tokens = 0
-            for start in range(0, n_gen, batch_size):
+            for start in batch_starts(n_gen, batch_size, "generating"):
                 idx = gen_order[start:start + batch_size]
                 batch = collate_lm(enc, idx, pad_id)
                 out = model.generate(input_ids=batch["input_ids"].to(device),

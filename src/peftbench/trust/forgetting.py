@@ -46,7 +46,7 @@ class RetentionData:
 def load(spec: Any) -> RetentionData | None:
     """Read and check the retention file before any model is loaded (None when not asked for)."""
     r = spec.retention
-    if r is None:
+    if r is None or r.file is None:  # lm-eval tasks alone (retention.lm_eval_tasks): evaluation.harness's part
         return None
     from peftbench.data.classification import label_values, require_column, text_values
     from peftbench.data.readers import read_table

@@ -1,0 +1,170 @@
+"""What the method layer checks before peft sees a spec: registry lookups, shared adapter keys, target
+module lists, and the translation of peft's failures into one-line errors."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from peftbench.errors import ModelError, SpecError
+from peftbench.methods.base import (
+    METHODS,
+    MethodContext,
+    MethodRegistry,
+    check_param_values,
+    make_config,
+    resolve_targets,
+    wrap_peft,
+)
+from peftbench.registry import Registry
+
+
+def test_a_registry_returns_what_was_registered_and_lists_names_in_order() -> None:
+    reg: Registry[dict[str, int]] = Registry("widget")
+    first = {"n": 1}
+    assert reg.add("b", first) is first
+
+    @reg.register("a")
+    def second() -> None: ...
+
+    assert reg.get("b") is first and reg.get("a") is second
+    assert list(reg) == reg.names() == ["b", "a"] and reg.items() == [("b", first), ("a", second)]
+    assert "a" in reg and "c" not in reg
+    with pytest.raises(SpecError) as info:
+        reg.get("bb")
+    assert info.value.message.startswith("Unknown widget 'bb'.")
+    assert info.value.hint == "use one of: a, b"
+
+
+def test_the_method_registry_is_case_insensitive_and_loads_lazily_in_order() -> None:
+    reg = MethodRegistry()
+    reg.add("one", 1)  # type: ignore[arg-type]
+    reg.loaders.append(lambda r: r.add("two", 2))
+    reg.loaders.append(lambda r: r.add("three", 3))
+    assert reg.get(" ONE ") == 1 and "One" in reg
+    assert reg.registered() == ["one"]  # a known name loads nothing
+    assert reg.get("Three") == 3
+    assert reg.registered() == ["one", "two", "three"] and reg.loaders == []
+    reg2 = MethodRegistry()
+    reg2.loaders.append(lambda r: r.add("late", 0))
+    assert "LATE" in reg2
+    with pytest.raises(SpecError, match=r"^Unknown method 'nope'"):
+        reg2.get("nope")
+
+
+def test_peft_fields_offer_the_config_keys_but_not_peft_internals() -> None:
+    fields = set(METHODS.get("lora").peft_fields())
+    assert {"r", "lora_alpha", "lora_dropout", "target_modules"} <= fields
+    assert fields.isdisjoint({"peft_type", "task_type", "base_model_name_or_path", "revision", "auto_mapping",
+                              "inference_mode"})
+
+
+def test_an_unknown_method_key_names_the_valid_ones() -> None:
+    with pytest.raises(SpecError) as info:
+        METHODS.get("lora").resolve_params({"rank": 8})
+    assert info.value.message.startswith("unknown key 'method.rank' for method 'lora'.")
+    assert (info.value.hint or "").startswith("valid keys: ") and "lora_alpha" in (info.value.hint or "")
+
+
+@pytest.mark.parametrize("key,value", [("r", 0), ("r", -4), ("alpha", 0), ("alpha", -1.0), ("r", "8")])
+def test_rank_and_alpha_must_be_positive_numbers(key: str, value: Any) -> None:
+    with pytest.raises(SpecError) as info:
+        METHODS.get("lora").resolve_params({key: value})
+    assert info.value.message == f"invalid value for 'method.{key}': must be a positive number (got {value!r})"
+    assert info.value.hint == f"set e.g. --set method.{key}=8"
+
+
+def test_the_smallest_valid_rank_and_alpha_pass() -> None:
+    out = METHODS.get("lora").resolve_params({"r": 1, "alpha": 0.5, "dropout": 0})
+    assert (out["r"], out["alpha"], out["dropout"]) == (1, 0.5, 0)
+
+
+@pytest.mark.parametrize("params,line", [
+    ({"r": True}, "invalid value for 'method.r': must be a positive integer (got True) (fix: set e.g. --set method.r=8)"),
+    ({"r": 8.0}, "invalid value for 'method.r': must be a positive integer (got 8.0) (fix: set e.g. --set method.r=8)"),
+    ({"alpha": math.inf}, "invalid value for 'method.alpha': must be a positive finite number (got inf) "
+                          "(fix: set e.g. --set method.alpha=16)"),
+    ({"alpha": True}, "invalid value for 'method.alpha': must be a positive finite number (got True) "
+                      "(fix: set e.g. --set method.alpha=16)"),
+    ({"dropout": 1}, "invalid value for 'method.dropout': must be a number in [0, 1) (got 1) "
+                     "(fix: set e.g. --set method.dropout=0.1)"),
+    ({"target_modules": 5}, "invalid value for 'method.target_modules': must be 'auto', 'all-linear', a "
+                            "module-name pattern or a list of module names (got 5) "
+                            "(fix: set e.g. --set method.target_modules=[query,value])"),
+])
+def test_each_shared_key_error_names_the_key_the_rule_and_an_example(params: dict[str, Any], line: str) -> None:
+    with pytest.raises(SpecError) as info:
+        check_param_values(params)
+    assert str(info.value) == line
+
+
+@pytest.mark.parametrize("params", [
+    {"alpha": math.nan}, {"dropout": True}, {"dropout": "0.1"}, {"dropout": -0.1}, {"dropout": 1.5},
+    {"target_modules": ["query", 1]}, {"target_modules": {"query": 1}}, {"feedforward_modules": 5},
+])
+def test_other_bad_shared_values_are_spec_errors(params: dict[str, Any]) -> None:
+    with pytest.raises(SpecError, match=f"^invalid value for 'method.{next(iter(params))}'"):
+        check_param_values(params)
+
+
+@pytest.mark.parametrize("params", [
+    {"r": 8, "alpha": 16.0, "dropout": 0.0}, {"dropout": 0}, {"dropout": 0.99}, {"target_modules": "all-linear"},
+    {"target_modules": ("query", "value")}, {"feedforward_modules": ["output"]}, {"r": None, "alpha": None},
+])
+def test_good_shared_values_pass(params: dict[str, Any]) -> None:
+    check_param_values(params)
+
+
+@pytest.fixture(scope="module")
+def ctx(tiny_bert: Path) -> MethodContext:
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2)
+    return MethodContext(model=model, family=None, peft_task_type="SEQ_CLS")
+
+
+def test_target_modules_resolve_to_the_default_or_every_linear_layer(ctx: MethodContext) -> None:
+    from peftbench.models.families import linear_module_names
+
+    every = linear_module_names(ctx.model)
+    assert {"query", "value", "dense"} <= set(every)
+    assert resolve_targets("auto", ("query", "value"), ctx) == ["query", "value"]
+    assert resolve_targets(None, ("query",), ctx) == ["query"]
+    assert resolve_targets("auto", None, ctx) == every
+    assert resolve_targets("all-linear", ("query",), ctx) == every
+    assert resolve_targets(["key"], ("query",), ctx) == ["key"]
+
+
+def test_peft_settings_it_refuses_are_spec_errors(ctx: MethodContext) -> None:
+    with pytest.raises(SpecError) as info:
+        make_config("LoraConfig", ctx, {"r": 4, "bogus_key": 1})
+    assert info.value.message.startswith("invalid LoraConfig settings: ") and "bogus_key" in info.value.message
+    assert info.value.hint == "check the method section of the spec"
+
+
+def _wrap_error(ctx: MethodContext, **lora: Any) -> ModelError:
+    import copy
+
+    from peft import LoraConfig
+
+    with pytest.raises(ModelError) as info:
+        wrap_peft(LoraConfig(task_type="SEQ_CLS", r=2, **lora), MethodContext(copy.deepcopy(ctx.model), None, "SEQ_CLS"))
+    return info.value
+
+
+def test_targets_that_match_nothing_are_named_as_such(ctx: MethodContext) -> None:
+    for lora in ({"target_modules": ["no_such_layer"]},
+                 {"target_modules": ["no_such_layer", "query"], "exclude_modules": ["query"]}):
+        err = _wrap_error(ctx, **lora)
+        assert err.message.startswith("target modules matched nothing in the model: "), lora
+        assert err.hint == "set method.target_modules to module names that exist, or 'auto'"
+        assert "\n" not in err.message
+
+
+def test_a_method_that_cannot_apply_says_so(ctx: MethodContext) -> None:
+    err = _wrap_error(ctx, target_modules=["LayerNorm"])
+    assert err.message.startswith("method cannot apply to this model: ") and "LayerNorm" in err.message
+    assert err.hint == "pick a method that supports this architecture (peftbench methods)"
