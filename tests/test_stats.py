@@ -32,17 +32,19 @@ def test_seed_summary_of_no_usable_value_and_of_one_value() -> None:
 
 
 def test_seed_summary_matches_scipy() -> None:
-    vals = [0.71, 0.78, 0.74, 0.80]
+    vals = [0.71, 0.78, 0.74, 0.80, 0.69, 0.83, 0.77, 0.72, 0.75, 0.81, 0.70, 0.79]  # enough for a smooth bootstrap
     s = seed_summary([*vals, None], bootstrap=True)  # type: ignore[list-item]
     arr = np.asarray(vals)
     low, high = sps.t.interval(0.95, len(vals) - 1, loc=arr.mean(), scale=sps.sem(arr))
-    assert (s["n"], s["values"], s["ci_method"]) == (4, vals, "t")
+    assert (s["n"], s["values"], s["ci_method"]) == (12, vals, "t")
     assert s["mean"] == pytest.approx(arr.mean()) and s["std"] == pytest.approx(arr.std(ddof=1))
     assert (s["ci_low"], s["ci_high"]) == pytest.approx((low, high))
     boot = sps.bootstrap((arr,), np.mean, confidence_level=0.95, method="percentile", n_resamples=9999,
                          random_state=0).confidence_interval
     assert (s["boot_low"], s["boot_high"]) == pytest.approx((boot.low, boot.high))
     assert "boot_low" not in seed_summary(vals)
+    two = seed_summary([0.0, 2.0], bootstrap=True)  # the fewest seeds with a spread; population std exactly 1
+    assert two["std"] == pytest.approx(2 ** 0.5) and two["ci_method"] == "t" and two["boot_low"] < two["boot_high"]
 
 
 def test_equal_seed_values_have_a_zero_width_interval() -> None:
@@ -82,11 +84,15 @@ def test_paired_bootstrap_follows_its_definition() -> None:
 
 def test_paired_bootstrap_without_spread_and_bad_input() -> None:
     same = paired_bootstrap([0.5, 0.7], [0.5, 0.7])
-    assert (same["delta"], same["ci_low"], same["ci_high"], same["pvalue"], same["resamples"]) == (0.0, 0.0, 0.0, 1.0, 0)
+    assert same == {"test": "paired_bootstrap", "n": 2, "delta": 0.0, "ci_low": 0.0, "ci_high": 0.0, "pvalue": 1.0,
+                    "resamples": 0}
+    shifted = paired_bootstrap([1.5, 2.5, 3.5], [1.0, 2.0, 3.0])  # every difference exactly 0.5
+    assert shifted == {"test": "paired_bootstrap", "n": 3, "delta": 0.5, "ci_low": 0.5, "ci_high": 0.5,
+                       "pvalue": 0.0, "resamples": 0}
+    # Differences +1/-1: a quarter of the resampled means or more are exactly 0 and count on both sides, so
+    # 2 * min(P(d <= 0), P(d >= 0)) exceeds 1 and is capped there; the interval spans zero.
     spread = paired_bootstrap([1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0])  # differences of std exactly 1
-    assert spread["resamples"] == 9999 and spread["ci_low"] < 0 < spread["ci_high"]
-    shifted = paired_bootstrap([0.6, 0.8], [0.5, 0.7])
-    assert shifted["delta"] == pytest.approx(0.1) and shifted["pvalue"] == 0.0
+    assert spread["resamples"] == 9999 and spread["pvalue"] == 1.0 and spread["ci_low"] < 0 < spread["ci_high"]
     for a, b in (([1.0], [1.0, 2.0]), ([], []), ([[1.0]], [[1.0]])):
         with pytest.raises(ValueError, match="equal length"):
             paired_bootstrap(a, b)
