@@ -76,7 +76,10 @@ def mutmut(dest: Path, *args: str) -> subprocess.CompletedProcess[str]:
     exe = Path(sys.executable).with_name("mutmut")
     # mutmut runs several pytest sessions in one process: the cache of tiny models must outlive each
     # session's temporary folder (tests/conftest.py only sets it when unset).
-    env = {**os.environ, "PYTHONPATH": str(dest / "src"), "PEFTBENCH_CACHE": str(dest / ".peftbench-cache")}
+    # mutmut forks a child per mutant from the process that ran the tests: a child whose parent had an
+    # OpenMP thread team (torch with 2+ threads, as on an idle machine) hangs at its first parallel operator.
+    env = {**os.environ, "PYTHONPATH": str(dest / "src"), "PEFTBENCH_CACHE": str(dest / ".peftbench-cache"),
+           "OMP_THREAD_LIMIT": "1"}
     return subprocess.run([str(exe), *args], cwd=dest, env=env, capture_output=True, text=True)
 
 
@@ -141,8 +144,19 @@ def main() -> int:
         print(f"[mutation] {name}: {' '.join(target['mutate'])}", file=sys.stderr, flush=True)
         results[name] = run_target(name, target, args.children)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"mutation-{dt.datetime.now().strftime('%Y%m%dT%H%M')}.json"
-    out.write_text(json.dumps({"cpu_count": os.cpu_count(), "targets": results}, indent=1) + "\n")
+    stamp = dt.datetime.now().strftime("%Y%m%dT%H%M")
+    text = json.dumps({"cpu_count": os.cpu_count(), "targets": results}, indent=1) + "\n"
+    # Runs of other targets may finish in the same minute: never overwrite one, name the targets instead.
+    for out in (RESULTS / f"mutation-{stamp}.json", RESULTS / f"mutation-{stamp}-{'-'.join(results)}.json"):
+        try:
+            with out.open("x") as fh:
+                fh.write(text)
+            break
+        except FileExistsError:
+            continue
+    else:
+        out = RESULTS / f"mutation-{stamp}-{'-'.join(results)}-{os.getpid()}.json"
+        out.write_text(text)
     print(table(results))
     print(f"written: {out.relative_to(REPO)}")
     return 0

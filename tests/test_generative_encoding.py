@@ -68,6 +68,23 @@ def test_a_tokenizer_with_its_own_bos_and_eos_uses_them(tok) -> None:
     assert enc.input_ids[0] == [*_ids(same, "hi"), *_ids(same, "yo"), same.eos_token_id]
 
 
+def _bare(tok):
+    """The tokenizer without any BOS/EOS stand-in: no EOS, SEP, BOS or CLS token."""
+    bare = copy.deepcopy(tok)
+    bare.sep_token, bare.cls_token = None, None
+    assert None is bare.eos_token_id is bare.sep_token_id is bare.bos_token_id is bare.cls_token_id
+    return bare
+
+
+def test_a_tokenizer_without_eos_or_bos_adds_neither(tok) -> None:
+    bare = _bare(tok)
+    enc = encode_causal(bare, ["hi"], ["yo"], max_length=16, max_target_length=8)
+    assert enc.input_ids[0] == [*_ids(bare, "hi"), *_ids(bare, "yo")]
+    assert enc.extra["labels"][0] == [IGNORE_INDEX] * len(_ids(bare, "hi")) + _ids(bare, "yo")
+    enc = encode_seq2seq(bare, ["hi"], ["yo"], max_length=16, max_target_length=8)
+    assert enc.extra["labels"][0] == _ids(bare, "yo")
+
+
 def test_the_dolly_prompt_shows_the_input_block_only_when_there_is_one() -> None:
     assert dolly_prompt("Add 2 and 3.").endswith("### Instruction:\nAdd 2 and 3.\n\n### Response:\n")
     assert "### Input:\nTwo numbers.\n\n### Response:" in dolly_prompt("Add them.", "Two numbers.")
@@ -160,3 +177,27 @@ def test_data_layout_errors_name_the_file_and_the_columns(tmp_path, rows, data, 
         _pairs(tmp_path, rows, **data)
     assert info.value.message == message.format(path=tmp_path / "d.json")
     assert "data." in (info.value.hint or "") or "remove" in (info.value.hint or "")
+
+
+def test_loss_sum_never_counts_the_first_position_of_a_causal_sequence(tok) -> None:
+    """The causal LM predicts token t from the tokens before it, so a label at position 0 (no BOS, empty
+    prompt) or at position 1 (no BOS, one prompt token) is not a loss token: `loss_sum` weights each batch by
+    the tokens the model's loss averages over, which excludes position 0."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from peftbench.data.batching import collate_lm
+    from peftbench.models.tiny import tiny_model_path
+    from peftbench.tasks.generative import loss_sum
+
+    bare = _bare(tok)
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_path("gpt2"))).eval()
+    enc = encode_causal(bare, ["", "say"], ["a deep shade of blue", "hi there"], max_length=32, max_target_length=8)
+    first, second = enc.extra["labels"]
+    assert IGNORE_INDEX not in first and second[0] == IGNORE_INDEX and IGNORE_INDEX not in second[1:]
+    counts = [len(first) - 1, len(second) - 1]
+    with torch.no_grad():
+        expected = sum(model(**collate_lm(enc, [i], bare.pad_token_id)).loss.item() * counts[i] for i in (0, 1))
+        total, tokens = loss_sum(model, enc, [0, 1], 2, "cpu", bare.pad_token_id, shift=True)
+    assert tokens == sum(counts)
+    assert total == pytest.approx(expected, rel=1e-4)

@@ -28,8 +28,10 @@ def test_a_registry_returns_what_was_registered_and_lists_names_in_order() -> No
     assert reg.add("b", first) is first
 
     @reg.register("a")
-    def second() -> None: ...
+    def second() -> str:
+        return "second"
 
+    assert second() == "second"  # the decorator hands back the function it registered
     assert reg.get("b") is first and reg.get("a") is second
     assert list(reg) == reg.names() == ["b", "a"] and reg.items() == [("b", first), ("a", second)]
     assert "a" in reg and "c" not in reg
@@ -66,7 +68,10 @@ def test_an_unknown_method_key_names_the_valid_ones() -> None:
     with pytest.raises(SpecError) as info:
         METHODS.get("lora").resolve_params({"rank": 8})
     assert info.value.message.startswith("unknown key 'method.rank' for method 'lora'.")
-    assert (info.value.hint or "").startswith("valid keys: ") and "lora_alpha" in (info.value.hint or "")
+    hint = info.value.hint or ""
+    assert hint.startswith("valid keys: ") and hint.removeprefix("valid keys: ").split(", ") == sorted(
+        METHODS.get("lora").valid_keys())
+    assert "lora_alpha" in hint.split(", ")
 
 
 @pytest.mark.parametrize("key,value", [("r", 0), ("r", -4), ("alpha", 0), ("alpha", -1.0), ("r", "8")])
@@ -145,21 +150,38 @@ def test_peft_settings_it_refuses_are_spec_errors(ctx: MethodContext) -> None:
     assert info.value.hint == "check the method section of the spec"
 
 
-def _wrap_error(ctx: MethodContext, **lora: Any) -> ModelError:
+def test_a_long_peft_complaint_is_cut_to_300_characters_and_still_told_apart(ctx: MethodContext) -> None:
+    key = "k" * 400
+    with pytest.raises(SpecError) as info:
+        make_config("LoraConfig", ctx, {key: 1})
+    prefix = "invalid LoraConfig settings: "
+    assert info.value.message.startswith(prefix) and len(info.value.message) == len(prefix) + 300
+    err = _wrap_error(ctx, "FEATURE_EXTRACTION", target_modules=["m" * 400])
+    prefix = "target modules matched nothing in the model: "
+    assert err.message.startswith(prefix + "Target modules ") and len(err.message) == len(prefix) + 300
+
+
+def _wrap_error(ctx: MethodContext, task_type: str = "SEQ_CLS", **lora: Any) -> ModelError:
     import copy
 
     from peft import LoraConfig
 
     with pytest.raises(ModelError) as info:
-        wrap_peft(LoraConfig(task_type="SEQ_CLS", r=2, **lora), MethodContext(copy.deepcopy(ctx.model), None, "SEQ_CLS"))
+        wrap_peft(LoraConfig(task_type=task_type, r=2, **lora), MethodContext(copy.deepcopy(ctx.model), None, task_type))
     return info.value
 
 
 def test_targets_that_match_nothing_are_named_as_such(ctx: MethodContext) -> None:
-    for lora in ({"target_modules": ["no_such_layer"]},
-                 {"target_modules": ["no_such_layer", "query"], "exclude_modules": ["query"]}):
-        err = _wrap_error(ctx, **lora)
-        assert err.message.startswith("target modules matched nothing in the model: "), lora
+    # peft's two wordings: without a classifier head to keep trainable it names the targets; with one
+    # (SEQ_CLS) or with exclusions that empty the list it says that nothing was targeted
+    for task_type, lora, says in (
+            ("FEATURE_EXTRACTION", {"target_modules": ["no_such_layer"]},
+             "Target modules {'no_such_layer'} not found in the base model."),
+            ("SEQ_CLS", {"target_modules": ["no_such_layer"]}, "No modules were targeted"),
+            ("SEQ_CLS", {"target_modules": ["no_such_layer", "query"], "exclude_modules": ["query"]},
+             "No modules were targeted")):
+        err = _wrap_error(ctx, task_type, **lora)
+        assert err.message.startswith(f"target modules matched nothing in the model: {says}"), lora
         assert err.hint == "set method.target_modules to module names that exist, or 'auto'"
         assert "\n" not in err.message
 

@@ -97,3 +97,35 @@ def test_collate_packed_reads_encoded_examples() -> None:
     out = collate_packed(enc, [2, 0])
     assert out["input_ids"].tolist() == [[8, 9, 10, 11, 3, 4, 5]]
     assert out["position_ids"].tolist() == [[0, 1, 2, 3, 0, 1, 2]]
+
+
+def test_pack_refuses_no_sequences_or_an_empty_one_but_takes_one_token() -> None:
+    for bad in ([], [[1, 2], []]):
+        with pytest.raises(ValueError, match=r"^pack\(\) needs at least one sequence and no empty ones$"):
+            pack(bad)
+    out = pack([[5], [6, 7]])
+    assert out["input_ids"].tolist() == [[5, 6, 7]]
+    assert out["labels"].tolist() == [[IGNORE_INDEX, IGNORE_INDEX, 7]]
+
+
+def test_collate_packed_reads_per_token_labels_from_extra() -> None:
+    from types import SimpleNamespace
+
+    from peftbench.data.batching import Encoded
+
+    enc = Encoded(input_ids=[[3, 4, 5], [6, 7]], labels=[0, 0],
+                  extra={"labels": [[IGNORE_INDEX, 4, 5], [IGNORE_INDEX, 7]]})
+    assert collate_packed(enc, [1, 0])["labels"].tolist() == [[IGNORE_INDEX, 7, IGNORE_INDEX, 4, 5]]
+    enc.extra["labels"][0] = [IGNORE_INDEX, IGNORE_INDEX, 5]  # a prompt of two tokens
+    assert collate_packed(enc, [0])["labels"].tolist() == [[IGNORE_INDEX, IGNORE_INDEX, 5]]
+    bare = SimpleNamespace(input_ids=[[3, 4, 5]])  # an encoded set without `extra`: the inputs are the targets
+    assert collate_packed(bare, [0])["labels"].tolist() == [[IGNORE_INDEX, 4, 5]]
+
+
+def test_prepare_for_packing_turns_the_cache_off_and_accepts_models_without_config() -> None:
+    from types import SimpleNamespace
+
+    model = SimpleNamespace(config=SimpleNamespace(use_cache=True))
+    assert prepare_for_packing(model) is model and model.config.use_cache is False
+    bare = object()
+    assert prepare_for_packing(bare) is bare

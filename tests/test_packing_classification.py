@@ -172,9 +172,13 @@ def test_packing_problems_are_named() -> None:
 
     opt = OPTForSequenceClassification(OPTConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=1,
                                                  num_attention_heads=2, ffn_dim=64, word_embed_proj_dim=32))
-    assert "not opt" in packing_problem(opt)
+    assert packing_problem(opt) == ("packing is built for bert, distilbert, gpt2, gpt_neox, llama, roberta, "
+                                    "xlm-roberta classifiers, not opt")
     prompt = get_peft_model(_model("bert"), PromptTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=4))
-    assert "virtual tokens" in packing_problem(prompt)
+    assert packing_problem(prompt) == "prompt_tuning adds virtual tokens, which packed rows cannot hold"
+    flash = _model("llama")
+    flash.config._attn_implementation = "flash_attention_2"  # set on the config only: no flash-attn kernel here
+    assert packing_problem(flash) == "attention 'flash_attention_2' takes no ready-made block-diagonal mask"
 
 
 def test_packed_run_trains_on_the_same_batches_with_less_padding(tiny_bert, sentiment_files, tmp_path) -> None:
@@ -255,3 +259,41 @@ def test_packed_equal_padded_with_the_heads_dropout_in_training_mode(family: str
     model.dropout.p = 0.0
     torch.manual_seed(11)
     assert not torch.allclose(_losses_and_grads(model, None, enc, 0)[0], ref), "the head's dropout changes nothing"
+
+
+def test_first_fit_never_overfills_after_an_oversized_example() -> None:
+    from peftbench.perf.packing import first_fit
+
+    assert first_fit([5, 1], [0, 1], 4) == [[0], [1]]  # the row of the 5 has no room left, not 1
+    assert first_fit([3, 1, 2], [0, 1, 2], 4) == [[0, 1], [2]]
+
+
+@pytest.mark.parametrize("lengths, multiple, expected", [
+    ([10, 4, 4, 4], 1, (12, [[0], [1, 2, 3]])),  # up to 1.25 × the longest: 2 rows of 12, not 1 of 22
+    ([7, 6, 10, 4, 5, 3], 1, (10, [[2], [0, 5], [1, 3], [4]])),  # 13 (past 1.25 × 10) is not tried
+    ([11, 12, 9, 11, 6, 3], 1, (12, [[1], [0], [3], [2, 5], [4]])),  # ties (60 tokens) go to the narrower
+    ([2, 11], 4, (12, [[1], [0]])),  # widths in steps of `multiple`, from the longest rounded up
+    ([8, 6, 10, 4], 4, (12, [[2], [0, 3], [1]])),
+    ([7, 1, 5, 9, 8], 8, (16, [[3, 0], [4, 2, 1]])),
+])
+def test_packed_rows_picks_the_fewest_computed_tokens(lengths: list[int], multiple: int,
+                                                      expected: tuple[int, list[list[int]]]) -> None:
+    assert packed_rows(lengths, multiple) == expected
+
+
+def test_collate_rounds_the_row_width_to_the_multiple() -> None:
+    enc = Encoded(input_ids=[[5, 6], [5, *range(10, 20)]], labels=[0, 1])
+    batch = collate_packed_classification(enc, [0, 1], pad_id=0, multiple=4)
+    assert batch["input_ids"].shape == (2, 12)
+    pad = int(batch["segment_ids"][1, -1])  # padding is a segment of its own, no example's
+    assert pad < 0 and batch["segment_ids"].tolist() == [[0] * 11 + [pad], [0, 0] + [pad] * 10]
+    assert batch["labels"].dtype == torch.long and batch["labels"].tolist() == [0, 1]
+
+
+def test_packed_mask_is_built_in_the_models_dtype() -> None:
+    """A bfloat16 model under eager attention adds the mask to its scores: a mask built in float32 would
+    turn them into float32 and the product with the bfloat16 values would fail. (Only the dtype is checked:
+    single-threaded bfloat16 eager attention on this CPU can give NaN, packed or padded alike.)"""
+    model = _model("bert", "eager").eval().to(torch.bfloat16)
+    got = packed_classification_loss(model, collate_packed_classification(_encoded(pairs=True), IDX, 0))
+    assert got.dtype == torch.bfloat16 and got.shape == ()

@@ -52,3 +52,11 @@ def test_every_documented_default_learning_rate_is_the_registered_one():
     assert set(documented) >= {"full", "partial", "lora", "qlora", "ia3", "dora"}, documented
     for name, lr in documented.items():
         assert METHODS.get(name).default_lr == lr, name
+
+
+def test_at_most_three_of_the_five_closest_names_are_suggested() -> None:
+    closer = ["lroab", "lroac", "lroad", "lroae", "lroaf"]  # each closer to 'lroa' than 'lora' is
+    # 'lora' is fifth closest: it is in the pool and, having the same letters, comes first
+    assert did_you_mean("lroa", [*closer[:4], "lora"]) == " Did you mean: lora, lroae, lroad?"
+    # sixth closest: out of the pool
+    assert did_you_mean("lroa", [*closer, "lora"]) == " Did you mean: lroaf, lroae, lroad?"

@@ -69,6 +69,31 @@ def test_mcnemar_counts_the_table_and_matches_statsmodels() -> None:
         mcnemar_test([0, 1], [0], [0, 1])
 
 
+def _mcnemar_on(only_a: int, only_b: int) -> dict:
+    """mcnemar_test on items where model A alone is right `only_a` times and B alone `only_b` times
+    (plus two items both get right and one neither does)."""
+    gold = [1] * (only_a + only_b + 3)
+    pred_a = [1] * only_a + [0] * only_b + [1, 1, 0]
+    pred_b = [0] * only_a + [1] * only_b + [1, 1, 0]
+    return mcnemar_test(pred_a, pred_b, gold)
+
+
+@pytest.mark.parametrize(("only_a", "only_b"), [(16, 8), (17, 8)])
+def test_mcnemar_is_exact_below_25_discordant_pairs_and_chi_square_from_25(only_a: int, only_b: int) -> None:
+    """Below 25 discordant pairs the exact two-sided binomial test; from 25 on, the chi-square statistic
+    with continuity correction, (|b - c| - 1)^2 / (b + c), on one degree of freedom."""
+    res = _mcnemar_on(only_a, only_b)
+    discordant = only_a + only_b
+    assert (res["only_a"], res["only_b"], res["both_correct"], res["neither"]) == (only_a, only_b, 2, 1)
+    if discordant < 25:
+        expected = sps.binomtest(min(only_a, only_b), discordant, 0.5).pvalue
+        assert res["exact"] is True and res["pvalue"] == pytest.approx(expected)
+    else:
+        chi2 = (abs(only_a - only_b) - 1) ** 2 / discordant
+        assert res["exact"] is False and res["statistic"] == pytest.approx(chi2)
+        assert res["pvalue"] == pytest.approx(sps.chi2.sf(chi2, 1))
+
+
 def test_paired_bootstrap_follows_its_definition() -> None:
     rng = np.random.default_rng(7)
     a, b = rng.random(60), rng.random(60)

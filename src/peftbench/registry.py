@@ -12,8 +12,9 @@ T = TypeVar("T")
 
 
 def did_you_mean(name: str, choices: list[str] | tuple[str, ...]) -> str:
-    """'Did you mean: x?' text for an unknown name, or '' when nothing is close. Names with the same
-    letters come first, so a swapped pair ('lroa') suggests 'lora' before 'road'."""
+    """'Did you mean: x?' text for an unknown name, or '' when nothing is close: at most three of the
+    five closest names. Names with the same letters come first, so a swapped pair ('lroa') suggests
+    'lora' before 'road'."""
     close = difflib.get_close_matches(name, list(choices), n=5, cutoff=0.5)
     close = sorted(close, key=lambda c: sorted(c) != sorted(name))[:3]
     if not close:

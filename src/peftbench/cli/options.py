@@ -84,37 +84,39 @@ def training_sets() -> list[str]:
     return list(click.get_current_context().meta.get(_TRAINING_KEY, []))
 
 
-def one_run_folder(given: str | None, old: str | None, command: str) -> str:
-    """The run folder of `eval RUN` / `merge RUN`, or of the deprecated `--run RUN`."""
+def _either_spelling(given: object, old: object, *, twice: str, old_form: str, new_form: str, missing: str) -> object:
+    """The value given in the current spelling, or in the old one with a deprecation note; both at once,
+    or neither, is a usage error with the message given."""
     if given and old:
-        raise usage_error(f"give the run folder once: `peftbench {command} RUN` (--run is its old spelling)")
+        raise usage_error(twice)
     if old:
-        deprecated(f"{command} --run RUN", f"{command} RUN")
+        deprecated(old_form, new_form)
         return old
     if not given:
-        raise usage_error(f"missing the run folder: `peftbench {command} RUN`, e.g. runs/<run_id> (see: peftbench ls)")
+        raise usage_error(missing)
     return given
+
+
+def one_run_folder(given: str | None, old: str | None, command: str) -> str:
+    """The run folder of `eval RUN` / `merge RUN`, or of the deprecated `--run RUN`."""
+    return str(_either_spelling(
+        given, old, old_form=f"{command} --run RUN", new_form=f"{command} RUN",
+        twice=f"give the run folder once: `peftbench {command} RUN` (--run is its old spelling)",
+        missing=f"missing the run folder: `peftbench {command} RUN`, e.g. runs/<run_id> (see: peftbench ls)"))
 
 
 def run_folders(given: tuple[str, ...], old: tuple[str, ...], command: str) -> list[str]:
     """The run folders of `generate RUN [RUN...]`, or of the deprecated `--runs a,b`."""
-    if given and old:
-        raise usage_error(f"give the run folders once: `peftbench {command} RUN [RUN...]` (--runs is their old spelling)")
-    if old:
-        deprecated(f"{command} --runs a,b", f"{command} RUN [RUN...]")
-        return split_names(old)
-    if not given:
-        raise usage_error(f"missing run folders: `peftbench {command} RUN [RUN...]` (see: peftbench ls)")
-    return list(given)
+    _either_spelling(
+        given, old, old_form=f"{command} --runs a,b", new_form=f"{command} RUN [RUN...]",
+        twice=f"give the run folders once: `peftbench {command} RUN [RUN...]` (--runs is their old spelling)",
+        missing=f"missing run folders: `peftbench {command} RUN [RUN...]` (see: peftbench ls)")
+    return split_names(old) if old else list(given)
 
 
 def spec_file(config: str | None, positional: str | None, command: str) -> str:
     """The spec file of `sweep --config FILE`, or of the deprecated `sweep FILE`."""
-    if config and positional:
-        raise usage_error(f"give the spec file once: `peftbench {command} --config FILE`")
-    if positional:
-        deprecated(f"{command} FILE", f"{command} --config FILE")
-        return positional
-    if not config:
-        raise usage_error(f"missing the spec file: `peftbench {command} --config FILE`")
-    return config
+    return str(_either_spelling(
+        config, positional, old_form=f"{command} FILE", new_form=f"{command} --config FILE",
+        twice=f"give the spec file once: `peftbench {command} --config FILE`",
+        missing=f"missing the spec file: `peftbench {command} --config FILE`"))

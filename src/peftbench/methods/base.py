@@ -169,8 +169,12 @@ def wrap_peft(config: Any, ctx: MethodContext) -> Any:
     try:
         return get_peft_model(ctx.model, config)
     except (ValueError, TypeError, KeyError, RuntimeError, NotImplementedError) as err:
-        msg = str(err).splitlines()[0][:300]
-        if "not found in the base model" in msg or "Target modules" in msg or "No modules were targeted" in msg:
+        first = next(iter(str(err).splitlines()), type(err).__name__)
+        msg = first[:300]
+        # peft says "Target modules {...} not found in the base model" for a target list that matches
+        # nothing, and "No modules were targeted" when exclusions empty it; a long list pushes the
+        # wording past the cut, so the whole line is searched.
+        if "not found in the base model" in first or "No modules were targeted" in first:
             raise ModelError(f"target modules matched nothing in the model: {msg}",
                              hint="set method.target_modules to module names that exist, or 'auto'") from None
         raise ModelError(f"method cannot apply to this model: {msg}",

@@ -112,11 +112,13 @@ def pick_baseline(configs: list[Config], selector: str | None) -> Config | None:
     if not matches:
         return None
     sign = 1.0 if higher_is_better(matches[0].metric) else -1.0
-    return max(matches, key=lambda c: sign * (c.mean(c.metric) if c.mean(c.metric) is not None else -math.inf))
+    # A configuration without a mean metric ranks last, whichever way the metric points.
+    return max(matches, key=lambda c: sign * m if (m := c.mean(c.metric)) is not None else -math.inf)
 
 
 def _ratio(base: float | None, value: float | None) -> float | None:
-    if base is None or value is None or value <= 0:
+    """base / value of a cost; None unless both are measured and above zero (no 0× or ∞× claims)."""
+    if base is None or value is None or value <= 0 or base <= 0:
         return None
     return base / value
 

@@ -105,8 +105,11 @@ def _recommend(choice: Config, best: Config, passing: list[Config], tied: list[C
     thin = len(choice.runs) < 2 or (cost is None and bool(rivals))
     head = f"Use {choice.label}" + (f" (priority: {prefer})" if cost else "") + f": {_metric_text(choice)}"
     if cost and choice is not best:
-        ratio = (best.mean(cost) or 0.0) / (choice.mean(cost) or 1.0)
-        body = (f", {ratio:.1f}× {COST_WORDS[cost]} than the best-scoring {best.label}, whose {best.metric} "
+        best_cost, choice_cost = best.mean(cost), choice.mean(cost)
+        # A ratio only from two measured costs: the best-scoring one may lack the figure (then no "0.0×").
+        than = (f"{best_cost / choice_cost:.1f}× {COST_WORDS[cost]} than" if best_cost and choice_cost
+                else f"chosen for {COST_WORDS[cost]} over")
+        body = (f", {than} the best-scoring {best.label}, whose {best.metric} "
                 f"is not significantly different ({_p_text(pairs, choice, [best])})")
     elif len(passing) == 1:
         body = ", the only configuration" if n_total == 1 else ", the only one left (the others did not learn or miss the floor)"

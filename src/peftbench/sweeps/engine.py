@@ -149,8 +149,8 @@ def _run_on_executor(todo: list[PlannedRun], out: Path, result: SweepResult, say
     jobs = [Job(run.spec.to_dict(), str(out)) for run in todo]
     try:
         for done, (_, record) in enumerate(engine.map(jobs), 1):
-            status = record.get("status", "failed")
-            label = status if status != "failed" else status_label(record, "error")
+            status = record.get("status", "failed")  # a record without a status counts as a failure
+            label = status if status != "failed" else status_label({**record, "status": status}, "error")
             result.statuses[record.get("run_id", f"job-{done}")] = label
             metric = metrics_text(record) if status == "success" else ""
             say(f"[sweep:{name}] {record.get('run_id')}: {label}{f', {metric}' if metric else ''} "
