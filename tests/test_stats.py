@@ -65,7 +65,7 @@ def test_mcnemar_counts_the_table_and_matches_statsmodels() -> None:
     ref = mcnemar([[3, 4], [2, 1]], exact=True, correction=True)
     assert (res["statistic"], res["pvalue"]) == pytest.approx((ref.statistic, ref.pvalue))
     assert mcnemar_test([], [], [])["delta"] == 0.0
-    with pytest.raises(ValueError, match="equal length"):
+    with pytest.raises(ValueError, match=r"^McNemar needs predictions of equal length over the same examples$"):
         mcnemar_test([0, 1], [0], [0, 1])
 
 
@@ -119,7 +119,7 @@ def test_paired_bootstrap_without_spread_and_bad_input() -> None:
     spread = paired_bootstrap([1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0])  # differences of std exactly 1
     assert spread["resamples"] == 9999 and spread["pvalue"] == 1.0 and spread["ci_low"] < 0 < spread["ci_high"]
     for a, b in (([1.0], [1.0, 2.0]), ([], []), ([[1.0]], [[1.0]])):
-        with pytest.raises(ValueError, match="equal length"):
+        with pytest.raises(ValueError, match=r"^paired bootstrap needs two non-empty score lists of equal length$"):
             paired_bootstrap(a, b)
 
 
