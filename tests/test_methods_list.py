@@ -73,3 +73,19 @@ def test_more_peft_methods_train(method: str, family: str, task: str, tmp_path: 
     assert record["peft_config"]["peft_type"] == {"prompt_tuning": "PROMPT_TUNING", "prefix_tuning": "PREFIX_TUNING",
                                                   "p_tuning": "P_TUNING", "vera": "VERA"}[method]
     assert record["params"]["trainable"] < record["params"]["total"] / 2
+
+
+def test_methods_say_where_each_was_verified() -> None:
+    from peftbench.methods.verified import verified_on
+
+    everywhere = "bert/classification, gpt2/classification, llama/instruction, t5/summarization"
+    assert verified_on("lora") == everywhere
+    assert verified_on("prefix_tuning") == "gpt2/classification, llama/instruction, t5/summarization"
+    assert verified_on("xlora") == "none"  # refused on every target it was tried on
+    assert verified_on("no_such_method") == "not tested"
+    result = CliRunner().invoke(cli, ["methods"], env={"COLUMNS": "1000"})
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[0]: line.rstrip() for line in result.output.splitlines()[2:]}
+    assert rows["lora"].endswith(f"[verified: {everywhere}]")
+    assert rows["xlora"].endswith("[verified: none]")
+    assert rows["prefix_tuning"].endswith("[verified: gpt2/classification, llama/instruction, t5/summarization]")

@@ -112,11 +112,23 @@ def test_a_failed_configuration_is_a_row_not_a_crash(tiny_bert: Path, tmp_path: 
 
     # Real processes stopped by the per-configuration timeout (loading alone takes longer).
     data = profile(str(tiny_bert), ["lora"], [16, 32], [2], steps=1, dtype="float32", num_threads=1,
-                   out_dir=tmp_path, timeout_s=0.05)
+                   out_dir=tmp_path, timeout_s=0.01)
     write_profile_report(data, tmp_path)
     assert [(r["length"], r["status"]) for r in data["rows"]] == [(16, "timeout"), (32, "timeout")]
     assert json.loads((tmp_path / "profile.json").read_text())["rows"] == data["rows"]
     assert "timeout" in (tmp_path / "profile.md").read_text()
+
+
+def test_a_measurement_is_a_timeout_when_its_value_arrives_after_the_deadline() -> None:
+    import math
+    import time
+
+    from peftbench.core.isolate import call_isolated
+
+    assert call_isolated(math.sqrt, (4.0,), name="peftbench-test-sqrt", timeout_s=60).value == 2.0
+    # The value comes 0.1 s after the start, past a 0.05 s deadline (inside one 0.2 s wait): a timeout.
+    late = call_isolated(time.sleep, (0.1,), name="peftbench-test-sleep", timeout_s=0.05)
+    assert (late.reason, late.message, late.value) == ("timeout", "timeout after 0.05s", None)
 
 
 def test_longer_lengths_are_skipped_after_running_out_of_memory(tiny_bert: Path, tmp_path: Path,

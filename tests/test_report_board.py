@@ -3,8 +3,14 @@ strings cannot break out of its <script> element, and in headless Chromium it lo
 errors, filters, recomputes the Pareto front when the axes change, sorts, compares runs and exports CSV.
 
 The browser tests skip where Chromium and chromedriver are not installed (`apt-get install chromium
-chromium-driver`; .ci/run installs them), and fail instead on CI. PEFTBENCH_SAVE_SCREENSHOT=1 writes the
-first screen to docs/img/report-board.png (the picture docs/report.md shows)."""
+chromium-driver`; .ci/run installs them), and fail instead on CI. One of them opens the report built from
+the demo's records: a short demo it runs itself, or the runs of a finished `peftbench demo` named by
+PEFTBENCH_BOARD_RUNS. With PEFTBENCH_SAVE_SCREENSHOT=1 it writes the first screen to
+docs/img/report-board.png, the picture the README and docs/report.md show:
+
+    .venv/bin/peftbench demo
+    PEFTBENCH_BOARD_RUNS=demo_runs PEFTBENCH_SAVE_SCREENSHOT=1 .venv/bin/python -m pytest tests/test_report_board.py -k demo
+"""
 
 from __future__ import annotations
 
@@ -254,9 +260,6 @@ def test_board_in_chromium_filters_recomputes_the_front_compares_and_exports(
     assert _severe(browser) == []
     assert browser.execute_script(
         "return performance.getEntriesByType('resource').filter(e => /^https?:/.test(e.name)).length") == 0
-    shot = SCREENSHOT if os.environ.get("PEFTBENCH_SAVE_SCREENSHOT") == "1" else tmp_path / "board.png"
-    shot.parent.mkdir(parents=True, exist_ok=True)
-    assert browser.save_screenshot(str(shot)) and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(_table_runs(browser)) == len(records)
 
     _choose(browser, "board-method", "lora")
@@ -377,3 +380,65 @@ def test_board_with_100_records_loads_and_filters_in_chromium(browser: Any, reco
         print(f"\nreport board, {len(many)} records: report.html {page.stat().st_size / 2**20:.2f} MiB; "
               f"DOMContentLoaded {times['dom']:.0f} ms, load {times['load']:.0f} ms, board drawn "
               f"{times['board']:.0f} ms after navigation start; filter to one method {filter_ms:.0f} ms")
+
+
+# ---- the demo's own records ---------------------------------------------------------------------------
+
+DEMO_METHODS = ("full", "lora", "ia3", "partial")
+
+
+@pytest.fixture(scope="module")
+def demo_records(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    """The records of `peftbench demo`: those under PEFTBENCH_BOARD_RUNS when set (a finished demo), else
+    a shorter demo of four methods run here (400 generated examples, three epochs: about 35 s)."""
+    from peftbench.demo import run_demo
+    from peftbench.records.io import load_records
+
+    folder = os.environ.get("PEFTBENCH_BOARD_RUNS")
+    if not folder:
+        folder = str(tmp_path_factory.mktemp("demo"))
+        run_demo(folder, list(DEMO_METHODS), n_train=400, epochs=3, progress=False)
+    records = load_records(folder)
+    assert records and all(r["status"] == "success" for r in records), folder
+    return records
+
+
+def test_board_on_the_demos_records_in_chromium(browser: Any, demo_records: list[dict[str, Any]],
+                                                tmp_path: Path) -> None:
+    """The report the demo writes, opened as a user opens it: no console errors and no network, a
+    picture of the first screen, each method's filter leaves only its rows, the plotted front is the one
+    Python computes (runs that did not learn drawn apart), and other axes give another front."""
+    from peftbench.reports.build import build_report
+
+    records = demo_records
+    _open(browser, build_report(records, tmp_path / "report"))
+    assert _severe(browser) == []
+    assert browser.execute_script(
+        "return performance.getEntriesByType('resource').filter(e => /^https?:/.test(e.name)).length") == 0
+    shot = SCREENSHOT if os.environ.get("PEFTBENCH_SAVE_SCREENSHOT") == "1" else tmp_path / "board.png"
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    assert browser.save_screenshot(str(shot)) and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(_table_runs(browser)) == sorted((r["run_id"], r["method"]) for r in records)
+
+    for method in sorted({r["method"] for r in records}):
+        _choose(browser, "board-method", method)
+        assert _table_runs(browser) == [(r["run_id"], method) for r in records if r["method"] == method]
+    _choose(browser, "board-method", "")
+
+    learned = [_learned(r) for r in records]
+    assert True in learned, "no demo run learned: the front would be empty"
+    apart = browser.execute_script(
+        "const t = document.getElementById('board-plot').data.find(t => t.name === 'did not learn');"
+        "return t ? t.customdata : [];")
+    assert sorted(apart) == [i for i, judged in enumerate(learned) if judged is False]
+    default = _front(records, "trainable_params", "accuracy")
+    assert default and _plotted_front(browser) == default
+
+    axes = [a["key"] for a in browser.execute_script(
+        "return JSON.parse(document.getElementById('board-data').textContent).axes;")]
+    other = next(((x, y) for x in axes for y in axes if x != y and _front(records, x, y) not in ([], default)), None)
+    assert other, f"every pair of axes gives the front {default}: the demo's runs cannot show a change"
+    _choose(browser, "board-x", other[0])
+    _choose(browser, "board-y", other[1])
+    assert _plotted_front(browser) == _front(records, *other) != default
+    assert _severe(browser) == []

@@ -283,9 +283,14 @@ def call_isolated(target: Any, args: tuple[Any, ...], *, name: str, timeout_s: f
     msg = None
     timed_out = False
     try:
-        # Read while waiting (a large value must not block the child on a full pipe).
+        # Read while waiting (a large value must not block the child on a full pipe). A value is
+        # accepted only if it arrives before the deadline: each wait ends at the deadline at the latest.
         while msg is None:
-            if recv.poll(0.2):
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                timed_out = True
+                break
+            if recv.poll(0.2 if remaining is None else min(0.2, remaining)):
                 with contextlib.suppress(EOFError, OSError):
                     msg = recv.recv()
                 break
@@ -293,9 +298,6 @@ def call_isolated(target: Any, args: tuple[Any, ...], *, name: str, timeout_s: f
                 if recv.poll(0):
                     with contextlib.suppress(EOFError, OSError):
                         msg = recv.recv()
-                break
-            if deadline is not None and time.monotonic() > deadline:
-                timed_out = True
                 break
         if timed_out:
             _stop(proc, grace_s=2)
