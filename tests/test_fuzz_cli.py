@@ -181,6 +181,8 @@ def test_spec_yaml_text_long(tiny: dict[str, str], text: str) -> None:
 @example({"method": {"target_modules": 5}}, [], True)
 @example({"method": {"": None, "0": None, "00": None}}, [], True)  # once a 2,000-character message
 @example({"model": {"": None, "0": None, "00": None}, "train": {"": None, "epochs": None}}, [], False)
+@example({}, ["method.rank_pattern="], True)  # once an AttributeError inside peft, exit 1
+@example({}, ["method.rank_pattern=5"], True)
 def test_spec_dicts(tiny: dict[str, str], data: Any, items: list[str], on_base: bool) -> None:
     check_spec_dict(tiny, data, items, on_base)
 

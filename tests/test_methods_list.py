@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -89,3 +90,27 @@ def test_methods_say_where_each_was_verified() -> None:
     assert rows["lora"].endswith(f"[verified: {everywhere}]")
     assert rows["xlora"].endswith("[verified: none]")
     assert rows["prefix_tuning"].endswith("[verified: gpt2/classification, llama/instruction, t5/summarization]")
+
+
+def test_a_null_peft_setting_is_the_default_and_a_wrong_type_is_a_spec_error(tmp_path: Path,
+                                                                           sentiment_files: tuple[Path, Path]) -> None:
+    """`method.rank_pattern: null` gives LoraConfig its own default (peft fails on None); a value of the
+    wrong type is refused naming the key and the type, every such key at once."""
+    from peftbench.core.runner import run
+    from peftbench.models.tiny import tiny_model_path
+
+    def spec(**method: Any) -> RunSpec:
+        return RunSpec.from_dict({
+            "model": {"name_or_path": str(tiny_model_path("roberta")), "dtype": "float32"},
+            "data": {"train": str(sentiment_files[0]), "eval": str(sentiment_files[1]), "n_train": 8, "n_eval": 8,
+                     "max_length": 32},
+            "method": {"name": "lora", **method}, "train": {"max_steps": 1, "batch_size": 4}, "save": "none"})
+
+    record = run(spec(rank_pattern=None, use_dora=None), tmp_path / "a", progress=False)
+    assert record["status"] == "success"
+    assert (record["peft_config"]["rank_pattern"], record["peft_config"]["use_dora"]) == ({}, False)
+    with pytest.raises(SpecError) as err:
+        run(spec(rank_pattern=5, use_rslora=3, alpha=1.5), tmp_path / "b", progress=False)
+    assert err.value.message == ("2 problems in the method section: method.rank_pattern=5 is not of the type "
+                                 "LoraConfig takes (Optional[dict]); method.use_rslora=3 is not of the type "
+                                 "LoraConfig takes (bool)")

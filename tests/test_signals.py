@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -170,10 +171,11 @@ def test_old_oom_records_and_new_killed_records_both_list(tmp_path, tiny_bert, s
 @pytest.fixture()
 def handlers():
     """The pytest process's own signal handlers, put back after a test installs peftbench's."""
-    saved = {sig: signal.getsignal(sig) for sig in signals.CANCEL_SIGNALS}
+    saved, hook = {sig: signal.getsignal(sig) for sig in signals.CANCEL_SIGNALS}, sys.unraisablehook
     yield
     for sig, handler in saved.items():
         signal.signal(sig, handler)
+    sys.unraisablehook = hook
     signals.forget()
 
 
@@ -192,19 +194,31 @@ class _RaisesInDel:
         signal.raise_signal(signal.SIGTERM)  # its KeyboardInterrupt is raised here, and Python drops it
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the drop it shows
-def test_a_cancel_lost_in_a_del_still_cancels_the_run(handlers, tmp_path, tiny_bert, sentiment_files) -> None:
+class _FailsInDel:
+    def __del__(self) -> None:
+        raise ValueError("not a signal")
+
+
+def test_a_cancel_lost_in_a_del_still_cancels_the_run(handlers, tmp_path, tiny_bert, sentiment_files,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """The KeyboardInterrupt of a signal that lands in a `__del__` (autograd frees saved tensors through one)
-    is printed and dropped: the remembered signal cancels the run at its next step all the same."""
+    is dropped without a traceback: the remembered signal cancels the run at its next step all the same.
+    Other exceptions Python cannot raise still reach the hook that was there before."""
     from peftbench.config.spec import RunSpec
     from peftbench.core.runner import run
     from peftbench.errors import RunCanceled
 
+    shown: list[BaseException] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: shown.append(u.exc_value))
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signals.install()
+    signals.install()  # a second install wraps the hook once only
     obj = _RaisesInDel()
-    del obj  # no exception reaches here
-    assert signals.received() == signal.SIGTERM
+    del obj  # no exception reaches here, and nothing is printed
+    assert signals.received() == signal.SIGTERM and shown == []
+    other = _FailsInDel()
+    del other
+    assert [type(e) for e in shown] == [ValueError]
     spec = RunSpec.from_dict(tiny_spec(tiny_bert, sentiment_files, epochs=3))
     with pytest.raises(RunCanceled, match="run canceled by SIGTERM"):
         run(spec, tmp_path / "runs", progress=False)

@@ -181,10 +181,54 @@ def wrap_peft(config: Any, ctx: MethodContext) -> Any:
                          hint="pick a method that supports this architecture (peftbench methods)") from None
 
 
+# Keys `check_param_values` checks in peftbench's own terms (peft's annotations are narrower: `int` alpha).
+SELF_CHECKED = frozenset({"r", "lora_alpha", "lora_dropout", "target_modules", "feedforward_modules"})
+
+
+def settled_kwargs(cls: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """`kwargs` for the peft config class `cls`: a null value means the config's own default (as
+    `train.lr: null` means the method's), and every other value must fit the field's annotation, so
+    that a wrong type is a spec error naming the key instead of an exception deep in peft."""
+    import dataclasses
+    import typing
+
+    from pydantic import ConfigDict, TypeAdapter, ValidationError
+
+    fields = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # an annotation that cannot be resolved: peft checks the values itself
+        hints = {}
+    settled, problems = {}, []
+    for key, value in kwargs.items():
+        field = fields.get(key)
+        if value is None and field is not None and (field.default is not None or
+                                                    field.default_factory is not dataclasses.MISSING):
+            continue
+        settled[key] = value
+        if key in SELF_CHECKED or key not in hints:
+            continue
+        try:
+            adapter = TypeAdapter(hints[key], config=ConfigDict(arbitrary_types_allowed=True))
+        except Exception:  # a type pydantic cannot check
+            continue
+        try:
+            adapter.validate_python(value)
+        except ValidationError:
+            wanted = hints[key].__name__ if isinstance(hints[key], type) else str(hints[key]).replace("typing.", "")
+            problems.append(f"method.{key}={value!r} is not of the type {cls.__name__} takes ({wanted})")
+    if problems:
+        head = "" if len(problems) == 1 else f"{len(problems)} problems in the method section: "
+        raise SpecError((head + "; ".join(problems))[:600],
+                        hint="give each setting a value of the type shown, or leave it out for the default")
+    return settled
+
+
 def make_config(cls_name: str, ctx: MethodContext, kwargs: dict[str, Any]) -> Any:
     import peft
 
     cls = getattr(peft, cls_name)
+    kwargs = settled_kwargs(cls, kwargs)
     try:
         return cls(task_type=ctx.peft_task_type, **kwargs)
     except (TypeError, ValueError) as err:

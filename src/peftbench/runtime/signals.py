@@ -10,8 +10,10 @@ The first signal raises `Interrupted` (a KeyboardInterrupt, so every Ctrl-C path
 main thread and is remembered; later ones are only remembered, so that a second signal (a terminal's
 group signal and the sweep's forwarded one, or Ctrl-C pressed twice) cannot cut short the writing of
 the canceled record. A KeyboardInterrupt raised where Python cannot propagate it (inside a `__del__`
-or a weakref callback: autograd frees saved tensors through one) is printed and dropped;
-`raise_if_received` at step boundaries turns the remembered signal into the cancel that was lost.
+or a weakref callback: autograd frees saved tensors through one) is dropped without a word (Python
+would print it with a traceback; `install` puts a hook on `sys.unraisablehook` that passes every other
+exception on); `raise_if_received` at step boundaries turns the remembered signal into the cancel that
+was lost.
 
 The exit status of a canceled command is 128 + the signal's number: 130 for SIGINT, 143 for SIGTERM,
 129 for SIGHUP.
@@ -20,6 +22,7 @@ The exit status of a canceled command is 128 + the signal's number: 130 for SIGI
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from typing import Any
 
@@ -67,10 +70,24 @@ def _not_ignored(sig: int) -> bool:
     return sig == signal.SIGINT or signal.getsignal(sig) != signal.SIG_IGN
 
 
+class _DropInterrupted:
+    """`sys.unraisablehook` while the handlers are installed: an `Interrupted` that Python could not raise
+    is already remembered (`raise_if_received`), so it is not printed; anything else goes to `passed_on`."""
+
+    def __init__(self, passed_on: Any):
+        self.passed_on = passed_on
+
+    def __call__(self, unraisable: Any) -> None:
+        if not isinstance(unraisable.exc_value, Interrupted):
+            self.passed_on(unraisable)
+
+
 def install() -> None:
     """Cancel on SIGINT, SIGTERM and SIGHUP from now on (main thread only: Python's rule for handlers)."""
     if threading.current_thread() is not threading.main_thread():
         return
+    if not isinstance(sys.unraisablehook, _DropInterrupted):
+        sys.unraisablehook = _DropInterrupted(sys.unraisablehook)
     for sig in CANCEL_SIGNALS:
         if _not_ignored(sig):
             signal.signal(sig, _on_signal)
