@@ -17,6 +17,7 @@ from peftbench.methods.base import (
     check_param_values,
     make_config,
     resolve_targets,
+    settled_kwargs,
     wrap_peft,
 )
 from peftbench.registry import Registry
@@ -190,3 +191,81 @@ def test_a_method_that_cannot_apply_says_so(ctx: MethodContext) -> None:
     err = _wrap_error(ctx, target_modules=["LayerNorm"])
     assert err.message.startswith("method cannot apply to this model: ") and "LayerNorm" in err.message
     assert err.hint == "pick a method that supports this architecture (peftbench methods)"
+
+
+def test_settled_kwargs_drop_nulls_where_the_config_has_another_default() -> None:
+    from peft import LoraConfig
+
+    got = settled_kwargs(LoraConfig, {"rank_pattern": None, "use_dora": None, "layers_pattern": None, "r": 4,
+                                      "no_such_field": None})
+    # rank_pattern's default is a factory ({}), use_dora's is False: both left out; layers_pattern's
+    # default is None and a key peft lacks is left for peft to refuse.
+    assert got == {"layers_pattern": None, "r": 4, "no_such_field": None}
+
+
+def test_settled_kwargs_refuse_wrong_types_naming_each_key_and_type() -> None:
+    from peft import LoraConfig
+
+    ok = {"rank_pattern": {"query": 4}, "use_rslora": True, "lora_alpha": 1.5, "lora_dropout": 0.1, "r": 8,
+          "target_modules": ["query"], "layers_to_transform": 1, "no_such_field": object()}
+    assert settled_kwargs(LoraConfig, ok) == ok  # peftbench checks its own keys (alpha may be fractional)
+    with pytest.raises(SpecError) as one:
+        settled_kwargs(LoraConfig, {"rank_pattern": 5})
+    assert one.value.message == "method.rank_pattern=5 is not of the type LoraConfig takes (Optional[dict])"
+    assert one.value.hint == "give each setting a value of the type shown, or leave it out for the default"
+    with pytest.raises(SpecError) as two:
+        settled_kwargs(LoraConfig, {"use_rslora": "maybe", "r": 4, "rank_pattern": [1]})
+    assert two.value.message == (
+        "2 problems in the method section: method.use_rslora='maybe' is not of the type LoraConfig takes (bool); "
+        "method.rank_pattern=[1] is not of the type LoraConfig takes (Optional[dict])")
+    with pytest.raises(SpecError) as long:
+        settled_kwargs(LoraConfig, {"rank_pattern": "x" * 2000})
+    assert len(long.value.message) == 600 and long.value.message.startswith("method.rank_pattern='xxx")
+
+
+class Thing:
+    """A type pydantic knows nothing of: checked by isinstance."""
+
+
+class Holder:
+    thing: Thing
+    size: int
+
+
+def test_settled_kwargs_check_arbitrary_classes_and_go_on_past_a_type_pydantic_cannot_read() -> None:
+    from peft import LoraConfig
+
+    kept = Thing()
+    assert settled_kwargs(Holder, {"thing": kept}) == {"thing": kept}
+    with pytest.raises(SpecError) as err:
+        settled_kwargs(Holder, {"thing": 5, "size": 1})
+    assert err.value.message == f"method.thing=5 is not of the type Holder takes ({Thing.__name__})"
+    # LoraConfig's runtime_config has a type pydantic cannot build a check for: skipped, the next key checked
+    with pytest.raises(SpecError, match=r"^method\.rank_pattern=5 is not"):
+        settled_kwargs(LoraConfig, {"runtime_config": "x", "rank_pattern": 5})
+
+
+def test_a_peft_error_without_a_message_is_named_by_its_type(ctx: MethodContext,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import peft
+
+    def fails(*_args: Any, **_kw: Any) -> None:
+        raise NotImplementedError
+
+    monkeypatch.setattr(peft, "get_peft_model", fails)
+    assert _wrap_error(ctx).message == "method cannot apply to this model: NotImplementedError"
+
+
+def test_settled_kwargs_of_a_plain_class_check_its_annotations_only() -> None:
+    class Plain:
+        size: int
+
+    class Unreadable:
+        size: int
+        other: NoSuchType  # noqa: F821  (annotations that cannot be resolved: peft checks the values)
+
+    assert settled_kwargs(Plain, {"size": 3, "other": None}) == {"size": 3, "other": None}  # no dataclass defaults
+    with pytest.raises(SpecError) as err:
+        settled_kwargs(Plain, {"size": "big"})
+    assert err.value.message == "method.size='big' is not of the type Plain takes (int)"
+    assert settled_kwargs(Unreadable, {"size": "big"}) == {"size": "big"}
