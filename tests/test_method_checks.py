@@ -204,11 +204,13 @@ def test_settled_kwargs_drop_nulls_where_the_config_has_another_default() -> Non
 
 
 def test_settled_kwargs_refuse_wrong_types_naming_each_key_and_type() -> None:
-    from peft import LoraConfig
+    from peft import LoHaConfig, LoKrConfig, LoraConfig
 
     ok = {"rank_pattern": {"query": 4}, "use_rslora": True, "lora_alpha": 1.5, "lora_dropout": 0.1, "r": 8,
           "target_modules": ["query"], "layers_to_transform": 1, "no_such_field": object()}
     assert settled_kwargs(LoraConfig, ok) == ok  # peftbench checks its own keys (alpha may be fractional)
+    for cls in (LoHaConfig, LoKrConfig):  # their `alpha`, annotated `int`, is peftbench's shared key too
+        assert settled_kwargs(cls, {"alpha": 1.5, "r": 4}) == {"alpha": 1.5, "r": 4}
     with pytest.raises(SpecError) as one:
         settled_kwargs(LoraConfig, {"rank_pattern": 5})
     assert one.value.message == "method.rank_pattern=5 is not of the type LoraConfig takes (Optional[dict])"

@@ -207,6 +207,12 @@ def _open(browser: Any, path: Path) -> dict[str, float]:
         "peftbenchBoard.ready.then(ms => done({dom: nav.domContentLoadedEventEnd, load: nav.loadEventEnd, board: ms}));")
 
 
+def _network_requests(browser: Any) -> int:
+    """How many http(s) resources the page fetched (an offline report fetches none)."""
+    return browser.execute_script(
+        "return performance.getEntriesByType('resource').filter(e => /^https?:/.test(e.name)).length")
+
+
 def _severe(browser: Any) -> list[dict[str, Any]]:
     return [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
 
@@ -258,8 +264,7 @@ def test_board_in_chromium_filters_recomputes_the_front_compares_and_exports(
 
     _open(browser, report)
     assert _severe(browser) == []
-    assert browser.execute_script(
-        "return performance.getEntriesByType('resource').filter(e => /^https?:/.test(e.name)).length") == 0
+    assert _network_requests(browser) == 0
     assert len(_table_runs(browser)) == len(records)
 
     _choose(browser, "board-method", "lora")
@@ -413,8 +418,7 @@ def test_board_on_the_demos_records_in_chromium(browser: Any, demo_records: list
     records = demo_records
     _open(browser, build_report(records, tmp_path / "report"))
     assert _severe(browser) == []
-    assert browser.execute_script(
-        "return performance.getEntriesByType('resource').filter(e => /^https?:/.test(e.name)).length") == 0
+    assert _network_requests(browser) == 0
     shot = SCREENSHOT if os.environ.get("PEFTBENCH_SAVE_SCREENSHOT") == "1" else tmp_path / "board.png"
     shot.parent.mkdir(parents=True, exist_ok=True)
     assert browser.save_screenshot(str(shot)) and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

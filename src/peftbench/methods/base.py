@@ -125,8 +125,13 @@ METHODS = MethodRegistry()
 SEED_METHODS = ("full", "partial", "lora", "qlora", "ia3", "dora")
 
 
+# The adapter keys `check_param_values` checks in peftbench's terms, whatever the method (LoRA's peft
+# config names two of them `lora_alpha` and `lora_dropout`).
+SHARED_KEYS = ("r", "alpha", "dropout", "target_modules", "feedforward_modules")
+
+
 def check_param_values(params: dict[str, Any]) -> None:
-    """Shared adapter keys, checked when the spec is resolved rather than deep inside peft."""
+    """Shared adapter keys (`SHARED_KEYS`), checked when the spec is resolved rather than deep inside peft."""
     import math
 
     def bad(key: str, need: str, example: str) -> SpecError:
@@ -181,10 +186,6 @@ def wrap_peft(config: Any, ctx: MethodContext) -> Any:
                          hint="pick a method that supports this architecture (peftbench methods)") from None
 
 
-# Keys `check_param_values` checks in peftbench's own terms (peft's annotations are narrower: `int` alpha).
-SELF_CHECKED = frozenset({"r", "lora_alpha", "lora_dropout", "target_modules", "feedforward_modules"})
-
-
 def settled_kwargs(cls: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     """`kwargs` for the peft config class `cls`: a null value means the config's own default (as
     `train.lr: null` means the method's), and every other value must fit the field's annotation, so
@@ -206,8 +207,8 @@ def settled_kwargs(cls: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
                                                     field.default_factory is not dataclasses.MISSING):
             continue
         settled[key] = value
-        if key in SELF_CHECKED or key not in hints:
-            continue
+        if key.removeprefix("lora_") in SHARED_KEYS or key not in hints:  # checked in peftbench's terms:
+            continue  # peft's annotations are narrower (an `int` alpha)
         try:
             adapter = TypeAdapter(hints[key], config=ConfigDict(arbitrary_types_allowed=True))
         except Exception:  # a type pydantic cannot check
