@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pytest
 
@@ -229,22 +229,44 @@ class Thing:
     """A type pydantic knows nothing of: checked by isinstance."""
 
 
+class NoSchema:
+    """A type whose pydantic schema cannot be built at all: values for it are left to peft."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, *_args: Any) -> Any:
+        raise RuntimeError("no schema")
+
+
 class Holder:
     thing: Thing
+    maybe: Optional[Thing]  # noqa: UP045  (as peft writes its annotations)
     size: int
+    odd: NoSchema
 
 
-def test_settled_kwargs_check_arbitrary_classes_and_go_on_past_a_type_pydantic_cannot_read() -> None:
+def test_settled_kwargs_check_arbitrary_classes_and_dataclasses_by_instance() -> None:
     from peft import LoraConfig
+    from peft.tuners.lora.config import LoraRuntimeConfig
 
     kept = Thing()
     assert settled_kwargs(Holder, {"thing": kept}) == {"thing": kept}
     with pytest.raises(SpecError) as err:
         settled_kwargs(Holder, {"thing": 5, "size": 1})
     assert err.value.message == f"method.thing=5 is not of the type Holder takes ({Thing.__name__})"
-    # LoraConfig's runtime_config has a type pydantic cannot build a check for: skipped, the next key checked
-    with pytest.raises(SpecError, match=r"^method\.rank_pattern=5 is not"):
-        settled_kwargs(LoraConfig, {"runtime_config": "x", "rank_pattern": 5})
+    assert settled_kwargs(Holder, {"maybe": kept, "odd": 5}) == {"maybe": kept, "odd": 5}
+    with pytest.raises(SpecError) as maybe:
+        settled_kwargs(Holder, {"maybe": 5})
+    assert maybe.value.message == f"method.maybe=5 is not of the type Holder takes (Optional[{__name__}.Thing])"
+    # LoraConfig's runtime_config is a dataclass, which pydantic checks only with its own config: it must be
+    # an instance (no spec value is), and the keys after it are checked all the same
+    with pytest.raises(SpecError) as two:
+        settled_kwargs(LoraConfig, {"runtime_config": {"ephemeral_gpu_offload": True}, "rank_pattern": 5})
+    assert two.value.message == (
+        "2 problems in the method section: method.runtime_config={'ephemeral_gpu_offload': True} is not of the "
+        "type LoraConfig takes (LoraRuntimeConfig); method.rank_pattern=5 is not of the type LoraConfig takes "
+        "(Optional[dict])")
+    runtime = LoraRuntimeConfig()
+    assert settled_kwargs(LoraConfig, {"runtime_config": runtime}) == {"runtime_config": runtime}
 
 
 def test_a_peft_error_without_a_message_is_named_by_its_type(ctx: MethodContext,

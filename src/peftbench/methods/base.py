@@ -193,8 +193,6 @@ def settled_kwargs(cls: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     import dataclasses
     import typing
 
-    from pydantic import ConfigDict, TypeAdapter, ValidationError
-
     fields = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
     try:
         hints = typing.get_type_hints(cls)
@@ -209,13 +207,7 @@ def settled_kwargs(cls: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         settled[key] = value
         if key.removeprefix("lora_") in SHARED_KEYS or key not in hints:  # checked in peftbench's terms:
             continue  # peft's annotations are narrower (an `int` alpha)
-        try:
-            adapter = TypeAdapter(hints[key], config=ConfigDict(arbitrary_types_allowed=True))
-        except Exception:  # a type pydantic cannot check
-            continue
-        try:
-            adapter.validate_python(value)
-        except ValidationError:
+        if not _fits(hints[key], value):
             wanted = hints[key].__name__ if isinstance(hints[key], type) else str(hints[key]).replace("typing.", "")
             problems.append(f"method.{key}={value!r} is not of the type {cls.__name__} takes ({wanted})")
     if problems:
@@ -223,6 +215,24 @@ def settled_kwargs(cls: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         raise SpecError((head + "; ".join(problems))[:600],
                         hint="give each setting a value of the type shown, or leave it out for the default")
     return settled
+
+
+def _fits(annotation: Any, value: Any) -> bool:
+    """Whether `value` fits a peft config field's annotation, as pydantic reads it (an int fits a float);
+    True where the annotation is beyond pydantic."""
+    from pydantic import ConfigDict, PydanticUserError, TypeAdapter, ValidationError
+
+    try:
+        adapter = TypeAdapter(annotation, config=ConfigDict(arbitrary_types_allowed=True))
+    except PydanticUserError:  # a dataclass or model (peft's runtime_config): peft wants an instance
+        return not isinstance(annotation, type) or isinstance(value, annotation)
+    except Exception:  # a type pydantic cannot check
+        return True
+    try:
+        adapter.validate_python(value)
+    except ValidationError:
+        return False
+    return True
 
 
 def make_config(cls_name: str, ctx: MethodContext, kwargs: dict[str, Any]) -> Any:
